@@ -1,0 +1,24 @@
+//! Compiles every `.proto` under `proto/` with protox (pure Rust; no system
+//! `protoc`) and generates tonic clients and servers.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/process.proto",
+        "proto/filesystem.proto",
+        "proto/wrenn/v1/sandbox.proto",
+        "proto/wrenn/v1/agent.proto",
+        "proto/wrenn/v1/control.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // `process.Process/Connect` would clash with the generated `connect()`
+        // constructor; clients are built with `XClient::new(channel)` instead.
+        .build_transport(false)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The `Runtime` trait: one interface, one implementation per backend.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wrenn_types::SandboxId;
+
+/// Which kind of machine a sandbox is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Namespace,
+    Firecracker,
+}
+
+/// What to create. Values are validated by [`Runtime::create`] (ranges in
+/// [`SandboxSpec`]'s `MIN_*`/`MAX_*` constants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub id: SandboxId,
+    pub template: String,
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+    /// Environment of the guest agent, inherited by every process it starts.
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    /// Egress to the internet (MASQUERADE); otherwise only host-initiated traffic.
+    pub internet: bool,
+}
+
+impl SandboxSpec {
+    pub const DEFAULT_TEMPLATE: &'static str = "base";
+    pub const DEFAULT_VCPUS: u32 = 1;
+    pub const DEFAULT_MEMORY_MB: u32 = 512;
+    pub const DEFAULT_DISK_MB: u32 = 2048;
+    pub const MAX_VCPUS: u32 = 64;
+    pub const MIN_MEMORY_MB: u32 = 32;
+    pub const MAX_MEMORY_MB: u32 = 256 * 1024;
+    pub const MIN_DISK_MB: u32 = 64;
+    pub const MAX_DISK_MB: u32 = 1024 * 1024;
+
+    /// A spec with every default filled in.
+    pub fn new(id: SandboxId) -> Self {
+        SandboxSpec {
+            id,
+            template: Self::DEFAULT_TEMPLATE.to_owned(),
+            vcpus: Self::DEFAULT_VCPUS,
+            memory_mb: Self::DEFAULT_MEMORY_MB,
+            disk_mb: Self::DEFAULT_DISK_MB,
+            env: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            internet: true,
+        }
+    }
+}
+
+/// A created sandbox as the runtime knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxHandle {
+    pub id: SandboxId,
+    pub backend: Backend,
+    /// Network slot (1..=65534); determines every address and name.
+    pub slot: u16,
+    /// Host-reachable address of the sandbox; apps listen on it.
+    pub address: Ipv4Addr,
+    /// Where the guest agent's gRPC server listens (`address:49983`).
+    pub guest_addr: SocketAddr,
+    /// `$WRENN_DIR/sandboxes/<id>/`.
+    pub dir: PathBuf,
+    pub spec: SandboxSpec,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxMetrics {
+    pub cpu_usage_usec: u64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_limit_bytes: u64,
+    pub pids: u32,
+}
+
+/// What [`Runtime::recover`] found from a previous agent run.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Still running and intact: now managed again.
+    pub adopted: Vec<SandboxHandle>,
+    /// Partial or dead: everything they held was removed.
+    pub cleaned: Vec<SandboxId>,
+}
+
+/// Runtime configuration. Plain data; defaults in `DEFAULT_*` constants.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub backend: Backend,
+    /// `$WRENN_DIR` (default `/var/lib/wrenn`).
+    pub dir: PathBuf,
+    /// Prefix of host-global names: netns `<prefix>-<slot>`, cgroup
+    /// `<prefix>/<id>`, nftables table `<prefix>`. Tests use their own.
+    pub prefix: String,
+    /// Slots this runtime may use. Tests running side by side use disjoint ranges.
+    pub slots: std::ops::RangeInclusive<u16>,
+    /// The static `wrenn-guest` binary, bind-mounted into every sandbox.
+    pub guest_bin: PathBuf,
+    /// Firecracker only.
+    pub firecracker_bin: PathBuf,
+    pub kernel: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    pub const DEFAULT_DIR: &'static str = "/var/lib/wrenn";
+    pub const DEFAULT_PREFIX: &'static str = "wrenn";
+    pub const DEFAULT_FIRECRACKER_BIN: &'static str = "/usr/local/bin/firecracker";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid sandbox spec: {0}")]
+    InvalidSpec(String),
+    #[error("unknown template {template:?} (no image at {path})")]
+    UnknownTemplate { template: String, path: PathBuf },
+    #[error("sandbox {0} already exists")]
+    AlreadyExists(SandboxId),
+    #[error("sandbox {0} not found")]
+    NotFound(SandboxId),
+    #[error("no free network slot in {first}..={last}")]
+    SlotsExhausted { first: u16, last: u16 },
+    #[error("sandbox {id} is {state}")]
+    WrongState { id: SandboxId, state: &'static str },
+    /// A named privileged step failed (e.g. "mount overlay", "create veth").
+    #[error("{step} ({context})")]
+    Step {
+        step: &'static str,
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A sandbox backend. Every method is safe to call concurrently for different
+/// sandboxes; `destroy` is idempotent.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Validates the spec and sets up network, rootfs and cgroups. On error
+    /// nothing is left behind.
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle>;
+
+    /// Starts the guest agent as the sandbox's PID 1. Returns once the process
+    /// runs; the caller waits for the guest's health (and destroys on failure).
+    async fn start(&self, id: &SandboxId) -> Result<()>;
+
+    /// Freezes every process of the sandbox.
+    async fn pause(&self, id: &SandboxId) -> Result<()>;
+
+    /// Thaws a paused sandbox; processes continue with their connections.
+    async fn resume(&self, id: &SandboxId) -> Result<()>;
+
+    /// Kills everything and removes every trace. Unknown ids are not an error.
+    async fn destroy(&self, id: &SandboxId) -> Result<()>;
+
+    async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics>;
+
+    fn list(&self) -> Vec<SandboxHandle>;
+
+    /// What the guest agent wrote to stderr so far (its log), for error
+    /// messages when it never became healthy. At most `max` bytes, newest kept.
+    fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String>;
+
+    /// At start-up: adopt intact sandboxes a previous agent left running and
+    /// remove everything else it left (netns, links, mounts, cgroups, dirs).
+    async fn recover(&self) -> Result<Recovered>;
+
+    /// Graceful shutdown hook for images (ShrinkImage of templates not in use).
+    async fn shutdown(&self, timeout: Duration) -> Result<()>;
+}
