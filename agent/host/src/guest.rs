@@ -1,0 +1,176 @@
+//! The agent's connection to one sandbox's guest agent.
+//!
+//! Design: every sandbox gets its own tonic channel (one HTTP/2 connection),
+//! made when the sandbox is created and dropped when it is destroyed, so one
+//! sandbox's traffic never queues behind another's. Readiness is the guest's
+//! `grpc.health.v1.Health/Check` answering `SERVING`; a guest without the
+//! health service counts as ready once `process.Process/List` answers.
+//!
+//! Limitations: the channel has no HTTP/2 keepalive pings. A paused sandbox
+//! cannot answer pings, and a ping timeout would break the streams its
+//! processes continue after resume; a guest that dies is noticed when its TCP
+//! connection resets or when the sandbox is destroyed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use wrenn_proto::filesystem::filesystem_client::FilesystemClient;
+use wrenn_proto::process::{ListRequest, process_client::ProcessClient};
+
+/// Bound on one connect attempt to the guest.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on one health probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 windows: large enough for file transfers at memory speed, bounded.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+/// Largest message accepted from the guest (file chunks are 64 KiB).
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// A sandbox's dedicated channel to its guest agent.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    addr: SocketAddr,
+    channel: Channel,
+}
+
+impl Guest {
+    /// A channel to the guest at `addr`; connects on first use.
+    pub fn new(addr: SocketAddr) -> Self {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("a socket address is a valid URI authority")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
+        Guest {
+            addr,
+            channel: endpoint.connect_lazy(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn process(&self) -> ProcessClient<Channel> {
+        ProcessClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    pub fn filesystem(&self) -> FilesystemClient<Channel> {
+        FilesystemClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// One readiness probe: `Ok` when the guest serves.
+    pub async fn probe(&self) -> Result<(), String> {
+        let fut = async {
+            let mut health = HealthClient::new(self.channel.clone());
+            match health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
+                Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+                Ok(r) => Err(format!("health status {:?}", r.get_ref().status())),
+                Err(s) if s.code() == Code::Unimplemented => self
+                    .process()
+                    .list(ListRequest {})
+                    .await
+                    .map(drop)
+                    .map_err(|s| status_text(&s)),
+                Err(s) => Err(status_text(&s)),
+            }
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        }
+    }
+
+    /// Probes every `interval` until the guest serves or `timeout` passed;
+    /// the error is the last probe's.
+    pub async fn wait_ready(
+        &self,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let last = match tokio::time::timeout_at(deadline, self.probe()).await {
+                Ok(Ok(())) => return Ok(start.elapsed()),
+                Ok(Err(e)) => e,
+                Err(_) => "probe cut short by the deadline".to_owned(),
+            };
+            if Instant::now() + interval >= deadline {
+                return Err(last);
+            }
+        }
+    }
+}
+
+/// A status as one line, with the transport error's causes when there are.
+pub fn status_text(s: &Status) -> String {
+    let mut out = format!("{:?}: {}", s.code(), s.message());
+    let mut cur = std::error::Error::source(s);
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_gives_up_with_the_last_error() {
+        // A port nothing listens on: bind, learn the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let g = Guest::new(SocketAddr::from(([127, 0, 0, 1], port)));
+        let err = g
+            .wait_ready(Duration::from_millis(10), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(err.contains("Unavailable"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn readiness_succeeds_against_a_health_server() {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let g = Guest::new(addr);
+        g.wait_ready(Duration::from_millis(10), Duration::from_secs(5))
+            .await
+            .unwrap();
+        server.abort();
+    }
+}

@@ -1,0 +1,101 @@
+//! Where the static `wrenn-guest` binary is: `WRENN_GUEST_BIN`, else next to
+//! the running executable, else the workspace's musl target directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+pub const ENV: &str = "WRENN_GUEST_BIN";
+const NAME: &str = "wrenn-guest";
+
+/// The configured path if any (it must exist), else the usual search.
+pub fn resolve(configured: Option<&Path>) -> Result<PathBuf, Error> {
+    let from_env = std::env::var_os(ENV).map(PathBuf::from);
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let candidates = candidates(configured, from_env, exe_dir.as_deref(), &workspace);
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| Error::GuestBinNotFound {
+            searched: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+fn candidates(
+    configured: Option<&Path>,
+    from_env: Option<PathBuf>,
+    exe_dir: Option<&Path>,
+    workspace: &Path,
+) -> Vec<PathBuf> {
+    // An explicit choice is the only candidate: falling back would hide a typo.
+    if let Some(p) = configured {
+        return vec![p.to_owned()];
+    }
+    if let Some(p) = from_env {
+        return vec![p];
+    }
+    let mut v = Vec::new();
+    if let Some(d) = exe_dir {
+        v.push(d.join(NAME));
+    }
+    for profile in ["release", "debug"] {
+        v.push(
+            workspace
+                .join("target/x86_64-unknown-linux-musl")
+                .join(profile)
+                .join(NAME),
+        );
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_choices_win_and_stand_alone() {
+        let ws = Path::new("/ws");
+        assert_eq!(
+            candidates(
+                Some(Path::new("/a")),
+                Some("/b".into()),
+                Some(Path::new("/c")),
+                ws
+            ),
+            vec![PathBuf::from("/a")]
+        );
+        assert_eq!(
+            candidates(None, Some("/b".into()), None, ws),
+            vec![PathBuf::from("/b")]
+        );
+        assert_eq!(
+            candidates(None, None, Some(Path::new("/c")), ws),
+            vec![
+                PathBuf::from("/c/wrenn-guest"),
+                PathBuf::from("/ws/target/x86_64-unknown-linux-musl/release/wrenn-guest"),
+                PathBuf::from("/ws/target/x86_64-unknown-linux-musl/debug/wrenn-guest"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_binary_names_the_build_command() {
+        let e = resolve(Some(Path::new("/nonexistent/wrenn-guest")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/wrenn-guest"), "{e}");
+        assert!(
+            e.contains("cargo build -p wrenn-guest --target x86_64-unknown-linux-musl"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,496 @@
+//! The sandbox manager: the live truth of which sandboxes run on this host.
+//!
+//! Design: a `DashMap` from id to [`Sandbox`] holds every live sandbox. A
+//! create reserves its id, is admitted against free memory and disk, asks the
+//! runtime for the sandbox, opens the sandbox's own guest channel and waits
+//! for the guest's health; any failure destroys what was made. Creates run in
+//! their own task so a caller hanging up half-way cannot leave a half-made
+//! sandbox behind. Lifecycle operations on one sandbox are serialised by its
+//! `op` lock; each change of the map is published as a [`events`] event.
+//! A TTL reaper ([`reaper`]) destroys sandboxes past their deadline.
+//!
+//! Limitations: the deadline applies in every state, paused included (a
+//! paused namespace sandbox still holds its memory); SetTimeout extends it.
+
+pub mod admission;
+pub mod events;
+mod reaper;
+pub mod sandbox;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use wrenn_proto::wrenn::v1::{self as pb, sandbox_event::Kind};
+use wrenn_types::SandboxId;
+use wrenn_vmm::{Runtime, SandboxHandle};
+
+use crate::error::SandboxError;
+use crate::spec::{self, Limits};
+use admission::Admission;
+use events::{EventHub, event};
+pub use sandbox::{Sandbox, State};
+
+/// Most bytes of the guest's own output quoted in a readiness error.
+pub const GUEST_OUTPUT_MAX: usize = 4096;
+/// How long a sandbox whose reaping failed waits for the next attempt.
+const REAP_RETRY: Duration = Duration::from_secs(30);
+
+/// What the manager needs from the agent's configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub host_id: String,
+    pub dir: PathBuf,
+    pub limits: Limits,
+    pub guest_ready_timeout: Duration,
+    pub guest_poll_interval: Duration,
+    pub reserve_memory_mb: u64,
+    pub reserve_disk_mb: u64,
+}
+
+pub struct Manager {
+    runtime: Arc<dyn Runtime>,
+    cfg: ManagerConfig,
+    sandboxes: DashMap<SandboxId, Arc<Sandbox>>,
+    /// Ids whose create is in progress but not yet in `sandboxes`.
+    creating: Mutex<HashSet<SandboxId>>,
+    admission: Admission,
+    pub(crate) events: EventHub,
+    generation: AtomicU64,
+    /// Wakes the reaper when a deadline moved earlier.
+    reaper_wake: Notify,
+    accepting: AtomicBool,
+    /// Every create holds it shared; shutdown takes it exclusively to wait
+    /// for creates in flight.
+    create_gate: tokio::sync::RwLock<()>,
+    /// Parent of every sandbox's token; cancelled at shutdown.
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("backend", &self.runtime.backend())
+            .field("sandboxes", &self.sandboxes.len())
+            .finish()
+    }
+}
+
+impl Manager {
+    pub fn new(runtime: Arc<dyn Runtime>, cfg: ManagerConfig) -> Arc<Self> {
+        let admission = Admission::new(cfg.dir.clone(), cfg.reserve_memory_mb, cfg.reserve_disk_mb);
+        // Seeded from the clock so generations keep growing across restarts.
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        Arc::new(Manager {
+            runtime,
+            cfg,
+            sandboxes: DashMap::new(),
+            creating: Mutex::new(HashSet::new()),
+            admission,
+            events: EventHub::default(),
+            generation: AtomicU64::new(seed),
+            reaper_wake: Notify::new(),
+            accepting: AtomicBool::new(true),
+            create_gate: tokio::sync::RwLock::new(()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn host_id(&self) -> &str {
+        &self.cfg.host_id
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.cfg.limits
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// Cancelled when the agent shuts down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    pub fn len(&self) -> usize {
+        self.sandboxes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sandboxes.is_empty()
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The live sandbox `raw` names.
+    pub fn get(&self, raw: &str) -> Result<Arc<Sandbox>, SandboxError> {
+        let id = spec::parse_id(raw)?;
+        self.sandboxes
+            .get(&id)
+            .map(|e| e.value().clone())
+            .ok_or(SandboxError::NotFound(id))
+    }
+
+    pub fn list(&self) -> Vec<pb::Sandbox> {
+        let mut v: Vec<_> = self
+            .sandboxes
+            .iter()
+            .map(|e| e.value().to_proto(&self.cfg.host_id))
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Creates, starts and waits for a sandbox. Runs in its own task: a caller
+    /// that goes away does not interrupt it.
+    pub async fn create(
+        self: &Arc<Self>,
+        req: pb::CreateSandboxRequest,
+    ) -> Result<pb::Sandbox, SandboxError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(SandboxError::ShuttingDown);
+        }
+        let id = spec::sandbox_id(&req.sandbox_id)?;
+        let valid = spec::validate(id.clone(), &req.spec.unwrap_or_default(), self.cfg.limits)?;
+        let this = self.clone();
+        tokio::spawn(async move { this.create_task(valid).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(SandboxError::Internal {
+                    id,
+                    reason: e.to_string(),
+                })
+            })
+    }
+
+    async fn create_task(
+        self: Arc<Self>,
+        valid: spec::ValidSpec,
+    ) -> Result<pb::Sandbox, SandboxError> {
+        let id = valid.runtime.id.clone();
+        let _gate = self.create_gate.read().await;
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(SandboxError::ShuttingDown);
+        }
+        let _reservation = IdReservation::take(&self, &id)?;
+        let ticket = self.admission.admit(
+            &id,
+            valid.runtime.memory_mb.into(),
+            valid.runtime.disk_mb.into(),
+        )?;
+        let started = tokio::time::Instant::now();
+        let handle = self
+            .runtime
+            .create(valid.runtime.clone())
+            .await
+            .map_err(|source| SandboxError::Runtime {
+                op: "create",
+                id: id.clone(),
+                source,
+            })?;
+        let sb = Arc::new(Sandbox::new(
+            &handle,
+            valid.proto,
+            self.next_generation(),
+            State::Starting,
+            valid.timeout_secs,
+            self.shutdown.child_token(),
+        ));
+        // Held until the guest is ready: lifecycle calls wait for the create.
+        let op = sb.op.lock().await;
+        self.insert(sb.clone(), Kind::Created);
+        drop(_reservation);
+
+        if let Err(source) = self.runtime.start(&id).await {
+            self.remove_and_destroy(&sb, "start failed").await;
+            return Err(SandboxError::Runtime {
+                op: "start",
+                id,
+                source,
+            });
+        }
+        let ready = sb
+            .guest
+            .wait_ready(self.cfg.guest_poll_interval, self.cfg.guest_ready_timeout)
+            .await;
+        drop(ticket);
+        if let Err(last_error) = ready {
+            let output = self
+                .runtime
+                .guest_output(&id, GUEST_OUTPUT_MAX)
+                .unwrap_or_else(|| "(none captured)".to_owned());
+            self.remove_and_destroy(&sb, "guest not ready").await;
+            return Err(SandboxError::GuestNotReady {
+                id,
+                addr: sb.guest.addr(),
+                waited: started.elapsed(),
+                last_error,
+                output,
+            });
+        }
+        sb.set_timeout(valid.timeout_secs);
+        let record = self.transition(&sb, State::Running, Kind::Running);
+        drop(op);
+        self.reaper_wake.notify_one();
+        info!(sandbox_id = %id, address = %sb.address, generation = sb.generation,
+              ms = started.elapsed().as_millis() as u64, "sandbox running");
+        Ok(record)
+    }
+
+    /// Adds `sb` to the map and announces it.
+    fn insert(&self, sb: Arc<Sandbox>, kind: Kind) {
+        let record = sb.to_proto(&self.cfg.host_id);
+        self.events.publish(|| {
+            self.sandboxes.insert(sb.id.clone(), sb);
+            ((), Some(event(kind, Some(record))))
+        });
+    }
+
+    /// Sets the state and announces it; returns the new record.
+    fn transition(&self, sb: &Sandbox, state: State, kind: Kind) -> pb::Sandbox {
+        self.events.publish(|| {
+            sb.set_state(state);
+            let record = sb.to_proto(&self.cfg.host_id);
+            (record.clone(), Some(event(kind, Some(record))))
+        })
+    }
+
+    /// Removes `sb` from the map (announcing it) and has the runtime destroy
+    /// it. Used when a create fails half-way; the caller holds `sb.op`.
+    async fn remove_and_destroy(&self, sb: &Sandbox, reason: &str) {
+        sb.end(reason);
+        if let Err(e) = self.runtime.destroy(&sb.id).await {
+            warn!(sandbox_id = %sb.id, error = %crate::error::chain(&e), "destroy after failed create");
+        }
+        self.remove(sb, reason);
+    }
+
+    fn remove(&self, sb: &Sandbox, reason: &str) {
+        let record = sb.to_stopped_proto(&self.cfg.host_id, reason);
+        self.events.publish(|| {
+            self.sandboxes.remove(&sb.id);
+            ((), Some(event(Kind::Destroyed, Some(record))))
+        });
+    }
+
+    /// Destroys a live sandbox: relays end, the runtime removes it, watchers
+    /// hear `KIND_DESTROYED`.
+    pub async fn destroy(&self, raw: &str, reason: &str) -> Result<(), SandboxError> {
+        let sb = self.get(raw)?;
+        self.destroy_sandbox(&sb, reason).await
+    }
+
+    async fn destroy_sandbox(&self, sb: &Arc<Sandbox>, reason: &str) -> Result<(), SandboxError> {
+        let _op = sb.op.lock().await;
+        if !self
+            .sandboxes
+            .get(&sb.id)
+            .is_some_and(|e| Arc::ptr_eq(e.value(), sb))
+        {
+            // Destroyed while we waited for the lock.
+            return Ok(());
+        }
+        sb.end(reason);
+        self.runtime
+            .destroy(&sb.id)
+            .await
+            .map_err(|source| SandboxError::Runtime {
+                op: "destroy",
+                id: sb.id.clone(),
+                source,
+            })?;
+        self.remove(sb, reason);
+        info!(sandbox_id = %sb.id, reason, "sandbox destroyed");
+        Ok(())
+    }
+
+    pub async fn pause(&self, raw: &str) -> Result<pb::Sandbox, SandboxError> {
+        let sb = self.get(raw)?;
+        let _op = sb.op.lock().await;
+        self.require(&sb, State::Running)?;
+        self.runtime
+            .pause(&sb.id)
+            .await
+            .map_err(|source| SandboxError::Runtime {
+                op: "pause",
+                id: sb.id.clone(),
+                source,
+            })?;
+        Ok(self.transition(&sb, State::Paused, Kind::Paused))
+    }
+
+    pub async fn resume(&self, raw: &str) -> Result<pb::Sandbox, SandboxError> {
+        let sb = self.get(raw)?;
+        let _op = sb.op.lock().await;
+        self.require(&sb, State::Paused)?;
+        self.runtime
+            .resume(&sb.id)
+            .await
+            .map_err(|source| SandboxError::Runtime {
+                op: "resume",
+                id: sb.id.clone(),
+                source,
+            })?;
+        Ok(self.transition(&sb, State::Running, Kind::Resumed))
+    }
+
+    /// Checks `sb` is still live and in `want`.
+    fn require(&self, sb: &Arc<Sandbox>, want: State) -> Result<(), SandboxError> {
+        if !self.sandboxes.contains_key(&sb.id) {
+            return Err(SandboxError::NotFound(sb.id.clone()));
+        }
+        match sb.state() {
+            s if s == want => Ok(()),
+            s => Err(SandboxError::WrongState {
+                id: sb.id.clone(),
+                state: s.name(),
+            }),
+        }
+    }
+
+    /// New deadline `timeout_secs` from now (0: the default timeout).
+    pub fn set_timeout(&self, raw: &str, timeout_secs: u32) -> Result<pb::Sandbox, SandboxError> {
+        let sb = self.get(raw)?;
+        let secs = spec::timeout("timeout_secs", timeout_secs, self.cfg.limits)?;
+        sb.set_timeout(secs);
+        self.reaper_wake.notify_one();
+        Ok(sb.to_proto(&self.cfg.host_id))
+    }
+
+    pub async fn metrics(&self, raw: &str) -> Result<pb::SandboxMetrics, SandboxError> {
+        let sb = self.get(raw)?;
+        let m = self
+            .runtime
+            .metrics(&sb.id)
+            .await
+            .map_err(|source| SandboxError::Runtime {
+                op: "read metrics of",
+                id: sb.id.clone(),
+                source,
+            })?;
+        Ok(pb::SandboxMetrics {
+            sandbox_id: sb.id.to_string(),
+            cpu_usage_usec: m.cpu_usage_usec,
+            memory_bytes: m.memory_bytes,
+            memory_limit_bytes: m.memory_limit_bytes,
+            disk_used_bytes: m.disk_used_bytes,
+            disk_limit_bytes: m.disk_limit_bytes,
+            pids: m.pids,
+        })
+    }
+
+    /// Takes over sandboxes a previous agent left running: a new generation,
+    /// a new channel, the default timeout from now. A running one whose guest
+    /// does not answer is destroyed.
+    pub async fn adopt(self: &Arc<Self>, handles: Vec<SandboxHandle>) -> Vec<SandboxId> {
+        let mut adopted = Vec::new();
+        for h in handles {
+            let timeout = self.cfg.limits.default_timeout_secs;
+            let state = if h.paused {
+                State::Paused
+            } else {
+                State::Running
+            };
+            let sb = Arc::new(Sandbox::new(
+                &h,
+                spec::to_proto(&h.spec, timeout),
+                self.next_generation(),
+                state,
+                timeout,
+                self.shutdown.child_token(),
+            ));
+            if state == State::Running {
+                let probe = sb
+                    .guest
+                    .wait_ready(
+                        self.cfg.guest_poll_interval,
+                        self.cfg.guest_ready_timeout.min(Duration::from_secs(5)),
+                    )
+                    .await;
+                if let Err(e) = probe {
+                    warn!(sandbox_id = %h.id, error = %e, "adopted sandbox's guest does not answer; destroying it");
+                    if let Err(e) = self.runtime.destroy(&h.id).await {
+                        warn!(sandbox_id = %h.id, error = %crate::error::chain(&e), "destroy unhealthy adopted sandbox");
+                    }
+                    continue;
+                }
+            }
+            info!(sandbox_id = %h.id, address = %h.address, generation = sb.generation, "adopted sandbox");
+            adopted.push(h.id.clone());
+            self.insert(sb, Kind::Created);
+        }
+        self.reaper_wake.notify_one();
+        adopted
+    }
+
+    /// Stops creates, then destroys every sandbox (or, with `keep`, lets them
+    /// run on for the next agent to adopt) and ends every relay.
+    pub async fn shutdown(&self, keep: bool) {
+        self.accepting.store(false, Ordering::Release);
+        drop(self.create_gate.write().await);
+        let all: Vec<Arc<Sandbox>> = self.sandboxes.iter().map(|e| e.value().clone()).collect();
+        if keep {
+            info!(
+                count = all.len(),
+                "leaving sandboxes running for the next agent"
+            );
+            self.shutdown.cancel();
+            self.sandboxes.clear();
+            return;
+        }
+        let results = futures::future::join_all(
+            all.iter()
+                .map(|sb| self.destroy_sandbox(sb, "agent shutdown")),
+        )
+        .await;
+        for (sb, r) in all.iter().zip(results) {
+            if let Err(e) = r {
+                warn!(sandbox_id = %sb.id, error = %crate::error::chain(&e), "destroy at shutdown");
+            }
+        }
+        self.shutdown.cancel();
+    }
+
+    /// Starts the TTL reaper; it stops at shutdown.
+    pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(reaper::run(self.clone()))
+    }
+}
+
+/// An id reserved for a create in progress.
+struct IdReservation<'a> {
+    manager: &'a Manager,
+    id: SandboxId,
+}
+
+impl<'a> IdReservation<'a> {
+    fn take(manager: &'a Manager, id: &SandboxId) -> Result<Self, SandboxError> {
+        let mut creating = manager.creating.lock();
+        if manager.sandboxes.contains_key(id) || !creating.insert(id.clone()) {
+            return Err(SandboxError::AlreadyExists(id.clone()));
+        }
+        Ok(IdReservation {
+            manager,
+            id: id.clone(),
+        })
+    }
+}
+
+impl Drop for IdReservation<'_> {
+    fn drop(&mut self) {
+        self.manager.creating.lock().remove(&self.id);
+    }
+}

@@ -1,0 +1,62 @@
+//! The TTL reaper: destroys sandboxes whose deadline passed.
+//!
+//! It sleeps until the earliest deadline (at most [`IDLE_WAKE`]) and is woken
+//! early when a create or SetTimeout may have moved a deadline. Sandboxes
+//! still starting are skipped: their deadline is set again when they run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{Manager, REAP_RETRY, State};
+
+/// Longest sleep between two scans when nothing is due.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
+
+pub(super) async fn run(m: Arc<Manager>) {
+    let stop = m.shutdown.clone();
+    loop {
+        let now = Instant::now();
+        let mut next = now + IDLE_WAKE;
+        let mut expired = Vec::new();
+        for e in m.sandboxes.iter() {
+            let sb = e.value();
+            if sb.state() == State::Starting {
+                continue;
+            }
+            let d = sb.deadline();
+            if d <= now {
+                expired.push(sb.clone());
+            } else {
+                next = next.min(d);
+            }
+        }
+        let reaps = expired.iter().map(|sb| {
+            let m = m.clone();
+            async move {
+                // SetTimeout may have raced with the scan.
+                if sb.deadline() > Instant::now() {
+                    return;
+                }
+                info!(sandbox_id = %sb.id, "sandbox timed out");
+                if let Err(e) = m.destroy_sandbox(sb, "timeout").await {
+                    warn!(sandbox_id = %sb.id, error = %crate::error::chain(&e),
+                          retry_in_s = REAP_RETRY.as_secs(), "destroy of timed-out sandbox failed");
+                    sb.postpone(REAP_RETRY);
+                }
+            }
+        });
+        // Not cut short by shutdown: a destroy is finished, never abandoned.
+        futures::future::join_all(reaps).await;
+        if !expired.is_empty() {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+            _ = m.reaper_wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Assembly: start-up, the gRPC server, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+use wrenn_proto::wrenn::v1::host_agent_server::HostAgentServer;
+use wrenn_vmm::Runtime;
+
+use crate::config::AgentConfig;
+use crate::error::Error;
+use crate::manager::{Manager, ManagerConfig};
+use crate::service::AgentService;
+use crate::spec::Limits;
+
+/// HTTP/2 keepalive pings to callers: a dead control plane or proxy is noticed
+/// within interval + timeout.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest request message (file chunks, command lines).
+const MAX_REQUEST: usize = 16 * 1024 * 1024;
+/// How long open calls get to finish once the sandboxes are gone.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running host agent.
+pub struct Agent {
+    addr: SocketAddr,
+    manager: Arc<Manager>,
+    keep_on_shutdown: bool,
+    shutdown_timeout: Duration,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    reaper: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("addr", &self.addr).finish()
+    }
+}
+
+impl Agent {
+    /// Starts an agent over `runtime`: adopts or cleans what a previous run
+    /// left (`Runtime::recover`), then serves on `config.listen`. Image
+    /// preparation is the caller's (see [`crate::run`]).
+    pub async fn start_with_runtime(
+        config: &AgentConfig,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Agent, Error> {
+        validate(config)?;
+        let manager = Manager::new(runtime.clone(), manager_config(config));
+
+        let recovered = runtime.recover().await.map_err(|e| Error::Startup {
+            step: "recover sandboxes of a previous run",
+            source: Box::new(e),
+        })?;
+        if !recovered.cleaned.is_empty() {
+            info!(count = recovered.cleaned.len(), ids = ?recovered.cleaned, "removed leftovers of a previous run");
+        }
+        let adopted = manager.adopt(recovered.adopted).await;
+        info!(count = adopted.len(), "adopted sandboxes of a previous run");
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<HostAgentServer<AgentService>>()
+            .await;
+        let svc = HostAgentServer::new(AgentService::new(manager.clone()))
+            .max_decoding_message_size(MAX_REQUEST);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            Server::builder()
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+                .tcp_nodelay(true)
+                .add_service(health)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                }),
+        );
+        let reaper = manager.spawn_reaper();
+        info!(%addr, backend = ?runtime.backend(), "host agent serving");
+        Ok(Agent {
+            addr,
+            manager,
+            keep_on_shutdown: config.keep_sandboxes_on_shutdown,
+            shutdown_timeout: config.shutdown_timeout(),
+            stop_server: Some(stop_tx),
+            server,
+            reaper,
+        })
+    }
+
+    /// Where the gRPC server listens (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn manager(&self) -> &Arc<Manager> {
+        &self.manager
+    }
+
+    /// Stops accepting, destroys the sandboxes (or keeps them, by config),
+    /// lets the runtime shrink its images, and waits for the server to stop.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        info!(keep = self.keep_on_shutdown, "host agent shutting down");
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let budget = self.shutdown_timeout;
+        let steps = async {
+            self.manager.shutdown(self.keep_on_shutdown).await;
+            if let Err(e) = self.manager.runtime().shutdown(budget).await {
+                warn!(error = %crate::error::chain(&e), "runtime shutdown (image shrink)");
+            }
+        };
+        if tokio::time::timeout(budget, steps).await.is_err() {
+            warn!(
+                timeout_s = budget.as_secs(),
+                "shutdown steps did not finish in time"
+            );
+        }
+        self.reaper.abort();
+        match tokio::time::timeout(DRAIN_GRACE, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(Error::Serve(e)),
+            Ok(Err(join)) => warn!(error = %join, "server task ended abnormally"),
+            Err(_) => {
+                warn!(
+                    grace_s = DRAIN_GRACE.as_secs(),
+                    "calls still open after the grace period; closing them"
+                );
+                self.server.abort();
+            }
+        }
+        info!("host agent stopped");
+        Ok(())
+    }
+}
+
+fn validate(c: &AgentConfig) -> Result<(), Error> {
+    let bad = |m: String| Err(Error::Config(m));
+    if c.runtime.slot_first == 0
+        || c.runtime.slot_first > c.runtime.slot_last
+        || c.runtime.slot_last == u16::MAX
+    {
+        return bad(format!(
+            "runtime.slot_first..=runtime.slot_last ({}..={}) must be a non-empty range within 1..=65534",
+            c.runtime.slot_first, c.runtime.slot_last
+        ));
+    }
+    if c.default_timeout_secs == 0 {
+        return bad("default_timeout_secs must be at least 1".into());
+    }
+    if c.default_timeout_secs > c.max_timeout_secs {
+        return bad(format!(
+            "default_timeout_secs ({}) is above max_timeout_secs ({})",
+            c.default_timeout_secs, c.max_timeout_secs
+        ));
+    }
+    if c.guest_ready_timeout_ms == 0 {
+        return bad("guest_ready_timeout_ms must be at least 1".into());
+    }
+    let p = &c.runtime.prefix;
+    if p.is_empty()
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        // Host-global names (netns, cgroups, nftables table) derive from it.
+        return bad(format!(
+            "runtime.prefix {p:?} must be lowercase letters, digits and '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn manager_config(c: &AgentConfig) -> ManagerConfig {
+    let host_id = if c.host_id.is_empty() {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned())
+    } else {
+        c.host_id.clone()
+    };
+    ManagerConfig {
+        host_id,
+        dir: c.dir.clone(),
+        limits: Limits {
+            default_timeout_secs: c.default_timeout_secs,
+            max_timeout_secs: c.max_timeout_secs,
+        },
+        guest_ready_timeout: c.guest_ready_timeout(),
+        guest_poll_interval: c.guest_poll_interval(),
+        reserve_memory_mb: c.reserve_memory_mb,
+        reserve_disk_mb: c.reserve_disk_mb,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_the_setting() {
+        let mut c = AgentConfig::default();
+        c.runtime.slot_first = 10;
+        c.runtime.slot_last = 5;
+        assert!(
+            validate(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("runtime.slot_first")
+        );
+        let mut c = AgentConfig::default();
+        c.default_timeout_secs = c.max_timeout_secs + 1;
+        assert!(
+            validate(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("max_timeout_secs")
+        );
+        let mut c = AgentConfig::default();
+        c.runtime.prefix = "Bad/Prefix".into();
+        assert!(
+            validate(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("runtime.prefix")
+        );
+        assert!(validate(&AgentConfig::default()).is_ok());
+    }
+}

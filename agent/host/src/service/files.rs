@@ -1,0 +1,168 @@
+//! Files: Read and Write streams, Stat, ListDir, MakeDir, Move, Remove.
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+use wrenn_proto::filesystem::{self as fs, write_request};
+use wrenn_proto::wrenn::v1::{self as pb, write_file_request};
+
+use super::relay::{self, RELAY_CAPACITY, RelayStream};
+use super::{AgentService, guest_err, invalid};
+
+fn path(field: &str, p: String) -> Result<String, Status> {
+    if p.is_empty() {
+        return Err(invalid(field, "empty path"));
+    }
+    if p.contains('\0') {
+        return Err(invalid(field, "path contains a NUL byte"));
+    }
+    Ok(p)
+}
+
+pub async fn read(
+    svc: &AgentService,
+    req: pb::ReadFileRequest,
+) -> Result<RelayStream<fs::ReadResponse>, Status> {
+    let (sb, guest) = svc.running(&req.sandbox_id)?;
+    let path = path("path", req.path)?;
+    let chunks = guest
+        .filesystem()
+        .read(fs::ReadRequest { path })
+        .await
+        .map_err(|s| guest_err(&sb, s))?
+        .into_inner();
+    Ok(relay::relay(sb, chunks, Some))
+}
+
+/// Relays an upload. The guest renames its temporary file into place only
+/// when the upload half-closes cleanly; if the caller's stream breaks, the
+/// guest call is dropped (reset) and the guest removes what it had.
+pub async fn write(
+    svc: &AgentService,
+    mut inbound: Streaming<pb::WriteFileRequest>,
+) -> Result<fs::WriteResponse, Status> {
+    let start = match inbound.message().await?.and_then(|m| m.event) {
+        Some(write_file_request::Event::Start(s)) => s,
+        _ => return Err(invalid("event", "the first message must be start")),
+    };
+    let (sb, guest) = svc.running(&start.sandbox_id)?;
+    let mut file = start.file.ok_or_else(|| invalid("start.file", "missing"))?;
+    file.path = path("start.file.path", file.path)?;
+
+    let (tx, rx) = mpsc::channel(RELAY_CAPACITY);
+    tx.try_send(fs::WriteRequest {
+        event: Some(write_request::Event::Start(file)),
+    })
+    .expect("a new channel has room");
+    let mut client = guest.filesystem();
+    let call = client.write(ReceiverStream::new(rx));
+    tokio::pin!(call);
+    let finish = |r: Result<tonic::Response<fs::WriteResponse>, Status>| {
+        r.map(|r| r.into_inner()).map_err(|s| guest_err(&sb, s))
+    };
+
+    let mut tx = Some(tx);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = sb.cancel.cancelled() => return Err(sb.ended_status()),
+            r = &mut call => return finish(r),
+            m = inbound.message(), if tx.is_some() => m,
+        };
+        match msg {
+            Ok(Some(pb::WriteFileRequest {
+                event: Some(write_file_request::Event::Data(data)),
+            })) => {
+                let chunk = fs::WriteRequest {
+                    event: Some(write_request::Event::Data(data)),
+                };
+                let sender = tx.as_ref().expect("branch runs only while sending");
+                tokio::select! {
+                    biased;
+                    _ = sb.cancel.cancelled() => return Err(sb.ended_status()),
+                    r = &mut call => return finish(r),
+                    sent = sender.send(chunk) => if sent.is_err() {
+                        // The guest stopped reading; its answer says why.
+                        tx = None;
+                    },
+                }
+            }
+            Ok(Some(_)) => return Err(invalid("event", "only data may follow start")),
+            // Clean end of the upload: half-close towards the guest.
+            Ok(None) => tx = None,
+            // Dropping `call` resets the guest's stream: nothing is kept.
+            Err(s) => return Err(s),
+        }
+    }
+}
+
+pub async fn stat(svc: &AgentService, req: pb::PathRequest) -> Result<fs::StatResponse, Status> {
+    let (sb, guest) = svc.running(&req.sandbox_id)?;
+    let path = path("path", req.path)?;
+    guest
+        .filesystem()
+        .stat(fs::StatRequest { path })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| guest_err(&sb, s))
+}
+
+pub async fn list_dir(
+    svc: &AgentService,
+    req: pb::ListDirRequest,
+) -> Result<fs::ListDirResponse, Status> {
+    let (sb, guest) = svc.running(&req.sandbox_id)?;
+    let path = path("path", req.path)?;
+    guest
+        .filesystem()
+        .list_dir(fs::ListDirRequest {
+            path,
+            depth: req.depth,
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| guest_err(&sb, s))
+}
+
+pub async fn make_dir(
+    svc: &AgentService,
+    req: pb::PathRequest,
+) -> Result<fs::MakeDirResponse, Status> {
+    let (sb, guest) = svc.running(&req.sandbox_id)?;
+    let path = path("path", req.path)?;
+    guest
+        .filesystem()
+        .make_dir(fs::MakeDirRequest { path })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| guest_err(&sb, s))
+}
+
+pub async fn rename(svc: &AgentService, req: pb::MoveRequest) -> Result<fs::MoveResponse, Status> {
+    let (sb, guest) = svc.running(&req.sandbox_id)?;
+    let source = path("source", req.source)?;
+    let destination = path("destination", req.destination)?;
+    guest
+        .filesystem()
+        .r#move(fs::MoveRequest {
+            source,
+            destination,
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| guest_err(&sb, s))
+}
+
+pub async fn remove(
+    svc: &AgentService,
+    req: pb::PathRequest,
+) -> Result<fs::RemoveResponse, Status> {
+    let (sb, guest) = svc.running(&req.sandbox_id)?;
+    let path = path("path", req.path)?;
+    guest
+        .filesystem()
+        .remove(fs::RemoveRequest { path })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| guest_err(&sb, s))
+}
