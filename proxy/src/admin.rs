@@ -1,0 +1,125 @@
+//! The admin listener (default `127.0.0.1:7881`), separate from browser traffic:
+//! - `GET /metrics` — Prometheus text format;
+//! - `GET /healthz` — 200 while the proxy runs;
+//! - `GET /readyz` — 200 once the route table has synced with the agent, else 503;
+//! - `GET /routes` — the route table as JSON (for operators and tests).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::routes::RouteTable;
+
+#[derive(Clone)]
+pub(crate) struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub routes: Arc<RouteTable>,
+}
+
+impl Admin {
+    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != http::Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let mut r = text(StatusCode::OK, self.metrics.render());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" if self.routes.is_synced() => text(StatusCode::OK, "ready\n".into()),
+            "/readyz" => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "route table not synced with the agent yet\n".into(),
+            ),
+            "/routes" => {
+                let routes: Vec<_> = self
+                    .routes
+                    .snapshot()
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "sandbox_id": r.id.as_str(),
+                            "state": r.state,
+                            "address": r.address.map(|a| a.to_string()),
+                            "generation": r.generation,
+                            "open_connections": r.open_connections(),
+                        })
+                    })
+                    .collect();
+                let body =
+                    serde_json::json!({ "synced": self.routes.is_synced(), "routes": routes });
+                let mut r = text(StatusCode::OK, body.to_string());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz, /readyz, /routes\n".into(),
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Serves admin requests until `shutdown` turns true.
+pub(crate) async fn serve_admin(
+    listener: TcpListener,
+    admin: Admin,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = crate::listener::stopped(&mut shutdown) => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an admin connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admin = admin.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let resp = admin.handle(&req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc);
+            tokio::select! {
+                _ = conn => {}
+                () = crate::listener::stopped(&mut shutdown) => {}
+            }
+        });
+    }
+}

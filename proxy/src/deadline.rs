@@ -1,0 +1,269 @@
+//! The request-header deadline Pingora lacks.
+//!
+//! # Design
+//! Pingora limits each *read* while it waits for request headers (by the
+//! keep-alive timeout), not the total, so a client sending one header byte
+//! per second holds a connection forever. Every client connection therefore
+//! gets a [`ConnState`] with a deadline, checked by the connection's own task
+//! (see `listener.rs`):
+//! - armed at accept for the first request;
+//! - stopped when Pingora has parsed the headers (the proxy's
+//!   `on_connection_reuse` hook, which runs right after the header read);
+//! - between keep-alive requests the connection is idle (Pingora's idle
+//!   timeout applies) and the deadline is re-armed by the first byte of the
+//!   next request, which [`DeadlineStream`] sees.
+//!
+//! When the deadline passes the connection task drops the whole connection
+//! future, closing the socket without a log line per client.
+//!
+//! # Limitations
+//! Body reads are not covered: a slow request body is limited per read by
+//! `read_timeout_secs`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+const DISARMED: u64 = 0;
+const IDLE: u64 = u64::MAX;
+
+/// The header deadline of one client connection.
+#[derive(Debug)]
+pub struct ConnState {
+    base: Instant,
+    timeout: Duration,
+    /// `DISARMED`, `IDLE` (arm on the next byte) or 1 + the deadline in ms since `base`.
+    state: AtomicU64,
+    changed: Notify,
+}
+
+impl ConnState {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        ConnState {
+            base: Instant::now(),
+            timeout,
+            state: AtomicU64::new(DISARMED),
+            changed: Notify::new(),
+        }
+    }
+
+    fn deadline_from_now(&self) -> u64 {
+        let at = self.base.elapsed() + self.timeout;
+        u64::try_from(at.as_millis())
+            .unwrap_or(IDLE - 1)
+            .min(IDLE - 2)
+            + 1
+    }
+
+    /// Starts the deadline now.
+    pub(crate) fn arm(&self) {
+        self.state
+            .store(self.deadline_from_now(), Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// The headers are in: no deadline until the next request starts.
+    pub(crate) fn disarm(&self) {
+        self.state.store(DISARMED, Ordering::Release);
+    }
+
+    /// Between requests: the next byte read starts the deadline.
+    pub(crate) fn idle(&self) {
+        self.state.store(IDLE, Ordering::Release);
+    }
+
+    fn on_bytes(&self) {
+        if self.state.load(Ordering::Relaxed) == IDLE
+            && self
+                .state
+                .compare_exchange(
+                    IDLE,
+                    self.deadline_from_now(),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Resolves when an armed deadline passes while still armed.
+    pub(crate) async fn expired(&self) {
+        loop {
+            let s = self.state.load(Ordering::Acquire);
+            if s == DISARMED || s == IDLE {
+                self.changed.notified().await;
+                continue;
+            }
+            let at = self.base + Duration::from_millis(s - 1);
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {
+                    if self.state.load(Ordering::Acquire) == s {
+                        return;
+                    }
+                }
+                () = self.changed.notified() => {}
+            }
+        }
+    }
+}
+
+/// A client socket that tells its [`ConnState`] when a request's first byte arrives.
+#[derive(Debug)]
+pub(crate) struct DeadlineStream {
+    inner: L4Stream,
+    conn: Arc<ConnState>,
+}
+
+impl DeadlineStream {
+    pub(crate) fn new(inner: L4Stream, conn: Arc<ConnState>) -> Self {
+        DeadlineStream { inner, conn }
+    }
+}
+
+impl AsyncRead for DeadlineStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.on_bytes();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for DeadlineStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for DeadlineStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut self.inner).await;
+    }
+}
+
+impl UniqueID for DeadlineStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for DeadlineStream {}
+
+#[async_trait]
+impl Peek for DeadlineStream {}
+
+impl GetTimingDigest for DeadlineStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for DeadlineStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for DeadlineStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn fires_only_while_armed() {
+        let c = Arc::new(ConnState::new(Duration::from_secs(10)));
+        c.arm();
+        let t0 = Instant::now();
+        c.expired().await;
+        assert_eq!(t0.elapsed().as_secs(), 10);
+
+        // Disarmed before the deadline: never fires; re-armed by the next byte.
+        c.arm();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        c.disarm();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.expired().await }
+        });
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!waiter.is_finished());
+        c.idle();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            !waiter.is_finished(),
+            "idle connections have no header deadline"
+        );
+        let t1 = Instant::now();
+        c.on_bytes();
+        waiter.await.unwrap();
+        assert_eq!(t1.elapsed().as_secs(), 10);
+    }
+}

@@ -1,0 +1,244 @@
+//! Response header rewriting, so apps keep working behind a prefix or a
+//! subdomain (nginx's `proxy_redirect` and `proxy_cookie_path`).
+//!
+//! Path form (`/proxy/<id>/<port>` is "the prefix"):
+//! - `Location`, `Content-Location` and the URL in `Refresh`: root-relative
+//!   `/x` → `<prefix>/x`; absolute URLs pointing at the upstream itself (the
+//!   sandbox address, `127.0.0.1`, `localhost`, `0.0.0.0` or `[::1]` with the
+//!   upstream port) or at the browser's own Host → `<prefix>/path?query`
+//!   (`/` when the path is empty). Protocol-relative `//host/x`, relative `x`,
+//!   foreign absolute URLs and URLs already under the prefix are untouched.
+//! - `Set-Cookie`: a root-relative `Path=/x` → `Path=<prefix>/x`.
+//!
+//! Subdomain and header forms: a leading prefix is stripped (the app emitted
+//! one although it is served at `/`), and upstream-absolute URLs become
+//! root-relative.
+//!
+//! Every function returns `None` when the value stays as it is, so the common
+//! case allocates nothing.
+
+use std::net::IpAddr;
+
+use crate::target::Form;
+
+/// What a rewrite needs to know about the request.
+#[derive(Debug, Clone, Copy)]
+pub struct RewriteCtx<'a> {
+    pub form: Form,
+    pub id: &'a str,
+    pub port: u16,
+    pub sandbox_addr: Option<IpAddr>,
+    /// The browser's `Host` header (with its port), if any.
+    pub public_host: Option<&'a [u8]>,
+}
+
+impl RewriteCtx<'_> {
+    /// `/proxy/<id>/<port>`.
+    pub fn prefix(&self) -> String {
+        format!("/proxy/{}/{}", self.id, self.port)
+    }
+
+    /// Rewrites a `Location` or `Content-Location` value.
+    pub fn location(&self, v: &[u8]) -> Option<Vec<u8>> {
+        if v.starts_with(b"//") {
+            return None;
+        }
+        if v.first() == Some(&b'/') {
+            return self.root_relative(v);
+        }
+        let (scheme_default_port, rest) = if starts_with_ignore_case(v, b"http://") {
+            (80, &v[7..])
+        } else if starts_with_ignore_case(v, b"https://") {
+            (443, &v[8..])
+        } else {
+            return None;
+        };
+        let end = rest
+            .iter()
+            .position(|b| matches!(b, b'/' | b'?' | b'#'))
+            .unwrap_or(rest.len());
+        let (authority, path) = (&rest[..end], &rest[end..]);
+        let is_upstream = self.is_upstream(authority, scheme_default_port);
+        let is_public = self.form == Form::Path
+            && self
+                .public_host
+                .is_some_and(|h| h.eq_ignore_ascii_case(authority));
+        if !is_upstream && !is_public {
+            return None;
+        }
+        let mut path = path.to_vec();
+        if path.first() != Some(&b'/') {
+            path.insert(0, b'/');
+        }
+        Some(self.root_relative(&path).unwrap_or(path))
+    }
+
+    /// A root-relative URL, per form; `None` when it stays.
+    fn root_relative(&self, v: &[u8]) -> Option<Vec<u8>> {
+        let prefix = self.prefix();
+        let prefix = prefix.as_bytes();
+        let rest = strip_prefix(v, prefix);
+        match self.form {
+            Form::Path if rest.is_some() => None,
+            Form::Path => Some([prefix, v].concat()),
+            Form::Subdomain | Form::Header => rest.map(|rest| {
+                if rest.first() == Some(&b'/') {
+                    rest.to_vec()
+                } else {
+                    [b"/", rest].concat()
+                }
+            }),
+        }
+    }
+
+    /// Whether `authority` (`[user@]host[:port]`) names the upstream itself.
+    fn is_upstream(&self, authority: &[u8], default_port: u16) -> bool {
+        let hostport = match authority.iter().rposition(|&b| b == b'@') {
+            Some(at) => &authority[at + 1..],
+            None => authority,
+        };
+        let (host, port) = split_host_port(hostport);
+        let port = match port {
+            None => default_port,
+            Some(p) => match std::str::from_utf8(p)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+            {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        if port != self.port {
+            return false;
+        }
+        if host.eq_ignore_ascii_case(b"localhost") {
+            return true;
+        }
+        let inner = host
+            .strip_prefix(b"[")
+            .and_then(|h| h.strip_suffix(b"]"))
+            .unwrap_or(host);
+        let Some(ip) = std::str::from_utf8(inner)
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        else {
+            return false;
+        };
+        ip.is_loopback() || ip.is_unspecified() || Some(ip) == self.sandbox_addr
+    }
+
+    /// Rewrites the URL inside a `Refresh` value (`5; url=/x`).
+    pub fn refresh(&self, v: &[u8]) -> Option<Vec<u8>> {
+        let lower = v.to_ascii_lowercase();
+        let url_at = find(&lower, b"url")?;
+        let mut i = url_at + 3;
+        while v.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        if v.get(i) != Some(&b'=') {
+            return None;
+        }
+        i += 1;
+        while v.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        let quote = v.get(i).copied().filter(|q| *q == b'\'' || *q == b'"');
+        let start = i + usize::from(quote.is_some());
+        let end = match quote {
+            Some(q) => v[start..]
+                .iter()
+                .position(|&b| b == q)
+                .map_or(v.len(), |e| start + e),
+            None => v.len(),
+        };
+        let new = self.location(&v[start..end])?;
+        Some([&v[..start], &new[..], &v[end..]].concat())
+    }
+
+    /// Rewrites the `Path` attribute of a `Set-Cookie` value (path form only).
+    pub fn set_cookie(&self, v: &[u8]) -> Option<Vec<u8>> {
+        if self.form != Form::Path {
+            return None;
+        }
+        let prefix = self.prefix();
+        let mut out: Option<Vec<u8>> = None;
+        let mut pos = 0;
+        for (i, part) in v.split(|&b| b == b';').enumerate() {
+            let part_start = pos;
+            pos += part.len() + 1;
+            if i == 0 {
+                continue; // the cookie's own name=value
+            }
+            let Some(eq) = part.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if !trim(&part[..eq]).eq_ignore_ascii_case(b"path") {
+                continue;
+            }
+            let value = trim(&part[eq + 1..]);
+            if value.first() != Some(&b'/') || strip_prefix(value, prefix.as_bytes()).is_some() {
+                continue;
+            }
+            let value_start =
+                part_start + eq + 1 + (part[eq + 1..].len() - trim_start(&part[eq + 1..]).len());
+            let mut new = Vec::with_capacity(v.len() + prefix.len());
+            new.extend_from_slice(&v[..value_start]);
+            new.extend_from_slice(prefix.as_bytes());
+            new.extend_from_slice(&v[value_start..]);
+            out = Some(new);
+            break;
+        }
+        out
+    }
+}
+
+/// `v` without a leading `prefix` when `prefix` is followed by the end, `/`, `?` or `#`.
+fn strip_prefix<'v>(v: &'v [u8], prefix: &[u8]) -> Option<&'v [u8]> {
+    let rest = v.strip_prefix(prefix)?;
+    match rest.first() {
+        None | Some(b'/' | b'?' | b'#') => Some(rest),
+        Some(_) => None,
+    }
+}
+
+fn split_host_port(hostport: &[u8]) -> (&[u8], Option<&[u8]>) {
+    if hostport.first() == Some(&b'[') {
+        if let Some(end) = hostport.iter().position(|&b| b == b']') {
+            let port = hostport[end + 1..].strip_prefix(b":");
+            return (&hostport[..=end], port);
+        }
+        return (hostport, None);
+    }
+    match hostport.iter().position(|&b| b == b':') {
+        Some(c) => (&hostport[..c], Some(&hostport[c + 1..])),
+        None => (hostport, None),
+    }
+}
+
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn trim_start(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let s = trim_start(s);
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |e| e + 1);
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! Follows the host agent's `WatchSandboxes` stream into the route table.
+//!
+//! # Design
+//! The stream opens with a snapshot (`KIND_EXISTING` × n, then `KIND_SYNCED`)
+//! and continues with live events. The snapshot is collected aside and
+//! swapped in whole at `KIND_SYNCED`, so the table never shows half of it;
+//! live events then update single routes. On a lost stream the watcher
+//! reconnects with exponential backoff and resyncs the same way.
+//!
+//! The watcher has its own tonic channel to the agent: proxied bytes never
+//! travel on it, and RPC never travels on the proxy's upstream pool.
+//!
+//! # Limitations
+//! While the agent is unreachable the last synced table keeps serving:
+//! sandboxes destroyed meanwhile answer 502 (nothing listens) rather than 404
+//! until the stream is back.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+use wrenn_proto::wrenn::v1::host_agent_client::HostAgentClient;
+use wrenn_proto::wrenn::v1::sandbox_event::Kind;
+use wrenn_proto::wrenn::v1::{Sandbox, SandboxEvent, SandboxState, WatchSandboxesRequest};
+use wrenn_types::SandboxId;
+
+use crate::metrics::Metrics;
+use crate::routes::{Route, RouteOptions, RouteState, RouteTable};
+
+/// Where and how to watch.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchSettings {
+    pub agent: String,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("invalid agent address {agent:?}")]
+    Endpoint {
+        agent: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// A lazily connecting channel to the agent (connects on first use, so the
+/// proxy starts even when the agent is not up yet).
+pub(crate) fn agent_channel(agent: &str) -> Result<Channel, WatchError> {
+    let endpoint = Endpoint::from_shared(agent.to_owned())
+        .map_err(|source| WatchError::Endpoint {
+            agent: agent.to_owned(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// Keeps `table` in step with the agent until `shutdown` turns true.
+pub(crate) async fn watch_agent(
+    channel: Channel,
+    settings: WatchSettings,
+    table: Arc<RouteTable>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = HostAgentClient::new(channel);
+    let mut backoff = settings.backoff;
+    loop {
+        let outcome = tokio::select! {
+            () = crate::listener::stopped(&mut shutdown) => return,
+            o = follow(&mut client, &table, &metrics) => o,
+        };
+        metrics.watch_synced.set(0);
+        metrics.watch_reconnects.inc();
+        if outcome.synced {
+            backoff = settings.backoff;
+        }
+        tracing::warn!(
+            agent = %settings.agent,
+            error = %outcome.reason,
+            retry_in_ms = backoff.as_millis() as u64,
+            "sandbox watch stream lost; keeping the last routes and reconnecting"
+        );
+        tokio::select! {
+            () = crate::listener::stopped(&mut shutdown) => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(settings.backoff_max);
+    }
+}
+
+struct Outcome {
+    /// Whether the stream got as far as a complete snapshot.
+    synced: bool,
+    reason: String,
+}
+
+/// Opens one stream and applies it until it ends.
+async fn follow(
+    client: &mut HostAgentClient<Channel>,
+    table: &RouteTable,
+    metrics: &Metrics,
+) -> Outcome {
+    let mut stream = match client.watch_sandboxes(WatchSandboxesRequest {}).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            return Outcome {
+                synced: false,
+                reason: status_reason(&status),
+            };
+        }
+    };
+    let mut snapshot: Option<HashMap<String, Route>> = Some(HashMap::new());
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return Outcome {
+                    synced: snapshot.is_none(),
+                    reason: "stream ended".into(),
+                };
+            }
+            Err(status) => {
+                return Outcome {
+                    synced: snapshot.is_none(),
+                    reason: status_reason(&status),
+                };
+            }
+        };
+        metrics.watch_events.inc();
+        apply(event, table, &mut snapshot);
+        if snapshot.is_none() {
+            metrics.watch_synced.set(1);
+        }
+    }
+}
+
+fn status_reason(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+/// Applies one event: into the pending snapshot until `KIND_SYNCED`, to the table after.
+pub(crate) fn apply(
+    event: SandboxEvent,
+    table: &RouteTable,
+    snapshot: &mut Option<HashMap<String, Route>>,
+) {
+    let kind = event.kind();
+    if kind == Kind::Synced {
+        if let Some(routes) = snapshot.take() {
+            tracing::info!(routes = routes.len(), "route table synced with the agent");
+            table.replace_all(routes.into_values());
+        }
+        return;
+    }
+    let Some(sb) = event.sandbox else {
+        tracing::warn!(kind = ?kind, "sandbox event without a sandbox; ignored");
+        return;
+    };
+    let gone = kind == Kind::Destroyed
+        || matches!(sb.state(), SandboxState::Stopped)
+        || (kind == Kind::Unspecified && sb.state() == SandboxState::Unspecified);
+    if gone {
+        match snapshot {
+            Some(s) => {
+                s.remove(&sb.id);
+            }
+            None => {
+                table.remove(&sb.id, Some(sb.generation));
+            }
+        }
+        return;
+    }
+    let Some(route) = route_from(&sb, kind) else {
+        return;
+    };
+    match snapshot {
+        Some(s) => {
+            s.insert(sb.id, route);
+        }
+        None => table.upsert(route),
+    }
+}
+
+/// The route for a sandbox the agent reported, or `None` (logged) if it is malformed.
+pub(crate) fn route_from(sb: &Sandbox, kind: Kind) -> Option<Route> {
+    let id: SandboxId = match sb.id.parse() {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "agent reported a sandbox with an invalid id; ignored");
+            return None;
+        }
+    };
+    let state = match (sb.state(), kind) {
+        (SandboxState::Running, _) => RouteState::Running,
+        (SandboxState::Paused, _) => RouteState::Paused,
+        (SandboxState::Starting, _) => RouteState::Starting,
+        (_, Kind::Running | Kind::Resumed) => RouteState::Running,
+        (_, Kind::Paused) => RouteState::Paused,
+        _ => RouteState::Starting,
+    };
+    let address = if sb.address.is_empty() {
+        None
+    } else {
+        match sb.address.parse::<IpAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                tracing::warn!(sandbox_id = %id, address = %sb.address, "agent reported an address that is not an IP literal; the sandbox is unreachable");
+                None
+            }
+        }
+    };
+    let (options, bad) = match &sb.spec {
+        Some(spec) => RouteOptions::from_metadata(&spec.metadata),
+        None => (RouteOptions::default(), Vec::new()),
+    };
+    if !bad.is_empty() {
+        tracing::warn!(sandbox_id = %id, keys = ?bad, "ignoring proxy metadata with unknown values (use `localhost` or `public`)");
+    }
+    Some(Route::new(id, state, address, sb.generation, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: Kind, id: &str, state: SandboxState, generation: u64) -> SandboxEvent {
+        SandboxEvent {
+            kind: kind as i32,
+            sandbox: Some(Sandbox {
+                id: id.into(),
+                state: state as i32,
+                address: "10.210.15.161".into(),
+                generation,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn snapshot_lands_at_synced_then_live_events_apply() {
+        let table = RouteTable::new();
+        table.upsert(
+            route_from(
+                &event(Kind::Running, "stale", SandboxState::Running, 1)
+                    .sandbox
+                    .unwrap(),
+                Kind::Running,
+            )
+            .unwrap(),
+        );
+        let mut snap = Some(HashMap::new());
+        apply(
+            event(Kind::Existing, "a", SandboxState::Running, 1),
+            &table,
+            &mut snap,
+        );
+        apply(
+            event(Kind::Existing, "b", SandboxState::Paused, 1),
+            &table,
+            &mut snap,
+        );
+        assert!(
+            table.get("a").is_none(),
+            "the snapshot is not visible before KIND_SYNCED"
+        );
+        assert!(table.get("stale").is_some());
+        apply(
+            SandboxEvent {
+                kind: Kind::Synced as i32,
+                sandbox: None,
+            },
+            &table,
+            &mut snap,
+        );
+        assert!(snap.is_none());
+        assert!(
+            table.get("stale").is_none(),
+            "a resync drops routes the agent no longer has"
+        );
+        assert_eq!(table.get("b").unwrap().state, RouteState::Paused);
+        apply(
+            event(Kind::Resumed, "b", SandboxState::Running, 1),
+            &table,
+            &mut snap,
+        );
+        assert_eq!(table.get("b").unwrap().state, RouteState::Running);
+        apply(
+            event(Kind::Destroyed, "a", SandboxState::Stopped, 1),
+            &table,
+            &mut snap,
+        );
+        assert!(table.get("a").is_none());
+    }
+
+    #[test]
+    fn malformed_sandboxes_are_skipped() {
+        let mut sb = event(Kind::Created, "Bad-Id", SandboxState::Running, 1)
+            .sandbox
+            .unwrap();
+        assert!(route_from(&sb, Kind::Created).is_none());
+        sb.id = "ok".into();
+        sb.address = "not-an-ip".into();
+        let r = route_from(&sb, Kind::Created).unwrap();
+        assert_eq!(r.address, None);
+        sb.state = SandboxState::Unspecified as i32;
+        assert_eq!(
+            route_from(&sb, Kind::Created).unwrap().state,
+            RouteState::Starting
+        );
+        assert_eq!(
+            route_from(&sb, Kind::Resumed).unwrap().state,
+            RouteState::Running
+        );
+    }
+}
