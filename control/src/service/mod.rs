@@ -1,0 +1,87 @@
+//! The public gRPC services: `wrenn.v1.Sandboxes` and `wrenn.v1.Hosts`.
+//!
+//! Lifecycle calls (`lifecycle.rs`) go through the store; interactive calls
+//! (`sandboxes.rs`) are looked up in the store and relayed to the sandbox's
+//! host agent over the control plane's own channel to that host
+//! (`relay.rs`).
+
+pub(crate) mod convert;
+mod hosts;
+mod lifecycle;
+pub(crate) mod relay;
+mod sandboxes;
+
+use std::sync::Arc;
+
+use tonic::{Code, Status};
+use wrenn_types::SandboxId;
+
+use crate::hosts::Host;
+use crate::state::ControlState;
+use crate::store::{SandboxRecord, StoreError};
+
+pub use hosts::HostsService;
+pub use relay::RELAY_CAPACITY;
+pub use sandboxes::SandboxesService;
+
+/// A store failure as the caller sees it (and logged with its cause chain).
+pub(crate) fn store_error(e: StoreError) -> Status {
+    let chain = crate::error::Chain(&e).to_string();
+    tracing::error!(error = %chain, "store failure");
+    Status::internal(format!("the control plane's store failed: {chain}"))
+}
+
+/// An agent's answer as the caller sees it: the agent's own status, except
+/// that a failure to reach the agent names the host and marks it unreachable.
+pub(crate) fn agent_error(host: &Host, status: Status) -> Status {
+    let transport =
+        status.code() == Code::Unavailable && std::error::Error::source(&status).is_some();
+    if !transport {
+        return status;
+    }
+    let detail = crate::error::Chain(&status).to_string();
+    host.mark_unreachable(detail.clone());
+    Status::unavailable(format!(
+        "host {} (agent {}) is unreachable: {detail}",
+        host.id(),
+        host.config().agent_address
+    ))
+}
+
+/// The record of `id`, stopped or not; `NOT_FOUND` when there is none.
+pub(crate) async fn load_record(
+    state: &ControlState,
+    id: &SandboxId,
+) -> Result<SandboxRecord, Status> {
+    state
+        .store
+        .get_sandbox(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| Status::not_found(format!("sandbox {id} not found")))
+}
+
+/// The record of `id`, which must not be stopped.
+pub(crate) async fn load_live(
+    state: &ControlState,
+    id: &SandboxId,
+) -> Result<SandboxRecord, Status> {
+    let rec = load_record(state, id).await?;
+    if rec.state.is_stopped() {
+        return Err(Status::failed_precondition(format!(
+            "sandbox {id} is stopped: {}",
+            rec.stop_reason
+        )));
+    }
+    Ok(rec)
+}
+
+/// The host a record lives on.
+pub(crate) fn host_of(state: &ControlState, rec: &SandboxRecord) -> Result<Arc<Host>, Status> {
+    state.hosts.get(&rec.host_id).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "sandbox {} is on host {}, which is not configured",
+            rec.id, rec.host_id
+        ))
+    })
+}
