@@ -1,0 +1,4 @@
+//! Shared by the integration test binaries.
+#![allow(dead_code)]
+
+pub mod pg;
