@@ -139,6 +139,37 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The configuration cannot work (bad prefix, slot range, paths).
+    #[error("invalid runtime config: {0}")]
+    InvalidConfig(String),
+    /// The configured backend cannot run on this host; the text says why.
+    #[error("the {backend:?} backend is unavailable here: {reason}")]
+    Unavailable { backend: Backend, reason: String },
+    /// A file or directory step failed.
+    #[error("{step} {path}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Starting the sandbox's first process failed at `step`.
+    #[error("starting sandbox {id}")]
+    Spawn {
+        id: SandboxId,
+        #[source]
+        source: crate::namespace::SpawnError,
+    },
+    #[error(transparent)]
+    Network(#[from] crate::net::Error),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::Error),
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
+    #[error(transparent)]
+    Loop(#[from] crate::loopdev::Error),
+    #[error(transparent)]
+    Firecracker(#[from] crate::firecracker::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -180,4 +211,53 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Graceful shutdown hook for images (ShrinkImage of templates not in use).
     async fn shutdown(&self, timeout: Duration) -> Result<()>;
+}
+
+/// The factory: the backend `config.backend` names, checked against this
+/// host. `Namespace` needs root, cgroups and the guest binary; `Firecracker`
+/// additionally needs the binary, a usable `/dev/kvm` and a kernel — when one
+/// is missing the error says which and suggests the namespace backend.
+pub fn build(config: RuntimeConfig) -> Result<std::sync::Arc<dyn Runtime>> {
+    crate::validate::config(&config)?;
+    match config.backend {
+        Backend::Namespace => Ok(std::sync::Arc::new(
+            crate::namespace::NamespaceRuntime::new(config)?,
+        )),
+        Backend::Firecracker => Ok(std::sync::Arc::new(
+            crate::firecracker::FirecrackerRuntime::new(config)?,
+        )),
+    }
+}
+
+/// The last `max` bytes of a log file, lossily decoded; `None` if unreadable.
+pub(crate) fn read_tail(path: &std::path::Path, max: usize) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(max as u64);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// ShrinkImage of every template of `dir` not in use, giving up (with a log
+/// line) when `timeout` has passed.
+pub(crate) async fn shrink_with_deadline(dir: PathBuf, timeout: Duration) {
+    let work = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        for t in crate::image::list_templates(&dir) {
+            if std::time::Instant::now() >= deadline {
+                tracing::info!(template = %t, "shutdown deadline reached: image not shrunk");
+                continue;
+            }
+            let path = crate::image::template_path(&dir, &t);
+            if let Err(e) = crate::image::shrink_image(&path) {
+                tracing::warn!(template = %t, error = %e, "shrinking image");
+            }
+        }
+    });
+    if tokio::time::timeout(timeout, work).await.is_err() {
+        tracing::warn!("shrinking images did not finish before the shutdown deadline");
+    }
 }

@@ -1,0 +1,278 @@
+//! The built-in `base` template: Debian bookworm from debootstrap.
+//!
+//! Recipe: `debootstrap --variant=minbase` plus [`BASE_PACKAGES`], then a
+//! `wrenn-user` account (uid 1000, bash) with passwordless sudo, pip allowed
+//! system-wide (Debian's `EXTERNALLY-MANAGED` marker removed) and the apt
+//! caches dropped. The image is cached under [`cache_dir`] keyed by a hash of
+//! the recipe, together with debootstrap's downloaded packages; an exclusive
+//! lock on the cache serialises concurrent builds.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::build::{build_from_dir, install_copy};
+use super::{Error, Result, io_err, run, template_path};
+
+pub const DEBIAN_SUITE: &str = "bookworm";
+pub const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+pub const BASE_PACKAGES: &[&str] = &[
+    "python3",
+    "python3-venv",
+    "python3-pip",
+    "ca-certificates",
+    "procps",
+    "iproute2",
+    "curl",
+    "sudo",
+];
+/// Bump when the customisation below changes.
+const RECIPE_VERSION: u32 = 1;
+/// Where the cache lives unless `WRENN_CACHE_DIR` says otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/wrenn";
+/// Rough number of packages debootstrap handles, for the progress fraction.
+const EXPECTED_PACKAGES: f32 = 150.0;
+
+/// A phase of the base image build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStep {
+    /// The image was already built (in `$WRENN_DIR` or the cache).
+    Cached,
+    Download,
+    Extract,
+    Unpack,
+    Configure,
+    Customize,
+    Image,
+    Done,
+}
+
+/// One progress report: `fraction` of the whole build, never decreasing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildProgress {
+    pub step: BuildStep,
+    pub fraction: f32,
+    pub message: String,
+}
+
+/// `$WRENN_CACHE_DIR` or `/var/cache/wrenn`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("WRENN_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
+}
+
+fn recipe_id() -> String {
+    // FNV-1a over everything that changes the result.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = format!(
+        "{DEBIAN_SUITE} {DEBIAN_MIRROR} {} v{RECIPE_VERSION}",
+        BASE_PACKAGES.join(",")
+    );
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Builds the `base` template into `wrenn_dir` (if it is not there yet),
+/// reporting progress. Returns the image path.
+pub fn build_base(wrenn_dir: &Path, progress: &mut dyn FnMut(&BuildProgress)) -> Result<PathBuf> {
+    let dest = template_path(wrenn_dir, "base");
+    let mut report = Reporter::new(progress);
+    if dest.is_file() {
+        report.send(BuildStep::Cached, 1.0, format!("{} exists", dest.display()));
+        return Ok(dest);
+    }
+    let cache = cache_dir();
+    fs::create_dir_all(&cache).map_err(io_err("create", &cache))?;
+    let lock_path = cache.join("base.lock");
+    let lock_file = File::create(&lock_path).map_err(io_err("create", &lock_path))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
+        step: "lock",
+        path: lock_path.clone(),
+        source: e.into(),
+    })?;
+    let cached = cache.join(format!("base-{}.ext4", recipe_id()));
+    if cached.is_file() {
+        report.send(
+            BuildStep::Cached,
+            0.9,
+            format!("copying cached image {}", cached.display()),
+        );
+    } else {
+        debootstrap_image(&cache, &cached, &mut report)?;
+    }
+    report.send(
+        BuildStep::Image,
+        0.95,
+        format!("installing {}", dest.display()),
+    );
+    install_copy(&cached, &dest)?;
+    report.send(BuildStep::Done, 1.0, format!("{} ready", dest.display()));
+    Ok(dest)
+}
+
+fn debootstrap_image(cache: &Path, cached: &Path, report: &mut Reporter<'_>) -> Result<()> {
+    let tree = cache.join(format!("rootfs-{}.tmp", recipe_id()));
+    if tree.exists() {
+        // A build that died half-way may have left /proc or /sys mounted inside.
+        crate::mounts::unmount_under(&tree);
+        fs::remove_dir_all(&tree).map_err(io_err("remove stale build tree", &tree))?;
+    }
+    let debs = cache.join("debs");
+    fs::create_dir_all(&debs).map_err(io_err("create", &debs))?;
+    let result = debootstrap(&tree, &debs, report)
+        .and_then(|()| {
+            report.send(BuildStep::Customize, 0.8, "adding wrenn-user".into());
+            customize(&tree)
+        })
+        .and_then(|()| {
+            report.send(BuildStep::Image, 0.85, "mkfs.ext4 -d".into());
+            build_from_dir(&tree, cached, None)
+        });
+    crate::mounts::unmount_under(&tree);
+    let _ = fs::remove_dir_all(&tree);
+    result
+}
+
+fn debootstrap(tree: &Path, debs: &Path, report: &mut Reporter<'_>) -> Result<()> {
+    let (reader, writer) = std::io::pipe().map_err(io_err("pipe for", Path::new("debootstrap")))?;
+    let writer2 = writer
+        .try_clone()
+        .map_err(io_err("pipe for", Path::new("debootstrap")))?;
+    let mut child = Command::new("debootstrap")
+        .arg("--variant=minbase")
+        .arg(format!("--include={}", BASE_PACKAGES.join(",")))
+        .arg(format!("--cache-dir={}", debs.display()))
+        .arg(DEBIAN_SUITE)
+        .arg(tree)
+        .arg(DEBIAN_MIRROR)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer2)
+        .spawn()
+        .map_err(io_err(
+            "run debootstrap (apt-get install debootstrap)",
+            tree,
+        ))?;
+    let mut counts = [0f32; 4];
+    let mut lines = Vec::new();
+    for line in BufReader::new(reader).lines().map_while(|l| l.ok()) {
+        let (step, i, base, span) =
+            if line.starts_with("I: Retrieving") || line.starts_with("I: Validating") {
+                (BuildStep::Download, 0, 0.0, 0.35)
+            } else if line.starts_with("I: Extracting") {
+                (BuildStep::Extract, 1, 0.35, 0.1)
+            } else if line.starts_with("I: Unpacking") {
+                (BuildStep::Unpack, 2, 0.45, 0.15)
+            } else if line.starts_with("I: Configuring") {
+                (BuildStep::Configure, 3, 0.6, 0.2)
+            } else {
+                lines.push(line);
+                continue;
+            };
+        // Retrieving and Validating both appear once per package.
+        let per = if i == 0 { 2.0 } else { 1.0 };
+        counts[i] += 1.0;
+        let frac = base + span * (counts[i] / (EXPECTED_PACKAGES * per)).min(1.0);
+        report.send(step, frac, line.trim_start_matches("I: ").to_owned());
+        lines.push(line);
+    }
+    let status = child.wait().map_err(io_err("wait for debootstrap", tree))?;
+    if !status.success() {
+        let log = tree.join("debootstrap/debootstrap.log");
+        let mut output = lines.join("\n");
+        if let Ok(text) = fs::read_to_string(&log) {
+            output.push_str("\n--- debootstrap.log ---\n");
+            output.push_str(&text);
+        }
+        return Err(Error::Command {
+            program: "debootstrap".into(),
+            path: tree.to_owned(),
+            status: status.to_string(),
+            output: super::tail(&output, 3000),
+        });
+    }
+    Ok(())
+}
+
+fn customize(root: &Path) -> Result<()> {
+    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    if !passwd.lines().any(|l| l.starts_with("wrenn-user:")) {
+        run(
+            Command::new("chroot").arg(root).args([
+                "useradd",
+                "--create-home",
+                "--shell",
+                "/bin/bash",
+                "--uid",
+                "1000",
+                "--user-group",
+                "wrenn-user",
+            ]),
+            root,
+            &[],
+        )?;
+    }
+    let sudoers = root.join("etc/sudoers.d/wrenn-user");
+    fs::write(&sudoers, "wrenn-user ALL=(ALL:ALL) NOPASSWD:ALL\n")
+        .map_err(io_err("write", &sudoers))?;
+    fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440))
+        .map_err(io_err("chmod", &sudoers))?;
+    for (rel, text) in [("etc/resolv.conf", ""), ("etc/hostname", "wrenn\n")] {
+        let p = root.join(rel);
+        let _ = fs::remove_file(&p);
+        fs::write(&p, text).map_err(io_err("write", &p))?;
+    }
+    for dir in ["var/lib/apt/lists", "var/cache/apt/archives"] {
+        remove_files_in(&root.join(dir));
+    }
+    for e in fs::read_dir(root.join("usr/lib"))
+        .map_err(io_err("read", &root.join("usr/lib")))?
+        .flatten()
+    {
+        let marker = e.path().join("EXTERNALLY-MANAGED");
+        if e.file_name().to_string_lossy().starts_with("python3") && marker.exists() {
+            fs::remove_file(&marker).map_err(io_err("remove", &marker))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the regular files directly in `dir` (apt's caches).
+fn remove_files_in(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Sends monotone progress to the caller's callback.
+struct Reporter<'a> {
+    cb: &'a mut dyn FnMut(&BuildProgress),
+    last: f32,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(cb: &'a mut dyn FnMut(&BuildProgress)) -> Self {
+        Reporter { cb, last: 0.0 }
+    }
+
+    fn send(&mut self, step: BuildStep, fraction: f32, message: String) {
+        self.last = self.last.max(fraction.clamp(0.0, 1.0));
+        (self.cb)(&BuildProgress {
+            step,
+            fraction: self.last,
+            message,
+        });
+    }
+}

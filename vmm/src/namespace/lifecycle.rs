@@ -1,0 +1,412 @@
+//! create, start, pause/resume, destroy and metrics of namespace sandboxes.
+
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+
+use tracing::Instrument;
+use wrenn_types::SandboxId;
+
+use super::proc::Proc;
+use super::spawn::{self, Plan, PlanInput};
+use super::state::{Record, SandboxDir, process_start_time};
+use super::{CGROUP_TIMEOUT, Cell, EXIT_TIMEOUT, Inner, State};
+use crate::cgroup::{Cgroup, Limits, PIDS_MAX};
+use crate::net::{netns, resolv};
+use crate::runtime::{Backend, Error, Result, SandboxHandle, SandboxMetrics, SandboxSpec};
+use crate::slot::Slot;
+use crate::{image, loopdev, validate};
+
+pub(super) async fn create(inner: &Arc<Inner>, spec: SandboxSpec) -> Result<SandboxHandle> {
+    validate::spec(&spec)?;
+    let image = image::template_path(&inner.cfg.dir, &spec.template);
+    if !image.is_file() {
+        return Err(Error::UnknownTemplate {
+            template: spec.template.clone(),
+            path: image,
+        });
+    }
+    let id = spec.id.clone();
+    let (cell, slot) = reserve(inner, &spec)?;
+    let mut st = cell.state.try_lock().expect("a fresh cell is unlocked");
+    let span = tracing::info_span!("create", sandbox_id = %id, slot = slot.get());
+    let mut dir_created = false;
+    let result = build(inner, &st, &mut dir_created).instrument(span).await;
+    match result {
+        Ok(()) => {
+            let handle = inner.handle(&st);
+            *cell.handle.lock() = Some(handle.clone());
+            tracing::debug!("sandbox created");
+            Ok(handle)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "create failed; cleaning up");
+            if let Err(clean) = teardown(inner, &mut st, dir_created).await {
+                tracing::warn!(error = %clean, "cleanup after failed create");
+            }
+            st.proc = None;
+            unreserve(inner, &id, slot);
+            Err(e)
+        }
+    }
+}
+
+/// Claims the id and a slot; the cell stays hidden from `list` until created.
+fn reserve(inner: &Inner, spec: &SandboxSpec) -> Result<(Arc<Cell>, Slot)> {
+    let mut table = inner.table.lock();
+    if table.sandboxes.contains_key(&spec.id) {
+        return Err(Error::AlreadyExists(spec.id.clone()));
+    }
+    let slot = table
+        .slots
+        .allocate()
+        .ok_or_else(|| Error::SlotsExhausted {
+            first: *inner.cfg.slots.start(),
+            last: *inner.cfg.slots.end(),
+        })?;
+    let cell = Arc::new(Cell {
+        handle: parking_lot::Mutex::new(None),
+        state: tokio::sync::Mutex::new(State {
+            record: Record::new(spec, &inner.cfg.prefix, slot, Backend::Namespace),
+            slot,
+            dir: SandboxDir::new(&inner.cfg.dir, &spec.id),
+            cgroup: inner.cgroup(&spec.id),
+            proc: None,
+            holds_template: false,
+            paused: false,
+        }),
+    });
+    table.sandboxes.insert(spec.id.clone(), cell.clone());
+    Ok((cell, slot))
+}
+
+fn unreserve(inner: &Inner, id: &SandboxId, slot: Slot) {
+    let mut table = inner.table.lock();
+    table.sandboxes.remove(id);
+    table.slots.release(slot);
+}
+
+async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result<()> {
+    match st.dir.create(&inner.cfg.dir, &st.record) {
+        Ok(()) => *dir_created = true,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => {
+            return Err(Error::AlreadyExists(st.record.id.clone()));
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                step: "create sandbox directory",
+                path: st.dir.dir.clone(),
+                source,
+            });
+        }
+    }
+    inner.net.setup(st.slot, st.record.internet).await?;
+    let cgroup = st.cgroup.clone();
+    let limits = Limits {
+        memory_bytes: u64::from(st.record.memory_mb) << 20,
+        vcpus: st.record.vcpus,
+        pids: PIDS_MAX,
+    };
+    let disk_mb = st.record.disk_mb;
+    let disk = st.dir.disk_image();
+    let inner = inner.clone();
+    let blocking = tokio::task::spawn_blocking(move || -> Result<()> {
+        cgroup.create(&limits)?;
+        inner.disks.create(disk_mb, &disk)
+    });
+    join(blocking).await
+}
+
+pub(super) async fn join<T>(h: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+    h.await.map_err(|e| Error::Io {
+        step: "blocking task",
+        path: "".into(),
+        source: std::io::Error::other(e),
+    })?
+}
+
+/// Removes everything of the sandbox in `st`: processes, cgroups, network,
+/// directory (only when `remove_dir`). Idempotent; returns the first error
+/// after trying every step.
+pub(super) async fn teardown(inner: &Inner, st: &mut State, remove_dir: bool) -> Result<()> {
+    let id = st.record.id.clone();
+    let mut first: Option<Error> = None;
+    let mut note = |r: Result<()>| {
+        if let Err(e) = r {
+            tracing::warn!(sandbox_id = %id, error = %e, "teardown step");
+            first.get_or_insert(e);
+        }
+    };
+    if let Some(p) = &st.proc {
+        p.kill();
+    }
+    let cgroup = st.cgroup.clone();
+    note(
+        join(tokio::task::spawn_blocking(move || {
+            cgroup.destroy(CGROUP_TIMEOUT).map_err(Error::from)
+        }))
+        .await,
+    );
+    if let Some(p) = &st.proc
+        && !p.wait(EXIT_TIMEOUT).await
+    {
+        note(Err(Error::Io {
+            step: "wait for sandbox init to exit",
+            path: format!("/proc/{}", p.pid).into(),
+            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+        }));
+    }
+    if st.holds_template {
+        inner.templates.release(&st.record.template);
+        st.holds_template = false;
+    }
+    note(inner.net.teardown(st.slot).await.map_err(Error::from));
+    if remove_dir {
+        let dir = st.dir.dir.clone();
+        note(
+            join(tokio::task::spawn_blocking(move || {
+                remove_sandbox_dir(&dir)
+            }))
+            .await,
+        );
+    }
+    first.map_or(Ok(()), Err)
+}
+
+pub(super) fn remove_sandbox_dir(dir: &std::path::Path) -> Result<()> {
+    crate::mounts::unmount_under(dir);
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            step: "remove sandbox directory",
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
+    let mut st = cell.state.lock().await;
+    let id = st.record.id.clone();
+    if cell.handle.lock().is_none() {
+        return Err(Error::NotFound(id));
+    }
+    if st.proc.is_some() {
+        let state = if st.paused { "paused" } else { "running" };
+        return Err(Error::WrongState { id, state });
+    }
+    let template = st.record.template.clone();
+    let lower = inner.templates.acquire(&template)?;
+    let input = StartInput {
+        id: id.clone(),
+        netns: inner.net.netns_name(st.slot),
+        cgroup: st.cgroup.clone(),
+        dir: st.dir.clone(),
+        lower,
+        guest_bin: inner.cfg.guest_bin.clone(),
+        resolv_conf: resolv::sandbox_resolv_conf(st.record.internet),
+        hosts: format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+            st.slot.sandbox_addr(),
+            id
+        ),
+        env: st.record.env.clone(),
+    };
+    let spawned = join(tokio::task::spawn_blocking(move || start_blocking(input))).await;
+    let pid = match spawned {
+        Ok(pid) => pid,
+        Err(e) => {
+            inner.templates.release(&template);
+            return Err(e);
+        }
+    };
+    st.holds_template = true;
+    let start_time = process_start_time(pid.as_raw()).unwrap_or(0);
+    let proc = Proc::watch(pid, true, id.as_str()).map_err(|source| Error::Io {
+        step: "pidfd_open",
+        path: format!("/proc/{pid}").into(),
+        source,
+    });
+    st.record.pid = Some(pid.as_raw());
+    st.record.pid_start = Some(start_time);
+    let saved = st.dir.write_record(&st.record).map_err(|source| Error::Io {
+        step: "write sandbox record",
+        path: st.dir.record(),
+        source,
+    });
+    match (proc, saved) {
+        (Ok(p), Ok(())) => {
+            st.proc = Some(p);
+            tracing::debug!(sandbox_id = %id, pid = pid.as_raw(), "sandbox started");
+            Ok(())
+        }
+        (p, saved) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            st.proc = p.ok();
+            let err = saved.err().unwrap_or_else(|| Error::Io {
+                step: "watch sandbox init",
+                path: format!("/proc/{pid}").into(),
+                source: std::io::Error::other("pidfd"),
+            });
+            Err(err)
+        }
+    }
+}
+
+struct StartInput {
+    id: SandboxId,
+    netns: String,
+    cgroup: Cgroup,
+    dir: SandboxDir,
+    lower: std::path::PathBuf,
+    guest_bin: std::path::PathBuf,
+    resolv_conf: String,
+    hosts: String,
+    env: std::collections::BTreeMap<String, String>,
+}
+
+/// Attaches the disk, prepares the plan and clones the first process.
+fn start_blocking(i: StartInput) -> Result<nix::unistd::Pid> {
+    let disk = loopdev::attach(&i.dir.disk_image(), false)?;
+    let log_path = i.dir.log();
+    let log: OwnedFd = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&log_path)
+        .map_err(|source| Error::Io {
+            step: "open guest log",
+            path: log_path.clone(),
+            source,
+        })?
+        .into();
+    let spawn_err = |source| Error::Spawn {
+        id: i.id.clone(),
+        source,
+    };
+    let plan = Plan::new(PlanInput {
+        hostname: i.id.as_str(),
+        netns: netns::open(&i.netns)?,
+        cgroup_procs: i.cgroup.open_procs()?,
+        log,
+        loop_dev: &disk.path(),
+        disk_dir: &i.dir.disk_dir(),
+        root_dir: &i.dir.root_dir(),
+        lower: &i.lower,
+        guest_bin: &i.guest_bin,
+        resolv_conf: i.resolv_conf,
+        hosts: i.hosts,
+        env: i.env,
+    })
+    .map_err(spawn_err)?;
+    let pid = spawn::spawn(plan).map_err(spawn_err)?;
+    // The sandbox's mount holds the device now; autoclear frees it with the mount.
+    drop(disk);
+    Ok(pid)
+}
+
+pub(super) async fn set_paused(_inner: &Inner, cell: &Cell, paused: bool) -> Result<()> {
+    let mut st = cell.state.lock().await;
+    let id = st.record.id.clone();
+    let Some(handle) = cell.handle.lock().clone() else {
+        return Err(Error::NotFound(id));
+    };
+    if st.proc.is_none() {
+        return Err(Error::WrongState {
+            id,
+            state: "created",
+        });
+    }
+    if st.paused == paused {
+        return Ok(());
+    }
+    let cgroup = st.cgroup.clone();
+    join(tokio::task::spawn_blocking(move || {
+        if paused {
+            cgroup.freeze(CGROUP_TIMEOUT)
+        } else {
+            cgroup.thaw(CGROUP_TIMEOUT)
+        }
+        .map_err(Error::from)
+    }))
+    .await?;
+    st.paused = paused;
+    *cell.handle.lock() = Some(SandboxHandle { paused, ..handle });
+    tracing::debug!(sandbox_id = %id, paused, "sandbox freezer state changed");
+    Ok(())
+}
+
+pub(super) async fn destroy(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
+    let cell = inner.table.lock().sandboxes.remove(id);
+    let Some(cell) = cell else {
+        return destroy_leftover(inner, id).await;
+    };
+    let mut st = cell.state.lock().await;
+    *cell.handle.lock() = None;
+    let result = teardown(inner, &mut st, true).await;
+    st.proc = None;
+    inner.table.lock().slots.release(st.slot);
+    tracing::debug!(sandbox_id = %id, ok = result.is_ok(), "sandbox destroyed");
+    result
+}
+
+/// `destroy` of an id this runtime does not manage: cleans a directory a
+/// crashed run of this instance left, if it is ours (prefix and slot range)
+/// and its slot is not in use.
+async fn destroy_leftover(inner: &Inner, id: &SandboxId) -> Result<()> {
+    let dir = SandboxDir::new(&inner.cfg.dir, id);
+    let Ok(record) = dir.read_record() else {
+        return Ok(());
+    };
+    let Some(slot) = record.slot() else {
+        return Ok(());
+    };
+    if record.prefix != inner.cfg.prefix || !inner.cfg.slots.contains(&slot.get()) {
+        return Ok(());
+    }
+    if !inner.table.lock().slots.claim(slot) {
+        return Ok(());
+    }
+    let mut st = State {
+        cgroup: inner.cgroup(id),
+        slot,
+        dir,
+        proc: None,
+        holds_template: false,
+        paused: false,
+        record,
+    };
+    let result = teardown(inner, &mut st, true).await;
+    inner.table.lock().slots.release(slot);
+    result
+}
+
+pub(super) async fn metrics(cell: &Cell) -> Result<SandboxMetrics> {
+    let st = cell.state.lock().await;
+    if cell.handle.lock().is_none() {
+        return Err(Error::NotFound(st.record.id.clone()));
+    }
+    let usage = st.cgroup.usage()?;
+    let disk_limit = u64::from(st.record.disk_mb) << 20;
+    let disk_used = match &st.proc {
+        Some(p) if !p.has_exited() => {
+            let root = format!("/proc/{}/root", p.pid);
+            nix::sys::statfs::statfs(root.as_str())
+                .map(|s| (s.blocks() - s.blocks_free()) * s.block_size() as u64)
+                .unwrap_or(0)
+        }
+        _ => 0,
+    };
+    Ok(SandboxMetrics {
+        cpu_usage_usec: usage.cpu_usec,
+        memory_bytes: usage.memory_bytes,
+        memory_limit_bytes: usage.memory_limit_bytes,
+        disk_used_bytes: disk_used,
+        disk_limit_bytes: disk_limit,
+        pids: usage.pids,
+    })
+}

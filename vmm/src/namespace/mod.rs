@@ -1,0 +1,239 @@
+//! The namespace backend: a sandbox is a process tree in its own mount, PID,
+//! UTS, IPC and cgroup namespaces, joined to its own netns, on an overlay of
+//! the template image and a private disk, limited by cgroups.
+//!
+//! # Design
+//!
+//! - [`crate::net`] builds the netns and veth pair of the sandbox's slot;
+//!   [`crate::cgroup`] its cgroups; [`rootfs`] the template mount and disk;
+//!   [`spawn`] the first process, which builds the root filesystem inside its
+//!   own mount namespace and `exec`s `wrenn-guest` as PID 1.
+//! - `create` sets up directory, network, cgroups and disk; `start` mounts
+//!   and starts; both undo everything on failure. `destroy` kills the tree
+//!   (PID 1's death takes the PID namespace with it), which also unmounts the
+//!   disk and overlay and frees their loop device; then removes cgroups,
+//!   network and directory. Every teardown step is idempotent and keyed by
+//!   names derived from id and slot, so the same code cleans what a crashed
+//!   agent left ([`recover`]).
+//! - Pause/resume freeze and thaw the cgroup: processes stop where they are
+//!   and keep their sockets; TCP peers see a stall, not a reset.
+//! - Per-sandbox operations are serialised by an async lock; different
+//!   sandboxes proceed in parallel.
+//!
+//! # Limitations
+//!
+//! Isolation is the host kernel's: no user namespace (root inside is root on
+//! the host, bounded by capabilities, namespaces and cgroups) and no seccomp
+//! filter. That is why production hosts use the Firecracker backend.
+
+mod lifecycle;
+pub(crate) mod proc;
+mod recover;
+pub mod rootfs;
+pub mod spawn;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use wrenn_types::SandboxId;
+
+use crate::cgroup::{self, Cgroup, Layout};
+use crate::net::Network;
+use crate::runtime::{
+    Backend, Error, Recovered, Result, Runtime, RuntimeConfig, SandboxHandle, SandboxMetrics,
+    SandboxSpec,
+};
+use crate::slot::{Slot, SlotAllocator};
+pub use spawn::SpawnError;
+use state::{Record, SandboxDir};
+
+/// How long freezing, thawing and emptying a cgroup may take.
+const CGROUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a killed sandbox's init may take to go.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Namespace sandboxes (see the module docs).
+#[derive(Debug, Clone)]
+pub struct NamespaceRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: RuntimeConfig,
+    net: Network,
+    layout: Layout,
+    templates: rootfs::Templates,
+    disks: rootfs::Disks,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug)]
+struct Table {
+    slots: SlotAllocator,
+    sandboxes: HashMap<SandboxId, Arc<Cell>>,
+}
+
+/// One sandbox: a snapshot for `list` and the state behind an async lock.
+#[derive(Debug)]
+struct Cell {
+    handle: Mutex<Option<SandboxHandle>>,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    record: Record,
+    slot: Slot,
+    dir: SandboxDir,
+    cgroup: Cgroup,
+    proc: Option<proc::Proc>,
+    /// Holds a reference on the template mount (started by this runtime).
+    holds_template: bool,
+    paused: bool,
+}
+
+impl NamespaceRuntime {
+    /// Checks the host (root, cgroups, guest binary) and installs the
+    /// instance's firewall table. Call [`Runtime::recover`] next.
+    pub fn new(cfg: RuntimeConfig) -> Result<Self> {
+        crate::validate::config(&cfg)?;
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Unavailable {
+                backend: Backend::Namespace,
+                reason: "namespace sandboxes need root (namespaces, mounts, cgroups, netlink)"
+                    .into(),
+            });
+        }
+        crate::validate::guest_bin(&cfg)?;
+        let layout = Layout::detect()?;
+        let net = Network::new(&cfg.prefix, cfg.slots.clone());
+        net.firewall().install()?;
+        let instance = format!("{}-{}-{}", cfg.prefix, cfg.slots.start(), cfg.slots.end());
+        Ok(NamespaceRuntime {
+            inner: Arc::new(Inner {
+                templates: rootfs::Templates::new(&cfg.dir, &instance),
+                disks: rootfs::Disks::new(&cfg.dir),
+                table: Mutex::new(Table {
+                    slots: SlotAllocator::new(cfg.slots.clone()),
+                    sandboxes: HashMap::new(),
+                }),
+                net,
+                layout,
+                cfg,
+            }),
+        })
+    }
+
+    /// The nftables table this instance installed.
+    pub fn firewall_table(&self) -> &str {
+        self.inner.net.firewall().table()
+    }
+
+    fn cell(&self, id: &SandboxId) -> Result<Arc<Cell>> {
+        self.inner
+            .table
+            .lock()
+            .sandboxes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.clone()))
+    }
+}
+
+impl Inner {
+    fn cgroup(&self, id: &SandboxId) -> Cgroup {
+        Cgroup::new(self.layout.clone(), &self.cfg.prefix, id.as_str())
+    }
+
+    fn handle(&self, st: &State) -> SandboxHandle {
+        let address = st.slot.sandbox_addr();
+        SandboxHandle {
+            id: st.record.id.clone(),
+            backend: Backend::Namespace,
+            slot: st.slot.get(),
+            address,
+            guest_addr: std::net::SocketAddr::new(address.into(), wrenn_types::GUEST_PORT),
+            dir: st.dir.dir.clone(),
+            spec: st.record.spec(),
+            paused: st.paused,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for NamespaceRuntime {
+    fn backend(&self) -> Backend {
+        Backend::Namespace
+    }
+
+    async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
+        lifecycle::create(&self.inner, spec).await
+    }
+
+    async fn start(&self, id: &SandboxId) -> Result<()> {
+        let cell = self.cell(id)?;
+        lifecycle::start(&self.inner, &cell).await
+    }
+
+    async fn pause(&self, id: &SandboxId) -> Result<()> {
+        let cell = self.cell(id)?;
+        lifecycle::set_paused(&self.inner, &cell, true).await
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<()> {
+        let cell = self.cell(id)?;
+        lifecycle::set_paused(&self.inner, &cell, false).await
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        lifecycle::destroy(&self.inner, id).await
+    }
+
+    async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics> {
+        let cell = self.cell(id)?;
+        lifecycle::metrics(&cell).await
+    }
+
+    fn list(&self) -> Vec<SandboxHandle> {
+        let cells: Vec<Arc<Cell>> = self
+            .inner
+            .table
+            .lock()
+            .sandboxes
+            .values()
+            .cloned()
+            .collect();
+        let mut out: Vec<SandboxHandle> = cells
+            .iter()
+            .filter_map(|c| c.handle.lock().clone())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String> {
+        let dir = SandboxDir::new(&self.inner.cfg.dir, id);
+        crate::runtime::read_tail(&dir.log(), max)
+    }
+
+    async fn recover(&self) -> Result<Recovered> {
+        recover::recover(&self.inner).await
+    }
+
+    async fn shutdown(&self, timeout: Duration) -> Result<()> {
+        let inner = self.inner.clone();
+        let empty = inner.table.lock().sandboxes.is_empty();
+        if empty {
+            inner.templates.clear();
+            inner.net.firewall().remove()?;
+            cgroup::remove_prefix(&inner.layout, &inner.cfg.prefix);
+        }
+        let dir = inner.cfg.dir.clone();
+        crate::runtime::shrink_with_deadline(dir, timeout).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! Adopt-or-clean at start-up.
+//!
+//! Only objects of this instance — its prefix and slot range — are touched:
+//!
+//! 1. every `sandboxes/<id>/sandbox.json` of the instance: adopted when its
+//!    init still runs (same PID *and* start time), its netns, host link and
+//!    cgroups exist; otherwise torn down like `destroy` would;
+//! 2. half-created `sandboxes/.creating-<prefix>-<slot>` directories: removed;
+//! 3. netns `<prefix>-<slot>` and links `wv<slot>` of the range that no
+//!    adopted sandbox owns: removed;
+//! 4. the instance's template mounts: unmounted (adopted sandboxes keep their
+//!    own references through their overlays).
+
+use std::sync::Arc;
+
+use wrenn_types::SandboxId;
+
+use super::proc::Proc;
+use super::state::{self, SandboxDir, process_start_time, sandboxes_dir};
+use super::{Cell, Inner, State};
+use crate::net::{link, netns};
+use crate::runtime::{Recovered, Result};
+
+pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
+    inner.net.firewall().install()?;
+    let mut out = Recovered::default();
+    let base = sandboxes_dir(&inner.cfg.dir);
+    let entries: Vec<_> = match std::fs::read_dir(&base) {
+        Ok(e) => e.flatten().collect(),
+        Err(_) => Vec::new(),
+    };
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = state::parse_creating(&name) {
+            if owns_creating(inner, rest) {
+                tracing::info!(dir = %entry.path().display(), "removing half-created sandbox directory");
+                super::lifecycle::remove_sandbox_dir(&entry.path())?;
+            }
+            continue;
+        }
+        let Ok(id) = name.parse::<SandboxId>() else {
+            continue;
+        };
+        if inner.table.lock().sandboxes.contains_key(&id) {
+            continue;
+        }
+        let dir = SandboxDir::new(&inner.cfg.dir, &id);
+        let Ok(record) = dir.read_record() else {
+            continue;
+        };
+        let Some(slot) = record.slot() else {
+            continue;
+        };
+        if record.prefix != inner.cfg.prefix || !inner.cfg.slots.contains(&slot.get()) {
+            continue;
+        }
+        if !inner.table.lock().slots.claim(slot) {
+            // Another managed sandbox owns the slot (and its network): this
+            // record is stale; remove only what is keyed by its id.
+            tracing::warn!(sandbox_id = %id, slot = slot.get(), "slot already in use: removing the stale record");
+            let cgroup = inner.cgroup(&id);
+            super::lifecycle::join(tokio::task::spawn_blocking(move || {
+                cgroup
+                    .destroy(super::CGROUP_TIMEOUT)
+                    .map_err(crate::runtime::Error::from)
+            }))
+            .await?;
+            super::lifecycle::remove_sandbox_dir(&dir.dir)?;
+            out.cleaned.push(id);
+            continue;
+        }
+        let mut st = State {
+            cgroup: inner.cgroup(&id),
+            slot,
+            dir,
+            proc: None,
+            holds_template: false,
+            paused: false,
+            record,
+        };
+        match intact(inner, &st).await {
+            Some(proc) => {
+                st.paused = st.cgroup.is_frozen().unwrap_or(false);
+                st.proc = Some(proc);
+                let handle = inner.handle(&st);
+                let cell = Arc::new(Cell {
+                    handle: parking_lot::Mutex::new(Some(handle.clone())),
+                    state: tokio::sync::Mutex::new(st),
+                });
+                inner.table.lock().sandboxes.insert(id.clone(), cell);
+                tracing::info!(sandbox_id = %id, slot = slot.get(), "adopted sandbox");
+                out.adopted.push(handle);
+            }
+            None => {
+                tracing::info!(sandbox_id = %id, slot = slot.get(), "cleaning dead or partial sandbox");
+                // Its init may still run with a broken network: kill through the cgroup.
+                let result = super::lifecycle::teardown(inner, &mut st, true).await;
+                inner.table.lock().slots.release(slot);
+                result?;
+                out.cleaned.push(id);
+            }
+        }
+    }
+    sweep_network(inner).await?;
+    inner.templates.clear();
+    Ok(out)
+}
+
+/// `.creating-<prefix>-<slot>` of this instance.
+fn owns_creating(inner: &Inner, rest: &str) -> bool {
+    crate::slot::Slot::from_netns_name(&inner.cfg.prefix, rest)
+        .is_some_and(|s| inner.cfg.slots.contains(&s.get()) && !inner.table.lock().slots.is_used(s))
+}
+
+/// The init of `st` still runs and everything it needs exists.
+async fn intact(inner: &Inner, st: &State) -> Option<Proc> {
+    let (pid, start) = (st.record.pid?, st.record.pid_start?);
+    if process_start_time(pid) != Some(start) {
+        return None;
+    }
+    if !netns::exists(&inner.net.netns_name(st.slot)) || !st.cgroup.exists() {
+        return None;
+    }
+    let root = inner.net.root().await.ok()?;
+    link::get(root, &st.slot.host_iface()).await.ok()??;
+    // The init of a sandbox is in the sandbox's cgroup.
+    if !st.cgroup.pids().ok()?.contains(&pid) {
+        return None;
+    }
+    Proc::watch(
+        nix::unistd::Pid::from_raw(pid),
+        false,
+        st.record.id.as_str(),
+    )
+    .ok()
+}
+
+/// Network objects of the range that no managed sandbox owns.
+async fn sweep_network(inner: &Inner) -> Result<()> {
+    for slot in inner.net.occupied_slots().await? {
+        if inner.table.lock().slots.is_used(slot) {
+            continue;
+        }
+        tracing::info!(slot = slot.get(), "removing leftover sandbox network");
+        inner.net.teardown(slot).await?;
+    }
+    Ok(())
+}

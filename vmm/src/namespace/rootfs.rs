@@ -1,0 +1,178 @@
+//! Root filesystem pieces on the host side: shared read-only template mounts
+//! and per-sandbox writable disks.
+//!
+//! # Design
+//!
+//! - **Template** (overlay lower layer): the template image is attached
+//!   read-only to a loop device (autoclear) and mounted read-only once per
+//!   template at `$WRENN_DIR/mnt/<prefix>-<first>-<last>/<template>`,
+//!   refcounted by the sandboxes started from it and unmounted (lazily) when
+//!   the last goes. Every sandbox's overlay holds its own reference to that
+//!   mount, so unmounting on the host never disturbs a running sandbox, and
+//!   the loop device is released when the last overlay goes.
+//! - **Disk** (overlay upper layer, the disk limit): a sparse ext4 file of
+//!   `disk_mb` without a journal (no jbd2 thread per sandbox), holding the
+//!   `upper/` and `work/` directories. A blank image per size is built once
+//!   with `mkfs.ext4` into `$WRENN_DIR/cache/` and copied sparsely (about
+//!   1 MiB of data for 2 GiB) for each sandbox — about 1 ms instead of the
+//!   ~25 ms of `mkfs`. The disk is mounted inside the sandbox's own mount
+//!   namespace ([`super::spawn`]), so it vanishes with the sandbox.
+//!
+//! # Limitations
+//!
+//! A sandbox sees `ENOSPC` when its upper layer is full; files of the template
+//! it does not modify do not count against its limit. `/tmp` and `/dev/shm`
+//! are tmpfs and count against memory instead.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use parking_lot::Mutex;
+use wrenn_types::ByteSize;
+
+use crate::image;
+use crate::loopdev;
+use crate::runtime::{Error, Result};
+
+/// Refcounted read-only template mounts of one runtime instance.
+#[derive(Debug)]
+pub struct Templates {
+    wrenn_dir: PathBuf,
+    mnt_dir: PathBuf,
+    mounts: Mutex<HashMap<String, usize>>,
+}
+
+impl Templates {
+    pub fn new(wrenn_dir: &Path, instance: &str) -> Self {
+        Templates {
+            wrenn_dir: wrenn_dir.to_owned(),
+            mnt_dir: wrenn_dir.join("mnt").join(instance),
+            mounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn mnt_dir(&self) -> &Path {
+        &self.mnt_dir
+    }
+
+    /// Mounts `template` if needed and takes a reference. Returns the mount
+    /// point (the overlay's lower directory).
+    pub fn acquire(&self, template: &str) -> Result<PathBuf> {
+        let dir = self.mnt_dir.join(template);
+        let mut mounts = self.mounts.lock();
+        if let Some(n) = mounts.get_mut(template) {
+            *n += 1;
+            return Ok(dir);
+        }
+        let image = image::template_path(&self.wrenn_dir, template);
+        fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            step: "create template mount point",
+            path: dir.clone(),
+            source,
+        })?;
+        let dev = loopdev::attach(&image, true)?;
+        mount(
+            Some(&dev.path()),
+            &dir,
+            Some("ext4"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+            Some("noload"),
+        )
+        .map_err(|e| Error::Io {
+            step: "mount template",
+            path: dir.clone(),
+            source: e.into(),
+        })?;
+        // The mount now holds the loop device; autoclear frees it with the last user.
+        drop(dev);
+        mounts.insert(template.to_owned(), 1);
+        tracing::debug!(template, path = %dir.display(), "template mounted");
+        Ok(dir)
+    }
+
+    /// Drops a reference; the last one unmounts.
+    pub fn release(&self, template: &str) {
+        let mut mounts = self.mounts.lock();
+        let Some(n) = mounts.get_mut(template) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            mounts.remove(template);
+            self.unmount(template);
+        }
+    }
+
+    fn unmount(&self, template: &str) {
+        let dir = self.mnt_dir.join(template);
+        if let Err(e) = umount2(&dir, MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %dir.display(), error = %e, "unmount template");
+        }
+        let _ = fs::remove_dir(&dir);
+        tracing::debug!(template, "template unmounted");
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.mounts.lock().len()
+    }
+
+    /// Unmounts everything under this instance's mount directory (a previous
+    /// run's leftovers or, at shutdown, the unused rest) and removes it.
+    pub fn clear(&self) {
+        let mounts = self.mounts.lock();
+        if !mounts.is_empty() {
+            return;
+        }
+        crate::mounts::unmount_under(&self.mnt_dir);
+        if let Ok(entries) = fs::read_dir(&self.mnt_dir) {
+            for e in entries.flatten() {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+        let _ = fs::remove_dir(&self.mnt_dir);
+        let _ = fs::remove_dir(self.mnt_dir.parent().unwrap_or(&self.mnt_dir));
+    }
+}
+
+/// Blank disk images per size, copied sparsely for each sandbox.
+#[derive(Debug)]
+pub struct Disks {
+    cache: PathBuf,
+    build: Mutex<()>,
+}
+
+impl Disks {
+    pub fn new(wrenn_dir: &Path) -> Self {
+        Disks {
+            cache: wrenn_dir.join("cache"),
+            build: Mutex::new(()),
+        }
+    }
+
+    /// The blank image of `disk_mb`, built on first use.
+    fn blank(&self, disk_mb: u32) -> Result<PathBuf> {
+        let path = self.cache.join(format!("disk-{disk_mb}M.ext4"));
+        if path.is_file() {
+            return Ok(path);
+        }
+        let _guard = self.build.lock();
+        if !path.is_file() {
+            fs::create_dir_all(&self.cache).map_err(|source| Error::Io {
+                step: "create",
+                path: self.cache.clone(),
+                source,
+            })?;
+            image::mkfs_blank(&path, ByteSize::mib(u64::from(disk_mb)), &["upper", "work"])?;
+        }
+        Ok(path)
+    }
+
+    /// Creates the sandbox's disk at `dest`.
+    pub fn create(&self, disk_mb: u32, dest: &Path) -> Result<()> {
+        let blank = self.blank(disk_mb)?;
+        image::sparse::copy(&blank, dest)?;
+        Ok(())
+    }
+}

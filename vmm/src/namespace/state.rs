@@ -1,0 +1,243 @@
+//! What the runtime keeps on disk per sandbox: `$WRENN_DIR/sandboxes/<id>/`.
+//!
+//! ```text
+//! sandbox.json   the record below (written first, so recovery can attribute
+//!                everything else to a prefix and slot)
+//! disk.ext4      the sandbox's writable disk (sparse ext4, no journal)
+//! disk/          mount point of the disk (inside the sandbox's mount ns only)
+//! root/          mount point of the overlay (ditto)
+//! guest.log      the guest agent's stdout and stderr
+//! ```
+//!
+//! A directory is created as `.creating-<prefix>-<slot>` holding the record
+//! and renamed into place, so a crash at any point leaves only names recovery
+//! can attribute to its own prefix and slot range.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wrenn_types::SandboxId;
+
+use crate::runtime::{Backend, SandboxSpec};
+use crate::slot::Slot;
+
+pub const RECORD: &str = "sandbox.json";
+const CREATING: &str = ".creating-";
+
+/// The persisted description of a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: SandboxId,
+    pub prefix: String,
+    pub slot: u16,
+    pub backend: Backend,
+    pub template: String,
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub internet: bool,
+    /// PID (in the root PID namespace) of the sandbox's first process and its
+    /// start time in clock ticks since boot, which identifies it across PID reuse.
+    pub pid: Option<i32>,
+    pub pid_start: Option<u64>,
+}
+
+impl Record {
+    pub fn new(spec: &SandboxSpec, prefix: &str, slot: Slot, backend: Backend) -> Self {
+        Record {
+            id: spec.id.clone(),
+            prefix: prefix.to_owned(),
+            slot: slot.get(),
+            backend,
+            template: spec.template.clone(),
+            vcpus: spec.vcpus,
+            memory_mb: spec.memory_mb,
+            disk_mb: spec.disk_mb,
+            env: spec.env.clone(),
+            metadata: spec.metadata.clone(),
+            internet: spec.internet,
+            pid: None,
+            pid_start: None,
+        }
+    }
+
+    pub fn spec(&self) -> SandboxSpec {
+        SandboxSpec {
+            id: self.id.clone(),
+            template: self.template.clone(),
+            vcpus: self.vcpus,
+            memory_mb: self.memory_mb,
+            disk_mb: self.disk_mb,
+            env: self.env.clone(),
+            metadata: self.metadata.clone(),
+            internet: self.internet,
+        }
+    }
+
+    pub fn slot(&self) -> Option<Slot> {
+        Slot::new(self.slot)
+    }
+}
+
+/// The paths of one sandbox directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxDir {
+    pub dir: PathBuf,
+}
+
+impl SandboxDir {
+    pub fn new(wrenn_dir: &Path, id: &SandboxId) -> Self {
+        SandboxDir {
+            dir: sandboxes_dir(wrenn_dir).join(id.as_str()),
+        }
+    }
+
+    pub fn record(&self) -> PathBuf {
+        self.dir.join(RECORD)
+    }
+    pub fn disk_image(&self) -> PathBuf {
+        self.dir.join("disk.ext4")
+    }
+    pub fn disk_dir(&self) -> PathBuf {
+        self.dir.join("disk")
+    }
+    pub fn root_dir(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("guest.log")
+    }
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("firecracker.sock")
+    }
+    pub fn rootfs_copy(&self) -> PathBuf {
+        self.dir.join("rootfs.ext4")
+    }
+
+    /// Creates the directory with the record, `disk/` and `root/` in it,
+    /// atomically. `AlreadyExists` if the sandbox directory exists.
+    pub fn create(&self, wrenn_dir: &Path, record: &Record) -> io::Result<()> {
+        let sandboxes = sandboxes_dir(wrenn_dir);
+        fs::create_dir_all(&sandboxes)?;
+        let tmp = sandboxes.join(creating_name(&record.prefix, record.slot));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir(&tmp)?;
+        let result = (|| {
+            write_record_at(&tmp.join(RECORD), record)?;
+            fs::create_dir(tmp.join("disk"))?;
+            fs::create_dir(tmp.join("root"))?;
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &tmp,
+                nix::fcntl::AT_FDCWD,
+                &self.dir,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(io::Error::from)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    pub fn write_record(&self, record: &Record) -> io::Result<()> {
+        write_record_at(&self.record(), record)
+    }
+
+    pub fn read_record(&self) -> io::Result<Record> {
+        read_record(&self.record())
+    }
+}
+
+/// `$WRENN_DIR/sandboxes`.
+pub fn sandboxes_dir(wrenn_dir: &Path) -> PathBuf {
+    wrenn_dir.join("sandboxes")
+}
+
+/// Name of a half-created directory of `prefix` and `slot`.
+pub fn creating_name(prefix: &str, slot: u16) -> String {
+    format!("{CREATING}{prefix}-{slot}")
+}
+
+/// The prefix-and-slot part of a half-created directory's name.
+pub fn parse_creating(name: &str) -> Option<&str> {
+    name.strip_prefix(CREATING)
+}
+
+fn write_record_at(path: &Path, record: &Record) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(record).map_err(io::Error::other)?,
+    )?;
+    fs::rename(&tmp, path)
+}
+
+pub fn read_record(path: &Path) -> io::Result<Record> {
+    let bytes = fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Start time (clock ticks since boot) of `pid`, from `/proc/<pid>/stat`.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_and_creation_is_atomic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id: SandboxId = "abc".parse().unwrap();
+        let spec = SandboxSpec::new(id.clone());
+        let rec = Record::new(
+            &spec,
+            "wrenn-tv",
+            Slot::new(1001).unwrap(),
+            Backend::Namespace,
+        );
+        let dir = SandboxDir::new(tmp.path(), &id);
+        dir.create(tmp.path(), &rec).unwrap();
+        assert_eq!(dir.read_record().unwrap(), rec);
+        assert_eq!(rec.spec(), spec);
+        assert!(dir.disk_dir().is_dir() && dir.root_dir().is_dir());
+        let again = dir.create(tmp.path(), &rec).unwrap_err();
+        assert!(
+            matches!(
+                again.raw_os_error(),
+                Some(libc::EEXIST) | Some(libc::ENOTEMPTY)
+            ),
+            "{again}"
+        );
+        let names: Vec<_> = fs::read_dir(sandboxes_dir(tmp.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("abc")],
+            "no half-created directory left"
+        );
+    }
+
+    #[test]
+    fn start_time_of_this_process_is_stable() {
+        let me = std::process::id() as i32;
+        let a = process_start_time(me).unwrap();
+        assert_eq!(process_start_time(me), Some(a));
+        assert!(process_start_time(i32::MAX).is_none());
+    }
+}

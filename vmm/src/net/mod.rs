@@ -1,0 +1,246 @@
+//! Sandbox networking shared by both backends.
+//!
+//! # Design
+//!
+//! The addressing plan is in [`crate::slot`]. For slot `s` of a runtime with
+//! prefix `p`, [`Network::setup`]:
+//!
+//! 1. creates netns `p-s` (bound at `/run/netns/p-s`) with IPv6 off by
+//!    default inside;
+//! 2. creates the veth pair `wv<s>` (root namespace, interface group
+//!    [`firewall::INTERNET_GROUP`] when the sandbox may reach the internet)
+//!    and `eth0`, created directly inside the netns;
+//! 3. turns IPv6 off and strict reverse-path filtering on for `wv<s>`, gives
+//!    both ends their /31 address, brings them and `lo` up and routes the
+//!    sandbox's default via the host end;
+//! 4. for an internet sandbox, makes sure `net.ipv4.ip_forward` is on.
+//!
+//! All of it goes over rtnetlink; netlink sockets inside a netns are created
+//! by a short-lived thread that joins it ([`netns`]). The instance's
+//! nftables table ([`firewall`]) is installed once, not per sandbox.
+//! [`Network::teardown`] deletes `wv<s>` (taking `eth0` with it) and the netns
+//! binding; both are idempotent, so teardown also cleans what a crashed agent
+//! left.
+//!
+//! # Limitations
+//!
+//! IPv4 only. An `iptables`/`nftables` policy of the host that drops forwarded
+//! traffic (e.g. Docker's `FORWARD DROP`) also drops sandbox egress; the rules
+//! here only ever narrow what is allowed.
+
+pub mod firewall;
+pub mod link;
+pub mod netns;
+pub mod resolv;
+pub mod tap;
+
+use std::io;
+use std::ops::RangeInclusive;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rtnetlink::Handle;
+
+use crate::slot::{self, Slot};
+pub use firewall::Firewall;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{step} {name}")]
+    Netlink {
+        step: &'static str,
+        name: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{step} {path}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("nft: {what}: {stderr}")]
+    Nft { what: String, stderr: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A slot's network as set up: the netns and a netlink handle inside it.
+#[derive(Debug)]
+pub struct SlotNet {
+    pub slot: Slot,
+    pub netns: OwnedFd,
+    pub inside: Handle,
+}
+
+/// The network of one runtime instance (prefix + slot range).
+#[derive(Debug)]
+pub struct Network {
+    prefix: String,
+    slots: RangeInclusive<u16>,
+    firewall: Firewall,
+    root: tokio::sync::OnceCell<Handle>,
+}
+
+static FORWARDING_ON: AtomicBool = AtomicBool::new(false);
+
+impl Network {
+    pub fn new(prefix: &str, slots: RangeInclusive<u16>) -> Self {
+        Network {
+            prefix: prefix.to_owned(),
+            firewall: Firewall::new(prefix, &slots),
+            slots,
+            root: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    pub fn netns_name(&self, slot: Slot) -> String {
+        slot.netns_name(&self.prefix)
+    }
+
+    /// Netlink handle in the root namespace (created on first use).
+    pub async fn root(&self) -> Result<&Handle> {
+        self.root
+            .get_or_try_init(|| async {
+                link::connect().map_err(|source| Error::Io {
+                    step: "open netlink socket",
+                    path: "NETLINK_ROUTE".into(),
+                    source,
+                })
+            })
+            .await
+    }
+
+    /// Creates the slot's netns and veth pair (see the module docs). On error
+    /// nothing of the slot is left.
+    pub async fn setup(&self, slot: Slot, internet: bool) -> Result<SlotNet> {
+        let result = self.try_setup(slot, internet).await;
+        if result.is_err()
+            && let Err(e) = self.teardown(slot).await
+        {
+            tracing::warn!(slot = slot.get(), error = %e, "cleanup after failed network setup");
+        }
+        result
+    }
+
+    async fn try_setup(&self, slot: Slot, internet: bool) -> Result<SlotNet> {
+        let root = self.root().await?.clone();
+        let name = self.netns_name(slot);
+        let (netns, inside) = netns::create(&name, || {
+            for p in [
+                "/proc/sys/net/ipv6/conf/default/disable_ipv6",
+                "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+            ] {
+                let _ = write_sysctl(Path::new(p), "1");
+            }
+            link::connect()
+        })
+        .await?;
+        let inside = inside.map_err(|source| Error::Io {
+            step: "open netlink socket in netns",
+            path: netns::path(&name),
+            source,
+        })?;
+        let host = slot.host_iface();
+        let group = if internet {
+            firewall::INTERNET_GROUP
+        } else {
+            0
+        };
+        let idx = link::create_veth(&root, &host, slot::GUEST_IFACE, &netns, group).await?;
+        let conf = Path::new("/proc/sys/net");
+        let _ = write_sysctl(&conf.join(format!("ipv6/conf/{host}/disable_ipv6")), "1");
+        write_sysctl(&conf.join(format!("ipv4/conf/{host}/rp_filter")), "1")?;
+        link::add_addr(&root, idx, &host, slot.host_addr(), slot::LINK_PREFIX_LEN).await?;
+        link::set_up(&root, idx, &host).await?;
+        link::set_up(&inside, 1, "lo").await?;
+        let eth0 = link::index(&inside, slot::GUEST_IFACE)
+            .await?
+            .ok_or_else(|| Error::Netlink {
+                step: "find eth0 in netns",
+                name: name.clone(),
+                source: rtnetlink::Error::RequestFailed,
+            })?;
+        link::add_addr(
+            &inside,
+            eth0,
+            slot::GUEST_IFACE,
+            slot.sandbox_addr(),
+            slot::LINK_PREFIX_LEN,
+        )
+        .await?;
+        link::add_default_route(&inside, slot.host_addr()).await?;
+        if internet {
+            enable_forwarding()?;
+        }
+        Ok(SlotNet {
+            slot,
+            netns,
+            inside,
+        })
+    }
+
+    /// Removes the slot's veth pair and netns. Idempotent.
+    pub async fn teardown(&self, slot: Slot) -> Result<()> {
+        let root = self.root().await?;
+        let link = link::delete(root, &slot.host_iface()).await;
+        let ns = netns::remove(&self.netns_name(slot));
+        link.and(ns)
+    }
+
+    /// Whether the slot's host link is in the internet group (`None`: no link).
+    pub async fn internet_of(&self, slot: Slot) -> Result<Option<bool>> {
+        let root = self.root().await?;
+        Ok(link::get(root, &slot.host_iface())
+            .await?
+            .map(|m| link::group_of(&m) == firewall::INTERNET_GROUP))
+    }
+
+    /// Slots of this instance's range that have a netns or a host link.
+    pub async fn occupied_slots(&self) -> Result<Vec<Slot>> {
+        let mut out: Vec<Slot> = netns::list()
+            .iter()
+            .filter_map(|n| Slot::from_netns_name(&self.prefix, n))
+            .filter(|s| self.slots.contains(&s.get()))
+            .collect();
+        for (name, _, _) in link::list(self.root().await?).await? {
+            if let Some(s) = Slot::from_host_iface(&name)
+                && self.slots.contains(&s.get())
+            {
+                out.push(s);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+fn write_sysctl(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|source| Error::Io {
+        step: "write sysctl",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Turns on IPv4 forwarding (needed for egress), once per process.
+fn enable_forwarding() -> Result<()> {
+    if FORWARDING_ON.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let path = Path::new("/proc/sys/net/ipv4/ip_forward");
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    if current.trim() != "1" {
+        write_sysctl(path, "1")?;
+        tracing::info!("enabled net.ipv4.ip_forward for sandbox internet access");
+    }
+    FORWARDING_ON.store(true, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Checks of runtime configs and sandbox specs, in one place.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::runtime::{Error, Result, RuntimeConfig, SandboxSpec};
+use crate::slot::{MAX_SLOT, MIN_SLOT};
+
+/// Longest prefix: netns names and cgroup paths stay short, nft names valid.
+pub const MAX_PREFIX_LEN: usize = 32;
+
+/// Prefix, slots, directory and guest binary.
+pub fn config(c: &RuntimeConfig) -> Result<()> {
+    let p = &c.prefix;
+    let prefix_ok = !p.is_empty()
+        && p.len() <= MAX_PREFIX_LEN
+        && p.as_bytes()[0].is_ascii_lowercase()
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !prefix_ok {
+        return Err(Error::InvalidConfig(format!(
+            "prefix {p:?}: expected 1-{MAX_PREFIX_LEN} lowercase letters, digits or '-', starting with a letter"
+        )));
+    }
+    let (first, last) = (*c.slots.start(), *c.slots.end());
+    if first < MIN_SLOT || last > MAX_SLOT || first > last {
+        return Err(Error::InvalidConfig(format!(
+            "slots {first}..={last}: expected a non-empty range within {MIN_SLOT}..={MAX_SLOT}"
+        )));
+    }
+    if !c.dir.is_absolute() {
+        return Err(Error::InvalidConfig(format!(
+            "dir {}: must be an absolute path",
+            c.dir.display()
+        )));
+    }
+    let bytes = c.dir.as_os_str().as_encoded_bytes();
+    if bytes.iter().any(|b| b",:\\ ".contains(b)) {
+        return Err(Error::InvalidConfig(format!(
+            "dir {}: must not contain ',', ':', '\\' or spaces (it appears in overlayfs mount options)",
+            c.dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The guest binary exists and is executable.
+pub fn guest_bin(c: &RuntimeConfig) -> Result<()> {
+    let meta = std::fs::metadata(&c.guest_bin).map_err(|e| {
+        Error::InvalidConfig(format!(
+            "guest binary {}: {e} (build it with `cargo build -p wrenn-guest --target x86_64-unknown-linux-musl`)",
+            c.guest_bin.display()
+        ))
+    })?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "guest binary {}: not an executable file",
+            c.guest_bin.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Ranges from [`SandboxSpec`]'s constants, template name, environment.
+pub fn spec(s: &SandboxSpec) -> Result<()> {
+    let range = |field: &str, v: u32, min: u32, max: u32, unit: &str| {
+        if v < min {
+            Err(Error::InvalidSpec(format!(
+                "{field}: {v}{unit} is below the minimum {min}{unit}"
+            )))
+        } else if v > max {
+            Err(Error::InvalidSpec(format!(
+                "{field}: {v}{unit} is above the maximum {max}{unit}"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    range("vcpus", s.vcpus, 1, SandboxSpec::MAX_VCPUS, "")?;
+    range(
+        "memory_mb",
+        s.memory_mb,
+        SandboxSpec::MIN_MEMORY_MB,
+        SandboxSpec::MAX_MEMORY_MB,
+        " MiB",
+    )?;
+    range(
+        "disk_mb",
+        s.disk_mb,
+        SandboxSpec::MIN_DISK_MB,
+        SandboxSpec::MAX_DISK_MB,
+        " MiB",
+    )?;
+    crate::image::validate_name(&s.template)
+        .map_err(|e| Error::InvalidSpec(format!("template: {e}")))?;
+    for (k, v) in &s.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(Error::InvalidSpec(format!(
+                "env: invalid variable name {k:?}"
+            )));
+        }
+        if v.contains('\0') {
+            return Err(Error::InvalidSpec(format!(
+                "env[{k:?}]: value contains a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Backend;
+    use std::path::PathBuf;
+
+    fn cfg() -> RuntimeConfig {
+        RuntimeConfig {
+            backend: Backend::Namespace,
+            dir: PathBuf::from("/var/lib/wrenn"),
+            prefix: "wrenn".into(),
+            slots: 1..=10,
+            guest_bin: PathBuf::from("/nonexistent/wrenn-guest"),
+            firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
+            kernel: None,
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        config(&cfg()).unwrap();
+        for (f, want) in [
+            (
+                Box::new(|c: &mut RuntimeConfig| c.prefix = "Bad_".into())
+                    as Box<dyn Fn(&mut RuntimeConfig)>,
+                "prefix",
+            ),
+            (Box::new(|c| c.slots = 0..=3), "slots 0..=3"),
+            (Box::new(|c| c.slots = 5..=65535), "slots"),
+            (Box::new(|c| c.dir = "rel".into()), "absolute"),
+            (Box::new(|c| c.dir = "/a,b".into()), "overlayfs"),
+        ] {
+            let mut c = cfg();
+            f(&mut c);
+            let e = config(&c).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let e = guest_bin(&cfg()).unwrap_err().to_string();
+        assert!(e.contains("cargo build -p wrenn-guest"), "{e}");
+    }
+
+    #[test]
+    fn spec_ranges_are_checked_with_clear_messages() {
+        let id = "a1".parse().unwrap();
+        spec(&SandboxSpec::new(id)).unwrap();
+        type Edit = Box<dyn Fn(&mut SandboxSpec)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|s| s.vcpus = 0), "vcpus: 0 is below the minimum 1"),
+            (
+                Box::new(|s| s.vcpus = 65),
+                "vcpus: 65 is above the maximum 64",
+            ),
+            (Box::new(|s| s.memory_mb = 1), "memory_mb: 1 MiB is below"),
+            (Box::new(|s| s.disk_mb = 2 << 20), "disk_mb"),
+            (Box::new(|s| s.template = "../etc".into()), "template"),
+            (
+                Box::new(|s| {
+                    s.env.insert("A=B".into(), "x".into());
+                }),
+                "env",
+            ),
+        ];
+        for (f, want) in cases {
+            let mut s = SandboxSpec::new("a1".parse().unwrap());
+            f(&mut s);
+            let e = spec(&s).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}
