@@ -13,9 +13,7 @@ const GENERATED_LEN: usize = 20;
 pub struct SandboxId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid sandbox id {0:?}: expected 1-{MAX_ID_LEN} lowercase ASCII letters and digits"
-)]
+#[error("invalid sandbox id {0:?}: expected 1-{MAX_ID_LEN} lowercase ASCII letters and digits")]
 pub struct InvalidSandboxId(pub String);
 
 impl SandboxId {
@@ -41,7 +39,8 @@ impl SandboxId {
     pub fn is_valid(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= MAX_ID_LEN
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     }
 }
 
@@ -107,7 +106,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_ids() {
-        for bad in ["", "ABC", "a-b", "a.b", "a/b", "..", &"a".repeat(MAX_ID_LEN + 1), "é"] {
+        for bad in [
+            "",
+            "ABC",
+            "a-b",
+            "a.b",
+            "a/b",
+            "..",
+            &"a".repeat(MAX_ID_LEN + 1),
+            "é",
+        ] {
             let err = bad.parse::<SandboxId>().unwrap_err();
             assert!(err.to_string().contains("invalid sandbox id"), "{err}");
         }

@@ -57,9 +57,9 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % GIB == 0 {
+        if self.0.is_multiple_of(GIB) {
             write!(f, "{}Gi", self.0 / GIB)
-        } else if self.0 % MIB == 0 {
+        } else if self.0.is_multiple_of(MIB) {
             write!(f, "{}Mi", self.0 / MIB)
         } else {
             write!(f, "{}B", self.0)
@@ -87,7 +87,18 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        for bad in ["", "5", "G", "0G", "5GB", "5g", "1.5G", "-1G", "5 T", "99999999999999999999G"] {
+        for bad in [
+            "",
+            "5",
+            "G",
+            "0G",
+            "5GB",
+            "5g",
+            "1.5G",
+            "-1G",
+            "5 T",
+            "99999999999999999999G",
+        ] {
             let err = bad.parse::<ByteSize>().unwrap_err();
             assert!(err.to_string().contains("5G, 2Gi, 1000M, 512Mi"), "{err}");
         }

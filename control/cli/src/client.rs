@@ -1,0 +1,97 @@
+//! The connection to the control plane: address, API key, auth metadata.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use wrenn_proto::wrenn::v1::sandboxes_client::SandboxesClient;
+
+use crate::exit::Unreachable;
+
+pub const DEFAULT_CONTROL: &str = "http://127.0.0.1:7800";
+pub const DEFAULT_DIR: &str = "/var/lib/wrenn";
+
+#[derive(clap::Args, Clone)]
+pub struct GlobalArgs {
+    /// Control plane address.
+    #[arg(long, global = true, env = "WRENN_CONTROL", default_value = DEFAULT_CONTROL)]
+    pub control: String,
+    /// API key (default: the admin key in $WRENN_DIR/admin.key).
+    #[arg(long, global = true, env = "WRENN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// State directory (for the admin key).
+    #[arg(long, global = true, env = "WRENN_DIR", default_value = DEFAULT_DIR)]
+    pub wrenn_dir: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct Auth(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Client = SandboxesClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+
+impl GlobalArgs {
+    fn api_key(&self) -> Result<String> {
+        if let Some(k) = &self.api_key {
+            return Ok(k.trim().to_owned());
+        }
+        let path = self.wrenn_dir.join("admin.key");
+        let key = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no API key: set WRENN_API_KEY or pass --api-key (tried {})",
+                path.display()
+            )
+        })?;
+        Ok(key.trim().to_owned())
+    }
+
+    /// Connects to the control plane with the API key attached to every call.
+    pub async fn connect(&self) -> Result<Client> {
+        let key = self.api_key()?;
+        let auth = MetadataValue::try_from(format!("Bearer {key}"))
+            .context("the API key contains characters not allowed in a header")?;
+        let channel = Endpoint::from_shared(self.control.clone())
+            .with_context(|| format!("invalid control plane address {:?}", self.control))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .map_err(|e| Unreachable {
+                address: self.control.clone(),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(SandboxesClient::with_interceptor(channel, Auth(auth))
+            .max_decoding_message_size(64 * 1024 * 1024))
+    }
+}
+
+/// Parses `K=V` arguments.
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_parsing() {
+        assert_eq!(parse_kv("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert_eq!(parse_kv("A=").unwrap(), ("A".into(), "".into()));
+        assert!(parse_kv("=x").is_err());
+        assert!(parse_kv("nokey").unwrap_err().contains("KEY=VALUE"));
+    }
+}

@@ -1,0 +1,10 @@
+//! One module per command group.
+
+pub mod exec;
+pub mod files;
+pub mod ps;
+pub mod pty;
+pub mod sandbox;
+pub mod serve;
+pub mod up;
+pub mod url;

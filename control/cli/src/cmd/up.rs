@@ -1,0 +1,299 @@
+//! `wrenn up` — the whole platform on one machine.
+//!
+//! Design: the host agent, the control plane and the proxy run as three child
+//! processes of `wrenn up` (`wrenn agent`, `wrenn control`, `wrenn proxy`),
+//! each with its own runtime, threads and sockets. Separate processes keep the
+//! two traffic classes apart down to the scheduler and allocator — heavy proxy
+//! load cannot stall a PTY relay — let each be measured on its own (the bench
+//! reads the proxy's CPU time and RSS), and match how a production host runs
+//! them (systemd units in `conf/systemd/`).
+//!
+//! Order: build the `base` template if missing (progress bar), start the
+//! agent and wait for its gRPC health, then the control plane (health), then
+//! the proxy (its port accepts). Ctrl-C or SIGTERM stops them in reverse
+//! order, each with SIGTERM and a grace period; the agent destroys its
+//! sandboxes on the way out, so nothing is left behind. If a child dies, the
+//! others are stopped and `wrenn up` exits with an error. Children get
+//! PR_SET_PDEATHSIG so they also stop if `wrenn up` is killed outright.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::client::DEFAULT_DIR;
+
+#[derive(Args, Clone)]
+pub struct UpArgs {
+    /// State directory: images, sandboxes, logs, database, admin key.
+    #[arg(long, env = "WRENN_DIR", default_value = DEFAULT_DIR)]
+    pub dir: PathBuf,
+    /// Control plane gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:7800")]
+    pub control_listen: SocketAddr,
+    /// Host agent gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:7801")]
+    pub agent_listen: SocketAddr,
+    /// Proxy listen address (browsers).
+    #[arg(long, default_value = "127.0.0.1:7880")]
+    pub proxy_listen: SocketAddr,
+    /// Proxy admin listener (`/metrics`).
+    #[arg(long, default_value = "127.0.0.1:7881")]
+    pub proxy_admin: SocketAddr,
+    /// Domain for subdomain URLs: `<port>-<id>.<domain>`.
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// Keep sandboxes running when the agent stops (default: destroy them).
+    #[arg(long)]
+    pub keep_sandboxes: bool,
+    /// Seconds each component gets to stop before it is killed.
+    #[arg(long, default_value_t = 30)]
+    pub stop_timeout: u64,
+}
+
+struct Component {
+    name: &'static str,
+    child: Child,
+}
+
+pub async fn run(a: UpArgs) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("wrenn up needs root (namespaces, cgroups, mounts, netlink): run it with sudo");
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("create {}", a.dir.display()))?;
+    crate::logging::init("up", Some(&a.dir))?;
+    super::serve::prepare_base_image(&a.dir).await?;
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut running: Vec<Component> = Vec::new();
+    let started = start_all(&a, &mut running);
+    let outcome = tokio::select! {
+        r = started => r,
+        _ = sigint.recv() => Err(anyhow::anyhow!("interrupted while starting")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated while starting")),
+    };
+    if let Err(e) = outcome {
+        stop_all(&mut running, a.stop_timeout).await;
+        return Err(e);
+    }
+    banner(&a);
+
+    let result = tokio::select! {
+        _ = sigint.recv() => Ok(()),
+        _ = sigterm.recv() => Ok(()),
+        (name, status) = first_exit(&mut running) => {
+            Err(anyhow::anyhow!("{name} exited unexpectedly ({status}); stopping the others"))
+        }
+    };
+    eprintln!("\nstopping wrenn…");
+    stop_all(&mut running, a.stop_timeout).await;
+    result
+}
+
+async fn start_all(a: &UpArgs, running: &mut Vec<Component>) -> Result<()> {
+    let dir = a.dir.display().to_string();
+    let mut agent_args = vec![
+        "agent".to_owned(),
+        "--listen".into(),
+        a.agent_listen.to_string(),
+        "--dir".into(),
+        dir.clone(),
+    ];
+    if a.keep_sandboxes {
+        agent_args.push("--keep-sandboxes".into());
+    }
+    running.push(spawn("agent", &agent_args)?);
+    wait_grpc_health(&format!("http://{}", a.agent_listen), "agent", running).await?;
+
+    let control_args = vec![
+        "control".to_owned(),
+        "--listen".into(),
+        a.control_listen.to_string(),
+        "--dir".into(),
+        dir.clone(),
+        "--agent".into(),
+        format!("http://{}", a.agent_listen),
+        "--proxy-url".into(),
+        format!("http://{}", a.proxy_listen),
+    ];
+    running.push(spawn("control", &control_args)?);
+    wait_grpc_health(&format!("http://{}", a.control_listen), "control", running).await?;
+
+    let proxy_args = vec![
+        "proxy".to_owned(),
+        "--listen".into(),
+        a.proxy_listen.to_string(),
+        "--admin-listen".into(),
+        a.proxy_admin.to_string(),
+        "--domain".into(),
+        a.domain.clone(),
+        "--agent".into(),
+        format!("http://{}", a.agent_listen),
+        "--dir".into(),
+        dir,
+    ];
+    running.push(spawn("proxy", &proxy_args)?);
+    wait_tcp(a.proxy_listen, "proxy", running).await?;
+    Ok(())
+}
+
+fn spawn(name: &'static str, args: &[String]) -> Result<Component> {
+    let exe = std::env::current_exe().context("find the wrenn executable")?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    // Own process group: Ctrl-C reaches `wrenn up` only, which stops the
+    // components in order. PDEATHSIG stops them if `wrenn up` is killed.
+    cmd.process_group(0);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
+    // memory of the parent; it runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start {} {}", exe.display(), name))?;
+    tracing::info!(component = name, pid = child.id(), "started");
+    Ok(Component { name, child })
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Fails early when a component exits while we wait for it.
+fn check_alive(running: &mut [Component]) -> Result<()> {
+    for c in running.iter_mut() {
+        if let Some(status) = c.child.try_wait()? {
+            bail!(
+                "{} exited during start-up ({status}); see the log above and {}/logs/{}.log",
+                c.name,
+                "$WRENN_DIR",
+                c.name
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn wait_grpc_health(url: &str, name: &str, running: &mut [Component]) -> Result<()> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_millis(500));
+    loop {
+        check_alive(running)?;
+        if let Ok(ch) = endpoint.connect().await {
+            let mut h = HealthClient::new(ch);
+            let req = HealthCheckRequest {
+                service: String::new(),
+            };
+            if let Ok(r) = h.check(req).await
+                && r.into_inner().status == ServingStatus::Serving as i32
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not become healthy at {url} within {}s",
+                READY_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_tcp(addr: SocketAddr, name: &str, running: &mut [Component]) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        check_alive(running)?;
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not accept connections on {addr} within {}s",
+                READY_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn first_exit(running: &mut [Component]) -> (&'static str, std::process::ExitStatus) {
+    let waits = running.iter_mut().map(|c| {
+        let name = c.name;
+        Box::pin(async move {
+            let status = c.child.wait().await;
+            (name, status)
+        })
+    });
+    let ((name, status), _, _) = futures::future::select_all(waits).await;
+    match status {
+        Ok(s) => (name, s),
+        Err(_) => (
+            name,
+            std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+        ),
+    }
+}
+
+/// SIGTERM in reverse start order, waiting up to `timeout` s each, then SIGKILL.
+async fn stop_all(running: &mut Vec<Component>, timeout: u64) {
+    while let Some(mut c) = running.pop() {
+        if let Some(pid) = c.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        match tokio::time::timeout(Duration::from_secs(timeout), c.child.wait()).await {
+            Ok(Ok(status)) => tracing::info!(component = c.name, %status, "stopped"),
+            _ => {
+                tracing::warn!(
+                    component = c.name,
+                    timeout,
+                    "did not stop in time; killing it"
+                );
+                let _ = c.child.kill().await;
+            }
+        }
+    }
+}
+
+fn banner(a: &UpArgs) {
+    let key = a.dir.join("admin.key");
+    let p = a.proxy_listen.port();
+    println!(
+        "\nwrenn is up.\n\
+         \n  control plane  http://{}   (admin key: {})\
+         \n  host agent     http://{}\
+         \n  proxy          http://{}   (metrics: http://{}/metrics)\
+         \n  logs           {}/logs/\
+         \n\nTry:\
+         \n  id=$(wrenn sandbox create)\
+         \n  wrenn exec $id -- python3 -c 'print(6*7)'\
+         \n  wrenn pty $id\
+         \n  wrenn exec $id -- python3 -m http.server 8000 &   # then open http://8000-$id.{}:{p}/\
+         \n  wrenn sandbox rm $id\
+         \n\nCtrl-C stops everything.\n",
+        a.control_listen,
+        key.display(),
+        a.agent_listen,
+        a.proxy_listen,
+        a.proxy_admin,
+        a.dir.display(),
+        a.domain,
+    );
+}
