@@ -1,0 +1,112 @@
+//! The environment a process starts with.
+//!
+//! Order, later entries winning: the agent's own environment at start-up (the
+//! sandbox environment the runtime gave it) minus `WRENN_GUEST_*`; `USER`, `HOME`,
+//! `LOGNAME` and `SHELL` of the resolved user; `PATH` when still absent;
+//! `TERM=xterm-256color` for PTY processes; the request's `envs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt as _;
+
+use crate::config::ENV_PREFIX;
+use crate::users::User;
+
+/// `PATH` for processes when neither the agent nor the request has one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `TERM` for PTY processes unless the request sets one.
+pub const DEFAULT_TERM: &str = "xterm-256color";
+
+/// The agent's environment as captured at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct BaseEnv {
+    vars: BTreeMap<OsString, OsString>,
+}
+
+impl BaseEnv {
+    /// Reads the current process environment, dropping `WRENN_GUEST_*`.
+    pub fn capture() -> Self {
+        Self::from_vars(std::env::vars_os())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
+        let vars = vars
+            .into_iter()
+            .filter(|(k, _)| !k.as_bytes().starts_with(ENV_PREFIX.as_bytes()))
+            .collect();
+        Self { vars }
+    }
+
+    /// The full environment of a new process.
+    pub fn for_process(
+        &self,
+        user: &User,
+        pty: bool,
+        request: &HashMap<String, String>,
+    ) -> BTreeMap<OsString, OsString> {
+        let mut env = self.vars.clone();
+        env.insert("USER".into(), user.name.clone().into());
+        env.insert("LOGNAME".into(), user.name.clone().into());
+        env.insert("HOME".into(), user.home.clone().into());
+        env.insert("SHELL".into(), user.shell.clone().into());
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
+        if pty {
+            env.insert("TERM".into(), DEFAULT_TERM.into());
+        }
+        env.extend(request.iter().map(|(k, v)| (k.into(), v.into())));
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> User {
+        User {
+            name: "alice".into(),
+            uid: 1000,
+            gid: 1000,
+            home: "/home/alice".into(),
+            shell: "/bin/zsh".into(),
+            groups: vec![1000],
+        }
+    }
+
+    fn get<'a>(env: &'a BTreeMap<OsString, OsString>, key: &str) -> Option<&'a str> {
+        env.get(&OsString::from(key)).and_then(|v| v.to_str())
+    }
+
+    #[test]
+    fn agent_settings_are_not_inherited() {
+        let base = BaseEnv::from_vars([
+            ("WRENN_GUEST_LISTEN".into(), "0.0.0.0:1".into()),
+            ("SANDBOX".into(), "yes".into()),
+            ("HOME".into(), "/".into()),
+        ]);
+        let env = base.for_process(&alice(), false, &HashMap::new());
+        assert_eq!(get(&env, "WRENN_GUEST_LISTEN"), None);
+        assert_eq!(get(&env, "SANDBOX"), Some("yes"));
+        assert_eq!(get(&env, "HOME"), Some("/home/alice"));
+        assert_eq!(get(&env, "USER"), Some("alice"));
+        assert_eq!(get(&env, "LOGNAME"), Some("alice"));
+        assert_eq!(get(&env, "SHELL"), Some("/bin/zsh"));
+        assert_eq!(get(&env, "PATH"), Some(DEFAULT_PATH));
+        assert_eq!(get(&env, "TERM"), None);
+    }
+
+    #[test]
+    fn request_wins_and_pty_gets_term() {
+        let base = BaseEnv::from_vars([
+            ("PATH".into(), "/sandbox/bin".into()),
+            ("TERM".into(), "linux".into()),
+        ]);
+        let env = base.for_process(&alice(), true, &HashMap::new());
+        assert_eq!(get(&env, "PATH"), Some("/sandbox/bin"));
+        assert_eq!(get(&env, "TERM"), Some(DEFAULT_TERM));
+        let request = HashMap::from([("TERM".to_owned(), "vt100".to_owned())]);
+        let env = base.for_process(&alice(), true, &request);
+        assert_eq!(get(&env, "TERM"), Some("vt100"));
+    }
+}

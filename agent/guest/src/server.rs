@@ -1,0 +1,107 @@
+//! Wiring: init, reaper, services, health, the listener, and shutdown.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use wrenn_proto::filesystem::filesystem_server::FilesystemServer;
+use wrenn_proto::process::process_server::ProcessServer;
+
+use crate::config::Config;
+use crate::env::BaseEnv;
+use crate::fs::FilesystemService;
+use crate::process::{END_RETENTION, ProcessService, ProcessTable};
+use crate::reaper::Reaper;
+use crate::shutdown::{StopSignals, stop_processes};
+use crate::users::UserDb;
+use crate::{init, shutdown};
+
+/// HTTP/2 flow-control windows: large enough that a file transfer is not
+/// throttled by round trips, small enough to bound memory per stream.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 8 << 20;
+/// One channel per sandbox carries every stream; do not make streams queue.
+const MAX_CONCURRENT_STREAMS: u32 = 4096;
+/// HTTP/2 pings that detect vanished clients (their streams then end).
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs the agent until a stop signal; returns after stopping its processes.
+pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
+    let pid1 = std::process::id() == 1;
+    init::prepare(pid1);
+    let reaper = Reaper::start()?;
+    let mut stop = StopSignals::install().context("installing the SIGTERM/SIGINT handlers")?;
+    let users = Arc::new(UserDb::system());
+    let table = ProcessTable::new(reaper.clone(), END_RETENTION);
+    let keepalive = config.keepalive();
+    let process = ProcessService::new(table.clone(), users.clone(), Arc::new(base_env), keepalive);
+    let filesystem = FilesystemService::new(users, keepalive);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .add_service(health_service)
+        .add_service(ProcessServer::new(process))
+        .add_service(FilesystemServer::new(filesystem));
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = server_stopped.await;
+    }));
+
+    health.set_serving::<ProcessServer<ProcessService>>().await;
+    health
+        .set_serving::<FilesystemServer<FilesystemService>>()
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    if config.print_addr {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{addr}")
+            .and_then(|()| stdout.flush())
+            .context("printing the address")?;
+    }
+    tracing::info!(%addr, pid1, keepalive_secs = config.keepalive_secs, "serving");
+
+    let signal = tokio::select! {
+        signal = stop.recv() => signal,
+        result = &mut server => {
+            result.context("the gRPC server task failed")?.context("the gRPC server failed")?;
+            anyhow::bail!("the gRPC server stopped unexpectedly");
+        }
+    };
+    tracing::info!(
+        signal,
+        grace_secs = shutdown::GRACE.as_secs(),
+        "shutting down"
+    );
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<ProcessServer<ProcessService>>()
+        .await;
+    health
+        .set_not_serving::<FilesystemServer<FilesystemService>>()
+        .await;
+    stop_processes(&table, &reaper, pid1).await;
+    let _ = stop_server.send(());
+    tracing::info!("stopped");
+    Ok(())
+}
