@@ -149,20 +149,24 @@ async fn serve(
     conn.arm();
     let mut session = ServerSession::new_http1(Box::new(DeadlineStream::new(l4, conn.clone())));
     session.set_keepalive(Some(settings.keepalive_idle_secs));
-    session.set_keepalive_reuses_remaining(Some(settings.keepalive_requests));
+    // Pingora counts reuses: the first request is not one.
+    session.set_keepalive_reuses_remaining(Some(settings.keepalive_requests.saturating_sub(1)));
     loop {
         // Delivered to the proxy's `on_connection_reuse`, which stops the deadline.
         session.set_connection_user_context(Some(Box::new(conn.clone())));
         let reused = tokio::select! {
             biased;
             r = app.process_new_http(session, &shutdown) => r,
-            () = conn.expired() => {
-                metrics.header_timeouts.inc();
+            // Counted before the select drops (closes) the connection.
+            () = async { conn.expired().await; metrics.header_timeouts.inc(); } => {
                 tracing::debug!(client = %peer, "request headers not received in time; closing");
                 return;
             }
         };
         let Some(reused) = reused else { return };
+        if *shutdown.borrow() {
+            return;
+        }
         let (stream, persistent) = reused.consume();
         session = ServerSession::new_http1(stream);
         if let Some(p) = persistent {

@@ -151,6 +151,9 @@ impl WrennProxy {
 /// Writes a response the proxy made itself (no body for HEAD).
 async fn write_own(session: &mut Session, head: ResponseHeader, body: Bytes) {
     let head_only = session.req_header().method == http::Method::HEAD;
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+    }
     if session
         .write_response_header(Box::new(head), head_only)
         .await
@@ -434,6 +437,10 @@ impl ProxyHttp for WrennProxy {
         }
         if resp.status.is_informational() {
             return Ok(());
+        }
+        if session.is_process_shutting_down() {
+            // Tell the client not to reuse this connection.
+            session.set_keepalive(None);
         }
         let (Some(route), Some(form)) = (&ctx.route, ctx.form) else {
             return Ok(());

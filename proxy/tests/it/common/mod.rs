@@ -1,0 +1,143 @@
+//! Harness of the in-process tests: a fake agent (real tonic server), the real
+//! proxy on its own threads with ephemeral loopback listeners, real upstream
+//! servers and a real HTTP client. Everything listens on 127.0.0.1 only.
+#![allow(dead_code)]
+
+pub mod agent;
+pub mod client;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use wrenn_proto::wrenn::v1::SandboxState;
+use wrenn_proto::wrenn::v1::sandbox_event::Kind;
+use wrenn_proxy::{Proxy, ProxyConfig, ProxyHandle, RouteState};
+
+pub use agent::{FakeAgent, sandbox};
+pub use client::{Conn, get};
+pub use upstream::Upstream;
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The test defaults: ephemeral loopback ports, two threads, this fake agent.
+pub fn config(agent: &FakeAgent) -> ProxyConfig {
+    config_for(agent.url())
+}
+
+pub fn config_for(agent: String) -> ProxyConfig {
+    ProxyConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        agent,
+        threads: 2,
+        grace_period_secs: 5,
+        ..ProxyConfig::default()
+    }
+}
+
+pub struct Harness {
+    pub agent: FakeAgent,
+    pub proxy: ProxyHandle,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts the agent and a proxy (config adjusted by `adjust`), and waits
+    /// until the proxy has synced its routes.
+    pub async fn start_with(adjust: impl FnOnce(&mut ProxyConfig)) -> Harness {
+        let agent = FakeAgent::start().await;
+        let mut c = config(&agent);
+        adjust(&mut c);
+        let proxy = Proxy::new(c).start().expect("proxy starts");
+        let routes = proxy.routes().clone();
+        wait_until("the first route sync", Duration::from_secs(10), || {
+            routes.is_synced()
+        })
+        .await;
+        Harness { agent, proxy }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.listen_addr()
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.proxy.admin_addr().unwrap()
+    }
+
+    /// Announces a sandbox at `address` and waits until the proxy routes it.
+    pub async fn announce(&self, id: &str, address: &str, state: SandboxState, generation: u64) {
+        let kind = match state {
+            SandboxState::Paused => Kind::Paused,
+            SandboxState::Starting => Kind::Created,
+            _ => Kind::Running,
+        };
+        self.agent
+            .emit(kind, sandbox(id, address, state, generation));
+        let want = match state {
+            SandboxState::Paused => RouteState::Paused,
+            SandboxState::Starting => RouteState::Starting,
+            _ => RouteState::Running,
+        };
+        let routes = self.proxy.routes().clone();
+        wait_until(
+            &format!("route {id} gen {generation}"),
+            Duration::from_secs(5),
+            || {
+                routes
+                    .get(id)
+                    .is_some_and(|r| r.generation == generation && r.state == want)
+            },
+        )
+        .await;
+    }
+
+    /// A running sandbox on loopback.
+    pub async fn running(&self, id: &str, generation: u64) {
+        self.announce(id, "127.0.0.1", SandboxState::Running, generation)
+            .await;
+    }
+
+    pub async fn destroy(&self, id: &str, generation: u64) {
+        self.agent.emit(
+            Kind::Destroyed,
+            sandbox(id, "127.0.0.1", SandboxState::Stopped, generation),
+        );
+        let routes = self.proxy.routes().clone();
+        wait_until(
+            &format!("route {id} removed"),
+            Duration::from_secs(5),
+            || routes.get(id).is_none(),
+        )
+        .await;
+    }
+
+    /// The value of the sample named exactly `series` (with labels, if any).
+    pub fn metric(&self, series: &str) -> f64 {
+        metric(&self.proxy.metrics().render(), series)
+    }
+}
+
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}

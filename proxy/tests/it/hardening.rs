@@ -1,0 +1,182 @@
+//! Client-side hardening: the request-header deadline, keep-alive limits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+/// Sends `head` one byte per `every` until the server closes; returns how
+/// long after connecting the close came (`None`: still open at `give_up`).
+async fn trickle(
+    addr: std::net::SocketAddr,
+    head: &'static [u8],
+    every: Duration,
+    give_up: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tick = tokio::time::interval(every);
+    let mut buf = [0u8; 256];
+    let mut sent = 0;
+    loop {
+        tokio::select! {
+            r = tcp.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return Some(start.elapsed()),
+                Ok(_) => panic!("the proxy answered an incomplete request"),
+            },
+            _ = tick.tick() => {
+                if start.elapsed() > give_up {
+                    return None;
+                }
+                if sent < head.len() {
+                    if tcp.write_all(&head[sent..=sent]).await.is_err() {
+                        return Some(start.elapsed());
+                    }
+                    sent += 1;
+                }
+            }
+        }
+    }
+}
+
+const SLOW_HEAD: &[u8] =
+    b"GET /proxy/sbslow/80/ HTTP/1.1\r\nHost: localhost\r\nUser-Agent: slowloris\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slow_header_clients_are_closed_at_the_deadline_and_delay_no_one() {
+    let h = Harness::start().await; // header_timeout_secs: the default 10 s
+    let up = Upstream::http().await;
+    h.running("sbslow", 1).await;
+    let slow: Vec<_> = (0..1000)
+        .map(|_| {
+            tokio::spawn(trickle(
+                h.addr(),
+                SLOW_HEAD,
+                Duration::from_secs(1),
+                Duration::from_secs(20),
+            ))
+        })
+        .collect();
+    let m = h.proxy.metrics().clone();
+    wait_until("1000 slow connections", Duration::from_secs(10), || {
+        metric(&m.render(), "wrenn_proxy_client_connections_total") >= 1000.0
+    })
+    .await;
+
+    // Meanwhile ordinary clients are served promptly.
+    let target = format!("/proxy/sbslow/{}/", up.port());
+    let mut worst = Duration::ZERO;
+    let mut served = 0;
+    let until = Instant::now() + Duration::from_secs(11);
+    while Instant::now() < until {
+        let t = Instant::now();
+        assert_eq!(get(h.addr(), &target, &[]).await.status, 200);
+        worst = worst.max(t.elapsed());
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "an ordinary request took {worst:?}"
+    );
+
+    let mut closed = Vec::new();
+    for t in slow {
+        closed.push(t.await.unwrap().expect("slow client still open after 20 s"));
+    }
+    let (min, max) = (closed.iter().min().unwrap(), closed.iter().max().unwrap());
+    assert!(
+        *min >= Duration::from_millis(9500),
+        "closed too early: {min:?}"
+    );
+    assert!(*max <= Duration::from_secs(13), "closed too late: {max:?}");
+    assert_eq!(h.metric("wrenn_proxy_header_timeouts_total"), 1000.0);
+    assert!(served >= 50, "only {served} ordinary requests in 11 s");
+    wait_until(
+        "every slow connection released",
+        Duration::from_secs(5),
+        || metric(&m.render(), "wrenn_proxy_client_connections") == 0.0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_is_not_cut_by_the_header_deadline_but_a_slow_next_request_is() {
+    let h = Harness::start_with(|c| c.header_timeout_secs = 1).await;
+    let up = Upstream::http().await;
+    h.running("sbka", 1).await;
+    let target = format!("/proxy/sbka/{}/", up.port());
+    let mut conn = Conn::open(h.addr()).await;
+    assert_eq!(conn.send("GET", &target, &[]).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        conn.send("GET", &target, &[]).await.status,
+        200,
+        "idle for 2.5 s > header deadline"
+    );
+
+    // On a kept-alive connection, the next request's header gets 1 s from its first byte.
+    let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await; // idle: fine
+    let start = Instant::now();
+    tcp.write_all(b"GET / HT").await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the slow second request was not cut");
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_secs(3),
+        "{closed:?}"
+    );
+    assert_eq!(h.metric("wrenn_proxy_header_timeouts_total"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_serves_at_most_keepalive_requests() {
+    let h = Harness::start_with(|c| c.keepalive_requests = 3).await;
+    let up = Upstream::http().await;
+    h.running("sbcapreq", 1).await;
+    let target = format!("/proxy/sbcapreq/{}/", up.port());
+    let mut conn = Conn::open(h.addr()).await;
+    let mut served = 0;
+    for _ in 0..5 {
+        match conn.try_send("GET", &target, &[]).await {
+            Ok(r) if r.status == 200 => served += 1,
+            _ => break,
+        }
+    }
+    assert_eq!(served, 3);
+    assert_eq!(h.metric("wrenn_proxy_client_connections_total"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sequential_requests_on_one_connection_keep_working() {
+    // Guards the re-arming: every request's header is read well within the deadline.
+    let h = Harness::start_with(|c| c.header_timeout_secs = 1).await;
+    let up = Arc::new(Upstream::http().await);
+    h.running("sbmany", 1).await;
+    let target = format!("/proxy/sbmany/{}/", up.port());
+    let mut conn = Conn::open(h.addr()).await;
+    for _ in 0..200 {
+        assert_eq!(conn.send("GET", &target, &[]).await.status, 200);
+    }
+    assert_eq!(h.metric("wrenn_proxy_header_timeouts_total"), 0.0);
+}
