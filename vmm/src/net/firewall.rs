@@ -106,16 +106,16 @@ impl Firewall {
         run_nft(&["-f", "-"], Some(&script), &format!("install table {t}"))
     }
 
-    /// Removes the table. Missing is fine.
+    /// Removes the table. Missing is fine (also when it vanishes meanwhile).
     pub fn remove(&self) -> Result<()> {
         if !self.exists() {
             return Ok(());
         }
-        run_nft(
-            &["delete", "table", "ip", &self.table],
-            None,
-            &format!("delete table {}", self.table),
-        )
+        let what = format!("delete table {}", self.table);
+        match run_nft(&["delete", "table", "ip", &self.table], None, &what) {
+            Err(_) if !self.exists() => Ok(()),
+            other => other,
+        }
     }
 
     pub fn exists(&self) -> bool {

@@ -4,9 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use futures::TryStreamExt;
-use netlink_packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{Error, Result};
@@ -36,7 +35,7 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
 }
 
 /// Creates a veth pair: `host` in the handle's namespace (down, in `group`)
-/// and `peer` directly inside the namespace `peer_ns` (up). Returns the
+/// and `peer` (down) directly inside the namespace `peer_ns`. Returns the
 /// host end's index.
 pub async fn create_veth(
     h: &Handle,
@@ -53,8 +52,6 @@ pub async fn create_veth(
                 if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = info {
                     p.attributes
                         .push(LinkAttribute::NetNsFd(peer_ns.as_raw_fd()));
-                    p.header.flags = LinkFlags::Up;
-                    p.header.change_mask = LinkFlags::Up;
                 }
             }
         }
@@ -124,6 +121,8 @@ pub fn txqueuelen_of(m: &LinkMessage) -> Option<u32> {
     })
 }
 
+/// Adds `addr/prefix_len`. No broadcast address: on a /31 (RFC 3021) the
+/// "broadcast" would be the peer's address and make it unreachable.
 pub async fn add_addr(
     h: &Handle,
     index: u32,
@@ -131,11 +130,11 @@ pub async fn add_addr(
     addr: Ipv4Addr,
     prefix_len: u8,
 ) -> Result<()> {
-    h.address()
-        .add(index, IpAddr::V4(addr), prefix_len)
-        .execute()
-        .await
-        .map_err(nl("add address", name))
+    let mut req = h.address().add(index, IpAddr::V4(addr), prefix_len);
+    req.message_mut()
+        .attributes
+        .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+    req.execute().await.map_err(nl("add address", name))
 }
 
 pub async fn set_up(h: &Handle, index: u32, name: &str) -> Result<()> {

@@ -132,6 +132,12 @@ impl Network {
     async fn try_setup(&self, slot: Slot, internet: bool) -> Result<SlotNet> {
         let root = self.root().await?.clone();
         let name = self.netns_name(slot);
+        if netns::path(&name).exists() {
+            // Ours by name (prefix and slot), left by a crash that recovery
+            // has not seen yet: remove it rather than fail the slot forever.
+            tracing::warn!(netns = %name, "removing a stale netns of this instance");
+            self.teardown(slot).await?;
+        }
         let (netns, inside) = netns::create(&name, || {
             for p in [
                 "/proc/sys/net/ipv6/conf/default/disable_ipv6",
@@ -175,6 +181,7 @@ impl Network {
             slot::LINK_PREFIX_LEN,
         )
         .await?;
+        link::set_up(&inside, eth0, slot::GUEST_IFACE).await?;
         link::add_default_route(&inside, slot.host_addr()).await?;
         if internet {
             enable_forwarding()?;
