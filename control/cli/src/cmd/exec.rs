@@ -1,6 +1,8 @@
 //! `wrenn exec <id> [--user U] [--cwd DIR] [--env K=V]… -- cmd args…`
 //!
-//! Output is written as it arrives; the exit code is the remote one. Ctrl-C
+//! Output is written as it arrives; the exit code is the remote one. With
+//! `--detach` the process starts in the background (optionally tagged) and its
+//! pid is printed; it keeps running after `wrenn exec` returns. Ctrl-C
 //! sends SIGINT to the remote process (a second one sends SIGKILL). The remote
 //! process gets no stdin (it reads EOF); use `wrenn pty` for interactive work.
 
@@ -12,7 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use wrenn_proto::process::{
     ProcessConfig, ProcessSelector, Signal, StartRequest, process_event, process_selector,
 };
-use wrenn_proto::wrenn::v1::{ExecRequest, KillProcessRequest};
+use wrenn_proto::wrenn::v1::{ExecRequest, KillProcessRequest, StartBackgroundRequest};
 
 use crate::client::{GlobalArgs, parse_kv};
 
@@ -30,8 +32,14 @@ pub struct ExecArgs {
     #[arg(long = "env", short = 'e', value_parser = parse_kv)]
     env: Vec<(String, String)>,
     /// Kill the process after this many seconds.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "detach")]
     timeout: Option<u32>,
+    /// Start in the background and print its pid (see `wrenn ps`, `wrenn kill`).
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Tag to find a background process by (with --detach).
+    #[arg(long, requires = "detach")]
+    tag: Option<String>,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -43,20 +51,34 @@ pub async fn run(g: &GlobalArgs, a: ExecArgs) -> Result<i32> {
     let Some(cmd) = argv.next() else {
         bail!("no command given after --")
     };
+    let start = StartRequest {
+        process: Some(ProcessConfig {
+            cmd,
+            args: argv.collect(),
+            envs: a.env.into_iter().collect(),
+            cwd: a.cwd,
+        }),
+        pty: None,
+        tag: a.tag,
+        stdin: Some(false),
+        user: a.user,
+    };
+    if a.detach {
+        let pid = c
+            .start_background(StartBackgroundRequest {
+                sandbox_id: a.id.clone(),
+                start: Some(start),
+            })
+            .await
+            .with_context(|| format!("start a background process in sandbox {}", a.id))?
+            .into_inner()
+            .pid;
+        println!("{pid}");
+        return Ok(0);
+    }
     let req = ExecRequest {
         sandbox_id: a.id.clone(),
-        start: Some(StartRequest {
-            process: Some(ProcessConfig {
-                cmd,
-                args: argv.collect(),
-                envs: a.env.into_iter().collect(),
-                cwd: a.cwd,
-            }),
-            pty: None,
-            tag: None,
-            stdin: Some(false),
-            user: a.user,
-        }),
+        start: Some(start),
         output_limit: 0,
         timeout_secs: a.timeout.unwrap_or(0),
     };

@@ -285,7 +285,7 @@ fn banner(a: &UpArgs) {
          \n  id=$(wrenn sandbox create)\
          \n  wrenn exec $id -- python3 -c 'print(6*7)'\
          \n  wrenn pty $id\
-         \n  wrenn exec $id -- python3 -m http.server 8000 &   # then open http://8000-$id.{}:{p}/\
+         \n  wrenn exec -d --tag web $id -- python3 -m http.server 8000   # then open http://8000-$id.{}:{p}/\
          \n  wrenn sandbox rm $id\
          \n\nCtrl-C stops everything.\n",
         a.control_listen,
