@@ -1,7 +1,7 @@
 //! Harness of the in-process tests: a fake agent (real tonic server), the real
 //! proxy on its own threads with ephemeral loopback listeners, real upstream
 //! servers and a real HTTP client. Everything listens on 127.0.0.1 only.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod agent;
 pub mod client;
