@@ -257,8 +257,36 @@ pub async fn control(a: ControlArgs) -> Result<()> {
 // ---------------------------------------------------------------- images
 
 /// Builds the `base` template before the agent starts, with a progress bar,
-/// so a first `wrenn up` shows what it is doing.
-pub async fn prepare_base_image(_dir: &Path) -> Result<()> {
+/// so a first `wrenn up` shows what it is doing (about a minute; cached under
+/// `/var/cache/wrenn` afterwards).
+pub async fn prepare_base_image(dir: &Path) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use wrenn_vmm::image::{BuildStep, build_base};
+
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let bar = ProgressBar::new(1000);
+        bar.set_style(
+            ProgressStyle::with_template("building the base template {bar:40} {percent:>3}% {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let mut shown = false;
+        let result = build_base(&dir, &mut |p| {
+            if p.step == BuildStep::Cached && p.fraction >= 1.0 {
+                return;
+            }
+            shown = true;
+            bar.set_position((p.fraction.clamp(0.0, 1.0) * 1000.0) as u64);
+            bar.set_message(p.message.clone());
+        });
+        if shown {
+            bar.finish_and_clear();
+        }
+        result
+    })
+    .await
+    .context("base template builder")?
+    .context("build the base template")?;
     Ok(())
 }
 
