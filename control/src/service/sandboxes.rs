@@ -20,9 +20,7 @@ use wrenn_proto::wrenn::v1::{
 };
 
 use super::convert::{parse_id, to_proto, validate_metadata};
-use super::relay::{
-    AbortOnDrop, RELAY_CAPACITY, client_stream_call, forward_requests, relay_response,
-};
+use super::relay::{AbortOnDrop, RELAY_CAPACITY, forward_requests, relay_response, relay_upload};
 use super::{agent_error, host_of, lifecycle, load_live, store_error};
 use crate::hosts::Host;
 use crate::state::ControlState;
@@ -337,15 +335,13 @@ impl Sandboxes for SandboxesService {
                 ));
             }
         };
-        let (tx, rx) = mpsc::channel(RELAY_CAPACITY);
-        tx.try_send(first)
-            .map_err(|_| Status::internal("write_file: cannot queue the first message"))?;
         let mut client = host.client();
-        let call = async move { client.write_file(ReceiverStream::new(rx)).await };
-        client_stream_call(call, inbound, tx)
-            .await
-            .map(|r| Response::new(r.into_inner()))
-            .map_err(|s| agent_error(&host, s))
+        relay_upload(first, inbound, |upload| async move {
+            client.write_file(upload).await
+        })
+        .await
+        .map(|r| Response::new(r.into_inner()))
+        .map_err(|s| agent_error(&host, s))
     }
 
     async fn stat(
