@@ -24,8 +24,10 @@
 //!   (`auth`), except gRPC health and prefixes an extension makes public.
 //! - One tonic channel per host agent (`hosts`), used by the lifecycle calls,
 //!   the relays and the reconciler; never by data-plane traffic.
-//! - The store is the durable record; each host agent is the live truth; the
-//!   reconciler (`reconcile`) makes the first follow the second.
+//! - The store is the durable record; each host agent is the live truth. A
+//!   watcher per host (`watch`) applies the agent's lifecycle events as they
+//!   happen, and the reconciler (`reconcile`) compares the two every interval
+//!   as the safety net.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -39,6 +41,7 @@ mod server;
 pub mod service;
 mod state;
 pub mod store;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -170,6 +173,13 @@ pub async fn start(options: Options) -> Result<Control, Error> {
     ));
     let mut background = JoinSet::new();
     background.spawn(reconciler.clone().run(reconcile_interval, shutdown.clone()));
+    for host in state.hosts.iter() {
+        background.spawn(watch::watch_host(
+            state.clone(),
+            host.clone(),
+            shutdown.clone(),
+        ));
+    }
     for (name, task) in tasks {
         tracing::debug!(task = %name, "starting extension task");
         background.spawn(task);
@@ -296,6 +306,11 @@ impl Control {
     /// progress to finish first).
     pub async fn reconcile_now(&self) -> Vec<Result<ReconcileReport, ReconcileError>> {
         self.reconciler.reconcile_all().await
+    }
+
+    /// Reconcile passes completed so far (the first runs right after start).
+    pub fn reconcile_passes(&self) -> u64 {
+        self.reconciler.passes()
     }
 
     /// Begins shutdown, as the shutdown signal would.

@@ -32,12 +32,13 @@
 //!
 //! # Limitations
 //!
-//! - Between passes the store can lag the host by up to one interval (a TTL
-//!   expiry shows as `stopped` only at the next pass).
+//! - Between passes the store can lag the host by up to one interval when the
+//!   host's event stream (`watch.rs`, which applies expiries at once) is down.
 //! - Only one control plane should reconcile a given host.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -90,6 +91,7 @@ pub struct Reconciler {
     orphan_policy: OrphanPolicy,
     stopped_retention: Duration,
     running: Mutex<()>,
+    passes: AtomicU64,
 }
 
 impl Reconciler {
@@ -103,6 +105,7 @@ impl Reconciler {
             orphan_policy,
             stopped_retention,
             running: Mutex::new(()),
+            passes: AtomicU64::new(0),
         }
     }
 
@@ -153,7 +156,13 @@ impl Reconciler {
                 }
             }
         }
+        self.passes.fetch_add(1, Ordering::Release);
         out
+    }
+
+    /// Passes completed so far (periodic and requested).
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Acquire)
     }
 
     async fn reconcile_host(&self, host: &Host) -> Result<ReconcileReport, ReconcileError> {

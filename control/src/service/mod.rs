@@ -13,7 +13,7 @@ mod sandboxes;
 
 use std::sync::Arc;
 
-use tonic::{Code, Status};
+use tonic::Status;
 use wrenn_types::SandboxId;
 
 use crate::hosts::Host;
@@ -33,10 +33,12 @@ pub(crate) fn store_error(e: StoreError) -> Status {
 
 /// An agent's answer as the caller sees it: the agent's own status, except
 /// that a failure to reach the agent names the host and marks it unreachable.
+///
+/// A status the agent sent never has a source; one made by our own channel
+/// (connection refused, reset, GOAWAY while the agent shuts down) always
+/// does, whatever its code.
 pub(crate) fn agent_error(host: &Host, status: Status) -> Status {
-    let transport =
-        status.code() == Code::Unavailable && std::error::Error::source(&status).is_some();
-    if !transport {
+    if std::error::Error::source(&status).is_none() {
         return status;
     }
     let detail = crate::error::Chain(&status).to_string();

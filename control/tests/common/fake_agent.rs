@@ -55,6 +55,8 @@ pub struct FakeState {
     pub writes: Mutex<Vec<WriteOutcome>>,
     /// Data bytes received by uploads in progress.
     pub write_progress: AtomicU64,
+    /// Open WatchSandboxes streams.
+    watchers: Mutex<Vec<mpsc::Sender<Result<SandboxEvent, Status>>>>,
     generation: AtomicU64,
 }
 
@@ -104,6 +106,30 @@ impl FakeState {
             expires_at: Some((now + Duration::from_secs(timeout.into())).into()),
             stop_reason: String::new(),
         }
+    }
+
+    /// Sends a lifecycle event to every watcher.
+    pub fn publish(&self, kind: sandbox_event::Kind, sb: Sandbox) {
+        let ev = SandboxEvent {
+            kind: kind as i32,
+            sandbox: Some(sb),
+        };
+        self.watchers
+            .lock()
+            .retain(|w| w.try_send(Ok(ev.clone())).is_ok());
+    }
+
+    /// The host's TTL reaper at work: `id` ran out its timeout and is gone.
+    pub fn expire(&self, id: &str) {
+        let sb = self.sandboxes.lock().remove(id);
+        if let Some(mut sb) = sb {
+            sb.expires_at = Some((SystemTime::now() - Duration::from_secs(1)).into());
+            self.publish(sandbox_event::Kind::Destroyed, sb);
+        }
+    }
+
+    pub fn watchers(&self) -> usize {
+        self.watchers.lock().len()
     }
 
     fn with_sandbox<T>(&self, id: &str, f: impl FnOnce(&mut Sandbox) -> T) -> Result<T, Status> {
@@ -166,6 +192,9 @@ impl FakeAgent {
 
     /// Stops serving and waits until the port is closed.
     pub async fn stop(&mut self) {
+        // Open watch streams would hold their connections open through a
+        // graceful shutdown.
+        self.state.watchers.lock().clear();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -282,8 +311,12 @@ impl HostAgent for Fake {
     ) -> Result<Response<DestroySandboxResponse>, Status> {
         let id = r.into_inner().sandbox_id;
         self.state.record(format!("destroy {id}"));
-        match self.state.sandboxes.lock().remove(&id) {
-            Some(_) => Ok(Response::new(DestroySandboxResponse {})),
+        let removed = self.state.sandboxes.lock().remove(&id);
+        match removed {
+            Some(sb) => {
+                self.state.publish(sandbox_event::Kind::Destroyed, sb);
+                Ok(Response::new(DestroySandboxResponse {}))
+            }
             None => Err(Status::not_found(format!("sandbox {id} not found"))),
         }
     }
@@ -296,6 +329,7 @@ impl HostAgent for Fake {
                 sb.state = SandboxState::Paused as i32;
                 sb.clone()
             })
+            .inspect(|sb| self.state.publish(sandbox_event::Kind::Paused, sb.clone()))
             .map(Response::new)
     }
 
@@ -308,6 +342,7 @@ impl HostAgent for Fake {
                 sb.generation += 1;
                 sb.clone()
             })
+            .inspect(|sb| self.state.publish(sandbox_event::Kind::Resumed, sb.clone()))
             .map(Response::new)
     }
 
@@ -699,6 +734,22 @@ impl HostAgent for Fake {
         &self,
         _r: Request<WatchSandboxesRequest>,
     ) -> Result<Response<Self::WatchSandboxesStream>, Status> {
-        Err(Status::unimplemented("the fake agent does not watch"))
+        // The snapshot, SYNCED, then what `publish` sends.
+        let (tx, rx) = mpsc::channel(1024);
+        let mut watchers = self.state.watchers.lock();
+        for sb in self.state.sandboxes.lock().values() {
+            let ev = SandboxEvent {
+                kind: sandbox_event::Kind::Existing as i32,
+                sandbox: Some(sb.clone()),
+            };
+            let _ = tx.try_send(Ok(ev));
+        }
+        let synced = SandboxEvent {
+            kind: sandbox_event::Kind::Synced as i32,
+            sandbox: None,
+        };
+        let _ = tx.try_send(Ok(synced));
+        watchers.push(tx);
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -44,6 +44,13 @@ impl TestControl {
             Some(dir.path().join("admin.key").as_path())
         );
         let key = wrenn_control::client::read_admin_key(dir.path()).unwrap();
+        // The periodic reconciler's first pass runs right after start; let it
+        // finish so that tests which change the host see only their own passes.
+        let passes = || {
+            let n = control.reconcile_passes();
+            async move { n >= 1 }
+        };
+        eventually(Duration::from_secs(30), "the first reconcile pass", passes).await;
         TestControl { control, dir, key }
     }
 

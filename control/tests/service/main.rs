@@ -11,3 +11,4 @@ mod lifecycle;
 mod limits;
 mod reconcile;
 mod relay;
+mod watch;
