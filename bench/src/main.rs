@@ -1,1 +1,43 @@
-fn main() {}
+//! `wrenn-bench <scenario> [--quick]`: wrenn's benchmarks.
+//!
+//! Each scenario is one module with `pub async fn run(opts: &Opts) ->
+//! anyhow::Result<()>` and one variant + match arm below. Scenarios print a
+//! human-readable table and one `RESULT {json}` line per measurement (see
+//! [`stats`]). `--quick` runs few iterations, for CI smoke runs.
+
+mod guest;
+mod stats;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "wrenn-bench")]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Few iterations: checks the scenario runs, numbers are rough.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Scenario {
+    /// Exec round trip of `true` and PTY keystroke echo, straight to wrenn-guest over loopback.
+    Guest,
+}
+
+/// Options every scenario receives.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub quick: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let opts = Opts { quick: args.quick };
+    match args.scenario {
+        Scenario::Guest => guest::run(&opts).await,
+    }
+}

@@ -381,6 +381,21 @@ async fn drain(mut events: Events, mut out: Collected) -> Collected {
     out
 }
 
+/// Starts `req` and reads its stream until stdout contains `ready`: for scripts
+/// that must have set up (a `trap`, say) before the test acts. Returns the pid.
+pub async fn start_ready(agent: &Agent, req: StartRequest) -> (u32, Events) {
+    let mut events = start(agent, req).await;
+    let mut out = Collected::default();
+    while !out.stdout_str().contains("ready") {
+        out.add(
+            next(&mut events)
+                .await
+                .expect("stream ended before `ready`"),
+        );
+    }
+    (out.pid, events)
+}
+
 pub async fn run(agent: &Agent, req: StartRequest) -> Collected {
     collect(start(agent, req).await).await
 }

@@ -5,8 +5,6 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wrenn_proto::process::process_event::Event;
-
 use crate::common::*;
 
 #[tokio::test]
@@ -21,18 +19,13 @@ async fn sigterm_stops_process_groups_then_exits_zero() {
     let marker = dir.path().join("got-term");
     let mut agent = Agent::start().await;
     let polite = format!(
-        "trap 'echo term > {}; exit 0' TERM; while :; do sleep 0.05; done",
+        "trap 'echo term > {}; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
         marker.display()
     );
-    let mut polite = start(&agent, sh(&polite)).await;
-    let Some(Event::Start(polite_pid)) = next(&mut polite).await else {
-        panic!("no start")
-    };
+    let (polite_pid, _polite) = start_ready(&agent, sh(&polite)).await;
     // Ignores SIGTERM (and so does its `sleep`): needs the SIGKILL after the grace.
-    let mut stubborn = start(&agent, sh("trap '' TERM; sleep 100")).await;
-    let Some(Event::Start(stubborn_pid)) = next(&mut stubborn).await else {
-        panic!("no start")
-    };
+    let (stubborn_pid, _stubborn) =
+        start_ready(&agent, sh("trap '' TERM; echo ready; sleep 100")).await;
     let began = Instant::now();
     let status = agent.terminate();
     assert_eq!(status.code(), Some(0), "wrenn-guest exit status");
@@ -46,7 +39,7 @@ async fn sigterm_stops_process_groups_then_exits_zero() {
         "term\n",
         "SIGTERM did not reach the process"
     );
-    for pid in [polite_pid.pid, stubborn_pid.pid] {
+    for pid in [polite_pid, stubborn_pid] {
         eventually(&format!("process {pid} is gone"), || !alive(pid)).await;
     }
 }
@@ -227,9 +220,9 @@ async fn runs_as_pid_1_in_a_busybox_only_root() {
     );
 
     // SIGTERM to the guest: its processes get SIGTERM, then it exits 0.
-    let trap = "trap 'echo term > /tmp/marker; exit 0' TERM; while :; do sleep 0.05; done";
-    let mut waiting = start(&agent, sh(trap)).await;
-    next(&mut waiting).await.unwrap();
+    let trap =
+        "trap 'echo term > /tmp/marker; exit 0' TERM; echo ready; while :; do sleep 0.05; done";
+    let _waiting = start_ready(&agent, sh(trap)).await;
     let unshare = agent.pid();
     let guest = children_of(unshare);
     assert_eq!(
