@@ -11,20 +11,22 @@
 //!
 //! ```text
 //! chain forward (filter, priority filter - 10)
-//!   ip saddr R ip daddr 10.210.0.0/15 drop        # never sandbox -> sandbox (any instance)
+//!   ip saddr R ip daddr 10.210.0.0/15 reject       # never sandbox -> sandbox (any instance)
 //!   ip daddr R ip saddr 10.210.0.0/15 drop
 //!   ip daddr R ct state established,related accept # replies to a sandbox's own connections
 //!   ip daddr R drop                                # nothing outside starts a connection in
-//!   ip saddr R ip daddr 169.254.0.0/16 drop        # no cloud metadata endpoints
+//!   ip saddr R ip daddr 169.254.0.0/16 reject      # no cloud metadata endpoints
 //!   ip saddr R iifgroup INTERNET accept            # egress, internet sandboxes only
-//!   ip saddr R drop
+//!   ip saddr R reject
 //! chain input (filter, priority filter - 10)
 //!   ip saddr R ct state established,related accept # answers to host-initiated connections
-//!   ip saddr R drop                                # no host port is reachable from a sandbox
+//!   ip saddr R reject                              # no host port is reachable from a sandbox
 //! chain postrouting (nat, srcnat)
 //!   ip saddr R oifname != "wv*" masquerade         # egress leaves with the host's address
 //! ```
 //!
+//! `reject` is `reject with icmp type admin-prohibited`: a sandbox's
+//! forbidden connection fails at once instead of hanging until a timeout.
 //! Host-initiated connections (agent RPC, proxy) leave through `output` and
 //! their answers are `established`, so they work for every sandbox.
 //! Anti-spoofing: the host end of every veth has strict reverse-path filtering
@@ -73,22 +75,23 @@ impl Firewall {
         let r = format!("{lo}-{hi}");
         let net = format!("{}/{}", slot::BASE, slot::BASE_PREFIX_LEN);
         let t = &self.table;
+        let reject = "reject with icmp type admin-prohibited";
         format!(
             "table ip {t} {{
     chain forward {{
         type filter hook forward priority filter - 10; policy accept;
-        ip saddr {r} ip daddr {net} drop
+        ip saddr {r} ip daddr {net} {reject}
         ip daddr {r} ip saddr {net} drop
         ip daddr {r} ct state established,related accept
         ip daddr {r} drop
-        ip saddr {r} ip daddr 169.254.0.0/16 drop
+        ip saddr {r} ip daddr 169.254.0.0/16 {reject}
         ip saddr {r} iifgroup {INTERNET_GROUP} accept
-        ip saddr {r} drop
+        ip saddr {r} {reject}
     }}
     chain input {{
         type filter hook input priority filter - 10; policy accept;
         ip saddr {r} ct state established,related accept
-        ip saddr {r} drop
+        ip saddr {r} {reject}
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
@@ -183,7 +186,7 @@ mod tests {
         assert_eq!(fw.table(), "wrenn_tv_1000_1099");
         let rules = fw.rules();
         assert!(
-            rules.contains("ip saddr 10.210.7.208-10.210.8.151 ip daddr 10.210.0.0/15 drop"),
+            rules.contains("ip saddr 10.210.7.208-10.210.8.151 ip daddr 10.210.0.0/15 reject"),
             "{rules}"
         );
         assert!(rules.contains(&format!("iifgroup {INTERNET_GROUP} accept")));

@@ -30,9 +30,9 @@ fn render(servers: &[Ipv4Addr], internet: bool) -> String {
     let mut out = String::from("# written by wrenn\n");
     if servers.is_empty() {
         out.push_str(if internet {
-            "# the host has no nameserver reachable from a sandbox\n"
+            "# the host has no resolver reachable from a sandbox\n"
         } else {
-            "# no internet access: no nameserver\n"
+            "# no internet access: no resolver\n"
         });
     }
     for s in servers {
@@ -62,7 +62,7 @@ fn read_nameservers(path: &Path) -> Vec<Ipv4Addr> {
         .unwrap_or_default()
 }
 
-pub(crate) fn parse_nameservers(text: &str) -> Vec<Ipv4Addr> {
+pub fn parse_nameservers(text: &str) -> Vec<Ipv4Addr> {
     text.lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();

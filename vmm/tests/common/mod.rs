@@ -58,25 +58,39 @@ pub fn config(dir: &Path, slots: RangeInclusive<u16>) -> RuntimeConfig {
     }
 }
 
-/// A runtime over a temporary `$WRENN_DIR` holding the busybox template.
+/// A runtime over its own `$WRENN_DIR` holding the busybox template.
 /// Dropping it (also on panic) removes every sandbox and kernel object of its
 /// slot range through a fresh runtime's adopt-or-clean, then the directory.
+/// The directory is named after the slot range, so a run that was killed
+/// before its guard ran is cleaned up by the next run of the same test.
 pub struct Env {
     pub runtime: Arc<dyn Runtime>,
     pub cfg: RuntimeConfig,
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+/// `/var/tmp/wrenn-tv/<first>-<last>`.
+pub fn env_dir(slots: &RangeInclusive<u16>) -> PathBuf {
+    PathBuf::from(format!(
+        "/var/tmp/{PREFIX}/{}-{}",
+        slots.start(),
+        slots.end()
+    ))
 }
 
 impl Env {
-    /// Builds the runtime and runs its start-up recovery, like the agent.
+    /// Cleans what a killed earlier run left, builds the runtime and runs its
+    /// start-up recovery, like the agent.
     pub async fn new(slots: RangeInclusive<u16>) -> Env {
         require_root();
-        let dir = tempfile::Builder::new()
-            .prefix("wrenn-tv-")
-            .tempdir()
-            .unwrap();
-        wrenn_vmm::image::build_busybox(dir.path(), wrenn_vmm::image::BUSYBOX_TEMPLATE).unwrap();
-        let cfg = config(dir.path(), slots);
+        let dir = env_dir(&slots);
+        if dir.exists() {
+            clean(config(&dir, slots.clone())).await;
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        wrenn_vmm::image::build_busybox(&dir, wrenn_vmm::image::BUSYBOX_TEMPLATE).unwrap();
+        let cfg = config(&dir, slots);
         let runtime = wrenn_vmm::build(cfg.clone()).unwrap();
         let recovered = runtime.recover().await.unwrap();
         assert!(
@@ -87,7 +101,7 @@ impl Env {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     pub fn slots(&self) -> RangeInclusive<u16> {
@@ -137,6 +151,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let cfg = self.cfg.clone();
+        let dir = self.dir.clone();
         // A fresh runtime on its own thread: the test's tokio runtime may be
         // unwinding. Recovery adopts what still runs; destroy removes it.
         let cleanup = std::thread::spawn(move || {
@@ -144,22 +159,28 @@ impl Drop for Env {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async move {
-                let runtime = wrenn_vmm::build(cfg).expect("cleanup runtime");
-                let recovered = runtime.recover().await.expect("cleanup recover");
-                for h in recovered.adopted {
-                    runtime.destroy(&h.id).await.expect("cleanup destroy");
-                }
-                runtime
-                    .shutdown(Duration::from_secs(30))
-                    .await
-                    .expect("cleanup shutdown");
-            })
+            rt.block_on(clean(cfg));
+            std::fs::remove_dir_all(&dir).unwrap();
+            // The suite's parent directory goes with its last test.
+            let _ = std::fs::remove_dir(dir.parent().unwrap());
         });
         if cleanup.join().is_err() && !std::thread::panicking() {
             panic!("cleaning up the test environment failed");
         }
     }
+}
+
+/// Adopt-or-clean with a fresh runtime, destroy what was adopted, shut down.
+pub async fn clean(cfg: RuntimeConfig) {
+    let runtime = wrenn_vmm::build(cfg).expect("cleanup runtime");
+    let recovered = runtime.recover().await.expect("cleanup recover");
+    for h in recovered.adopted {
+        runtime.destroy(&h.id).await.expect("cleanup destroy");
+    }
+    runtime
+        .shutdown(Duration::from_secs(30))
+        .await
+        .expect("cleanup shutdown");
 }
 
 /// Ids unique within a test run.
