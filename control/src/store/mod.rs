@@ -31,6 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection};
 use wrenn_types::SandboxId;
 
 pub use records::{
@@ -238,15 +239,23 @@ async fn open_postgres(url: &str) -> Result<Store, StoreError> {
         url: redacted.clone(),
         source,
     })?;
+    let failed = |source| StoreError::ConnectPostgres {
+        url: redacted.clone(),
+        source,
+    };
+    // One plain attempt first: a refused or misconfigured server fails at
+    // once with its own error, instead of after the pool's retries.
+    let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, opts.connect())
+        .await
+        .map_err(|_| failed(sqlx::Error::PoolTimedOut))?
+        .map_err(failed)?;
+    let _ = probe.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(opts)
         .await
-        .map_err(|source| StoreError::ConnectPostgres {
-            url: redacted,
-            source,
-        })?;
+        .map_err(failed)?;
     Ok(Store::Postgres(pool))
 }
 

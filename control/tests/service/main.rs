@@ -11,4 +11,5 @@ mod lifecycle;
 mod limits;
 mod reconcile;
 mod relay;
+mod startup;
 mod watch;
