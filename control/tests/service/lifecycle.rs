@@ -495,3 +495,91 @@ async fn hosts_list_reports_state_and_live_records() {
     assert_eq!(hosts[0].agent_address, agent.url());
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_service_runs_on_postgresql_too() {
+    let db = crate::common::pg::TestDatabase::create().await;
+    let agent = FakeAgent::start().await;
+    let url = db.url.clone();
+    let t = TestControl::start_with(&agent.url(), move |o| {
+        o.with_store(wrenn_control::StoreConfig::Url(url))
+    })
+    .await;
+    assert_eq!(t.control.store().backend(), "postgres");
+    let mut c = t.client().await;
+    let a = c
+        .sandboxes
+        .create(create(&[("team", "ml")]))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = c
+        .sandboxes
+        .create(create(&[("team", "web")]))
+        .await
+        .unwrap()
+        .into_inner();
+    let filter = ListSandboxesRequest {
+        metadata: HashMap::from([("team".to_owned(), "ml".to_owned())]),
+        include_stopped: false,
+    };
+    let ml = c
+        .sandboxes
+        .list(filter)
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes;
+    assert_eq!(ids(&ml), vec![a.id.as_str()]);
+    c.sandboxes
+        .destroy(SandboxRef {
+            sandbox_id: a.id.clone(),
+        })
+        .await
+        .unwrap();
+    agent.state.sandboxes.lock().remove(&b.id);
+    // Let the clock pass b's last change, then reconcile.
+    let newest = t
+        .control
+        .store()
+        .get_sandbox(&b.id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .updated_at;
+    crate::common::eventually(
+        std::time::Duration::from_secs(5),
+        "the clock to move",
+        || async move { wrenn_control::store::now_ms() > newest },
+    )
+    .await;
+    for r in t.control.reconcile_now().await {
+        r.unwrap();
+    }
+    let every = c
+        .sandboxes
+        .list(ListSandboxesRequest {
+            include_stopped: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes;
+    let reasons: Vec<_> = every
+        .iter()
+        .map(|s| (s.id.as_str(), s.stop_reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (a.id.as_str(), "destroyed by request"),
+            (
+                b.id.as_str(),
+                "lost: no longer on host local (found by the reconciler)"
+            )
+        ]
+    );
+    t.stop().await;
+    drop(db);
+}
