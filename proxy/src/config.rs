@@ -84,6 +84,9 @@ pub struct ProxyConfig {
     pub watch_backoff_max_ms: u64,
     /// One `wrenn_proxy::access` line per request.
     pub access_log: bool,
+    /// Sandbox ports the proxy refuses (403); by default the guest agent's
+    /// own port, which only the host agent may reach.
+    pub denied_ports: Vec<u16>,
 }
 
 impl Default for ProxyConfig {
@@ -111,6 +114,7 @@ impl Default for ProxyConfig {
             watch_backoff_ms: DEFAULT_WATCH_BACKOFF_MS,
             watch_backoff_max_ms: DEFAULT_WATCH_BACKOFF_MAX_MS,
             access_log: true,
+            denied_ports: vec![wrenn_types::GUEST_PORT],
         }
     }
 }

@@ -34,7 +34,7 @@ use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -123,16 +123,25 @@ impl ConnState {
     }
 }
 
-/// A client socket that tells its [`ConnState`] when a request's first byte arrives.
+/// Bytes of response written before they are sent. Pingora leaves a response
+/// head with a `Content-Length` unflushed so it leaves in one segment with the
+/// body; without a buffer that is two `send`s per response.
+const WRITE_BUFFER: usize = 4096;
+
+/// A client socket that tells its [`ConnState`] when a request's first byte
+/// arrives, with a small write buffer (Pingora's own listeners have one too).
 #[derive(Debug)]
 pub(crate) struct DeadlineStream {
-    inner: L4Stream,
+    inner: BufWriter<L4Stream>,
     conn: Arc<ConnState>,
 }
 
 impl DeadlineStream {
     pub(crate) fn new(inner: L4Stream, conn: Arc<ConnState>) -> Self {
-        DeadlineStream { inner, conn }
+        DeadlineStream {
+            inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
+            conn,
+        }
     }
 }
 
@@ -184,13 +193,14 @@ impl AsyncWrite for DeadlineStream {
 #[async_trait]
 impl Shutdown for DeadlineStream {
     async fn shutdown(&mut self) {
-        Shutdown::shutdown(&mut self.inner).await;
+        let _ = self.inner.flush().await;
+        Shutdown::shutdown(self.inner.get_mut()).await;
     }
 }
 
 impl UniqueID for DeadlineStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.id()
+        self.inner.get_ref().id()
     }
 }
 
@@ -201,35 +211,35 @@ impl Peek for DeadlineStream {}
 
 impl GetTimingDigest for DeadlineStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
+        self.inner.get_ref().get_timing_digest()
     }
 
     fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
+        self.inner.get_ref().get_read_pending_time()
     }
 
     fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
+        self.inner.get_ref().get_write_pending_time()
     }
 }
 
 impl GetProxyDigest for DeadlineStream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
+        self.inner.get_ref().get_proxy_digest()
     }
 
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest);
+        self.inner.get_mut().set_proxy_digest(digest);
     }
 }
 
 impl GetSocketDigest for DeadlineStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.inner.get_ref().get_socket_digest()
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest);
+        self.inner.get_mut().set_socket_digest(digest);
     }
 }
 

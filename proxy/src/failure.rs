@@ -26,6 +26,8 @@ pub enum Failure {
     NoRoute { domain: String },
     /// No sandbox with this id on this host.
     NotFound { id: String },
+    /// The port is on the proxy's deny list (the guest agent's port).
+    PortDenied { id: String, port: u16 },
     /// The sandbox exists but is paused or starting.
     NotRunning { id: String, state: RouteState },
     /// Connection refused on every attempt.
@@ -44,6 +46,7 @@ impl Failure {
     pub fn status(&self) -> u16 {
         match self {
             Failure::BadRequest { .. } => 400,
+            Failure::PortDenied { .. } => 403,
             Failure::NoRoute { .. } | Failure::NotFound { .. } => 404,
             Failure::NotRunning { .. } => 409,
             Failure::PortClosed { .. } | Failure::UpstreamBroke { .. } => 502,
@@ -56,6 +59,7 @@ impl Failure {
     pub fn code(&self) -> &'static str {
         match self {
             Failure::BadRequest { .. } => "bad_request",
+            Failure::PortDenied { .. } => "port_denied",
             Failure::NoRoute { .. } => "no_route",
             Failure::NotFound { .. } => "sandbox_not_found",
             Failure::NotRunning { .. } => "sandbox_not_running",
@@ -67,8 +71,9 @@ impl Failure {
         }
     }
 
-    pub const CODES: [&'static str; 9] = [
+    pub const CODES: [&'static str; 10] = [
         "bad_request",
+        "port_denied",
         "no_route",
         "sandbox_not_found",
         "sandbox_not_running",
@@ -83,6 +88,7 @@ impl Failure {
         match self {
             Failure::BadRequest { sandbox_id, .. } => sandbox_id.as_deref(),
             Failure::NotFound { id }
+            | Failure::PortDenied { id, .. }
             | Failure::NotRunning { id, .. }
             | Failure::PortClosed { id, .. }
             | Failure::Unreachable { id, .. }
@@ -95,7 +101,8 @@ impl Failure {
     fn port(&self) -> Option<u16> {
         match self {
             Failure::BadRequest { port, .. } => *port,
-            Failure::PortClosed { port, .. }
+            Failure::PortDenied { port, .. }
+            | Failure::PortClosed { port, .. }
             | Failure::Unreachable { port, .. }
             | Failure::UpstreamBroke { port, .. }
             | Failure::UpstreamTimeout { port, .. } => Some(*port),
@@ -110,6 +117,9 @@ impl Failure {
                 "this URL names no sandbox: use http://<port>-<sandbox-id>.{domain}/ or /proxy/<sandbox-id>/<port>/"
             ),
             Failure::NotFound { id } => format!("sandbox {id} does not exist on this host"),
+            Failure::PortDenied { id, port } => {
+                format!("port {port} of sandbox {id} is not served through the proxy")
+            }
             Failure::NotRunning { id, state } => format!("sandbox {id} is {}", state.as_str()),
             Failure::PortClosed { id, port } => {
                 format!("sandbox {id} is running but nothing listens on port {port}")
@@ -135,6 +145,9 @@ impl Failure {
             }
             Failure::NotFound { .. } => {
                 "Check the id with `wrenn sandbox list`; a sandbox is destroyed when its timeout expires.".to_owned()
+            }
+            Failure::PortDenied { .. } => {
+                "It belongs to the sandbox's own agent; use the wrenn CLI or API for it.".to_owned()
             }
             Failure::NotRunning { id, state: RouteState::Paused } => {
                 format!("Resume it with `wrenn sandbox resume {id}`, then reload.")
@@ -283,6 +296,13 @@ mod tests {
                     port: None,
                 },
                 400,
+            ),
+            (
+                Failure::PortDenied {
+                    id: id(),
+                    port: 49983,
+                },
+                403,
             ),
             (
                 Failure::NoRoute {

@@ -66,6 +66,7 @@ pub struct WrennProxy {
     write_timeout: Duration,
     websocket_idle: Duration,
     access_log: bool,
+    denied_ports: Vec<u16>,
 }
 
 impl WrennProxy {
@@ -89,6 +90,7 @@ impl WrennProxy {
             write_timeout: Duration::from_secs(config.write_timeout_secs),
             websocket_idle: Duration::from_secs(config.websocket_idle_secs),
             access_log: config.access_log,
+            denied_ports: config.denied_ports.clone(),
         }
     }
 
@@ -268,6 +270,14 @@ impl ProxyHttp for WrennProxy {
         ctx.path_offset = t
             .upstream_path
             .map(|p| p.as_ptr() as usize - view.target.as_ptr() as usize);
+        if self.denied_ports.contains(&t.port) {
+            let f = Failure::PortDenied {
+                id: t.id.into_owned(),
+                port: t.port,
+            };
+            self.respond(session, ctx, f).await;
+            return Ok(true);
+        }
         let Some(route) = self.routes.get(&t.id) else {
             let f = Failure::NotFound {
                 id: t.id.into_owned(),

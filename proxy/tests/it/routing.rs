@@ -299,3 +299,24 @@ async fn metadata_can_send_localhost_as_host_per_port() {
     assert_eq!(r.json()["host"], format!("localhost:{}", up.port()));
     assert_eq!(r.json()["x-forwarded-host"], "public.test");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_agent_port_is_denied_by_default() {
+    let h = Harness::start().await;
+    h.running("sbdeny", 1).await;
+    let r = get(h.addr(), "/proxy/sbdeny/49983/", &[]).await;
+    assert_eq!(r.status, 403);
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "port_denied");
+    assert_eq!(
+        e["message"],
+        "port 49983 of sandbox sbdeny is not served through the proxy"
+    );
+    let r = get(
+        h.addr(),
+        "/",
+        &[("e2b-sandbox-id", "sbdeny"), ("e2b-sandbox-port", "49983")],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+}
