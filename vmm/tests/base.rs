@@ -1,0 +1,87 @@
+//! The built-in `base` template: Debian bookworm from debootstrap, built once
+//! (about a minute, with progress) and cached; a sandbox from it runs Python
+//! and lets `wrenn-user` use sudo. Slots 1500–1509.
+
+mod common;
+
+use common::{guest, leftovers};
+use wrenn_vmm::SandboxSpec;
+use wrenn_vmm::image::{BuildProgress, BuildStep, build_base};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_template_is_built_once_and_runs_python_and_sudo() {
+    let env = common::Env::new(1500..=1509).await;
+    let dir = env.path().to_owned();
+    let (image, reports) = tokio::task::spawn_blocking(move || {
+        let mut reports: Vec<BuildProgress> = Vec::new();
+        let image = build_base(&dir, &mut |p| {
+            println!("{:>5.1}% {:?} {}", p.fraction * 100.0, p.step, p.message);
+            reports.push(p.clone());
+        })
+        .unwrap();
+        (image, reports)
+    })
+    .await
+    .unwrap();
+    assert!(image.is_file());
+    assert!(
+        reports.windows(2).all(|w| w[0].fraction <= w[1].fraction),
+        "progress never goes back"
+    );
+    let last = reports.last().unwrap();
+    assert_eq!(last.fraction, 1.0);
+    assert!(
+        matches!(last.step, BuildStep::Done | BuildStep::Cached),
+        "{last:?}"
+    );
+
+    // Second build: nothing to do.
+    let dir = env.path().to_owned();
+    let again = tokio::task::spawn_blocking(move || {
+        let mut steps = Vec::new();
+        build_base(&dir, &mut |p| steps.push(p.step)).unwrap();
+        steps
+    })
+    .await
+    .unwrap();
+    assert_eq!(again, vec![BuildStep::Cached]);
+
+    let h = env
+        .up(SandboxSpec {
+            template: "base".into(),
+            memory_mb: 512,
+            disk_mb: 1024,
+            ..env.spec("basepy")
+        })
+        .await;
+    let py = guest::run(
+        h.guest_addr,
+        "python3",
+        &["-c", "import sys; print(6*7, sys.version_info[0])"],
+        None,
+    )
+    .await;
+    assert_eq!(py.stdout.trim(), "42 3", "{py:?}");
+    let who = guest::run(h.guest_addr, "id", &["-un"], Some("wrenn-user")).await;
+    assert_eq!(who.stdout.trim(), "wrenn-user", "{who:?}");
+    let sudo = guest::run(
+        h.guest_addr,
+        "sudo",
+        &["-n", "id", "-u"],
+        Some("wrenn-user"),
+    )
+    .await;
+    assert_eq!(sudo.stdout.trim(), "0", "passwordless sudo: {sudo:?}");
+    for tool in [
+        "pip3 --version",
+        "curl --version",
+        "ps --version",
+        "ip -V",
+        "python3 -m venv --help",
+    ] {
+        let out = guest::sh(h.guest_addr, tool).await;
+        assert_eq!(out.exit_code, 0, "{tool}: {out:?}");
+    }
+    env.finish().await;
+    leftovers::assert_clean("basepy", env.path(), &env.slots()).await;
+}
