@@ -60,6 +60,7 @@ struct Status {
 #[derive(Debug)]
 pub struct Host {
     config: HostConfig,
+    channel: Channel,
     client: HostAgentClient<Channel>,
     status: Mutex<Status>,
 }
@@ -86,11 +87,13 @@ impl Host {
             .http2_keep_alive_interval(keepalive)
             .keep_alive_timeout(keepalive_timeout)
             .keep_alive_while_idle(true);
-        let client = HostAgentClient::new(endpoint.connect_lazy())
+        let channel = endpoint.connect_lazy();
+        let client = HostAgentClient::new(channel.clone())
             .max_decoding_message_size(MAX_AGENT_MESSAGE)
             .max_encoding_message_size(MAX_AGENT_MESSAGE);
         Ok(Host {
             config,
+            channel,
             client,
             status: Mutex::new(Status {
                 state: HostState::Unknown,
@@ -111,6 +114,12 @@ impl Host {
     /// A client on the host's channel (cheap: clones share the channel).
     pub fn client(&self) -> HostAgentClient<Channel> {
         self.client.clone()
+    }
+
+    /// The host's channel itself, for calls made without the generated
+    /// client (an upload with its own codec).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     pub fn state(&self) -> HostState {

@@ -10,6 +10,7 @@ mod hosts;
 mod lifecycle;
 pub(crate) mod relay;
 mod sandboxes;
+mod upload;
 
 use std::sync::Arc;
 

@@ -10,12 +10,6 @@
 //! call on the agent; an error from the agent is passed to the caller as the
 //! stream's last item, never turned into a clean end.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
-
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -93,89 +87,6 @@ where
     }
 }
 
-/// The request stream of an agent upload. It ends cleanly only once marked
-/// complete; if its sender goes away without that (the caller's stream
-/// broke, or the whole handler was cancelled), it never ends and so never
-/// tells the agent "that was all".
-pub(crate) struct UploadStream<T> {
-    rx: mpsc::Receiver<T>,
-    complete: Arc<AtomicBool>,
-}
-
-impl<T> Stream for UploadStream<T> {
-    type Item = T;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(None) if !self.complete.load(Ordering::Acquire) => Poll::Pending,
-            other => other,
-        }
-    }
-}
-
-/// Relays a caller's upload (`first`, then the rest of `inbound`) to the
-/// client-streaming agent call that `call` starts on an [`UploadStream`].
-///
-/// If the caller's stream breaks, or this future is dropped (the caller
-/// reset its HTTP/2 stream), the agent call is dropped while its request
-/// stream is still open: hyper then resets the agent's HTTP/2 stream
-/// (`RST_STREAM CANCEL`) instead of ending it. Only after the caller's clean
-/// half-close is the agent's stream ended and its answer awaited.
-///
-/// Limitation: tonic turns a `CANCEL` reset of a request stream into a clean
-/// end (`Ok(None)`), so the agent (and the guest behind it) must apply the
-/// same care on their side — or the protocol must mark the end of an upload
-/// explicitly — for an interrupted upload to be discarded end to end.
-pub(crate) async fn relay_upload<T, R, C, F>(
-    first: T,
-    inbound: Streaming<T>,
-    call: F,
-) -> Result<R, Status>
-where
-    T: Send + 'static,
-    F: FnOnce(UploadStream<T>) -> C,
-    C: Future<Output = Result<R, Status>>,
-{
-    let (tx, rx) = mpsc::channel(RELAY_CAPACITY);
-    let complete = Arc::new(AtomicBool::new(false));
-    tx.try_send(first)
-        .map_err(|_| Status::internal("cannot queue the first message of an upload"))?;
-    let mut call = Box::pin(call(UploadStream {
-        rx,
-        complete: complete.clone(),
-    }));
-    let forwarded = {
-        let forward = forward_requests(inbound, &tx);
-        tokio::pin!(forward);
-        tokio::select! {
-            res = &mut call => return res,
-            fwd = &mut forward => fwd,
-        }
-    };
-    match forwarded {
-        Ok(()) => {
-            // tonic reports a caller's RST_STREAM(CANCEL) as a clean end of
-            // its request stream. hyper drops a handler that is pending after
-            // its stream was reset, so yield once before ending the agent's
-            // stream: a cancelled upload never gets past this point.
-            tokio::task::yield_now().await;
-            complete.store(true, Ordering::Release);
-            drop(tx);
-            call.await
-        }
-        Err(status) => {
-            drop(call);
-            Err(Status::new(
-                status.code(),
-                format!(
-                    "upload interrupted, nothing was written: {}",
-                    status.message()
-                ),
-            ))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,35 +101,6 @@ mod tests {
         assert_eq!(out[0].as_ref().unwrap(), &1);
         assert_eq!(out[1].as_ref().unwrap(), &2);
         assert_eq!(out[2].as_ref().unwrap_err().code(), tonic::Code::DataLoss);
-    }
-
-    #[tokio::test]
-    async fn an_upload_stream_ends_only_when_complete() {
-        use futures::FutureExt;
-        let (tx, rx) = mpsc::channel(4);
-        let complete = Arc::new(AtomicBool::new(false));
-        let mut s = UploadStream {
-            rx,
-            complete: complete.clone(),
-        };
-        tx.send(1).await.unwrap();
-        drop(tx);
-        assert_eq!(s.next().await, Some(1));
-        assert_eq!(
-            s.next().now_or_never(),
-            None,
-            "a dropped sender is no clean end"
-        );
-
-        let (tx, rx) = mpsc::channel(4);
-        let s = UploadStream {
-            rx,
-            complete: complete.clone(),
-        };
-        tx.send(2).await.unwrap();
-        complete.store(true, Ordering::Release);
-        drop(tx);
-        assert_eq!(s.collect::<Vec<_>>().await, vec![2]);
     }
 
     #[tokio::test]

@@ -20,7 +20,8 @@ use wrenn_proto::wrenn::v1::{
 };
 
 use super::convert::{parse_id, to_proto, validate_metadata};
-use super::relay::{AbortOnDrop, RELAY_CAPACITY, forward_requests, relay_response, relay_upload};
+use super::relay::{AbortOnDrop, RELAY_CAPACITY, forward_requests, relay_response};
+use super::upload::{self, relay_upload};
 use super::{agent_error, host_of, lifecycle, load_live, store_error};
 use crate::hosts::Host;
 use crate::state::ControlState;
@@ -335,13 +336,11 @@ impl Sandboxes for SandboxesService {
                 ));
             }
         };
-        let mut client = host.client();
-        relay_upload(first, inbound, |upload| async move {
-            client.write_file(upload).await
-        })
-        .await
-        .map(|r| Response::new(r.into_inner()))
-        .map_err(|s| agent_error(&host, s))
+        let channel = host.channel();
+        relay_upload(first, inbound, |upload| upload::write_file(channel, upload))
+            .await
+            .map(|r| Response::new(r.into_inner()))
+            .map_err(|s| agent_error(&host, s))
     }
 
     async fn stat(

@@ -607,10 +607,9 @@ impl HostAgent for Fake {
     }
 
     /// Counts bytes; data chunks start with their index (big-endian u64) so
-    /// order can be checked. Behaves as a careful agent must: tonic reports a
-    /// caller's reset as a clean end, so it yields once before committing
-    /// (hyper drops a handler whose stream was reset), and anything that ends
-    /// the handler before the commit counts as an abort.
+    /// order can be checked. Like the real agent: a clean end of the
+    /// stream commits at once (tonic reports a caller's CANCEL reset that way
+    /// too, so only the caller can prevent that), an error aborts.
     async fn write_file(
         &self,
         r: Request<Streaming<WriteFileRequest>>,
@@ -656,7 +655,6 @@ impl HostAgent for Fake {
                 }
             }
         }
-        tokio::task::yield_now().await;
         upload.done = true;
         let (path, bytes) = (upload.path.clone(), upload.bytes);
         self.state.writes.lock().push(WriteOutcome::Committed {

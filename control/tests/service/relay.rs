@@ -428,8 +428,13 @@ async fn an_interrupted_upload_is_aborted_on_the_host_not_committed() {
     )
     .await;
     let writes = agent.state.writes.lock().clone();
+    // The agent saw its stream fail (INTERNAL), not end (which it would
+    // commit), and not a CANCEL reset (which tonic reports as an end).
     assert!(
-        matches!(writes.as_slice(), [WriteOutcome::Aborted { path, .. }] if path == "/data/partial.bin"),
+        matches!(
+            writes.as_slice(),
+            [WriteOutcome::Aborted { path, code: Code::Internal, .. }] if path == "/data/partial.bin"
+        ),
         "{writes:?}"
     );
     drop(tx);
