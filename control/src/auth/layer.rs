@@ -94,7 +94,10 @@ where
                     req.extensions_mut().insert(key);
                     inner.call(req).await
                 }
-                None => Ok(refusal(&req)),
+                None => {
+                    tracing::debug!(path = %req.uri().path(), "refused: missing or invalid API key");
+                    Ok(refusal(&req))
+                }
             }
         })
     }

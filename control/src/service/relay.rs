@@ -9,6 +9,9 @@
 //! notices (the channel closes) and drops the agent's stream, which cancels the
 //! call on the agent; an error from the agent is passed to the caller as the
 //! stream's last item, never turned into a clean end.
+//!
+//! Uploads (client streams whose clean end commits a file) need more care;
+//! see `upload.rs`.
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
