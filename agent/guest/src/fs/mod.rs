@@ -185,6 +185,7 @@ impl Filesystem for FilesystemService {
         Ok(Response::new(Box::pin(with_keepalive(
             events,
             self.keepalive,
+            |_| false,
             |e| e,
             keepalive,
         ))))

@@ -57,6 +57,11 @@ fn keepalive_event() -> ProcessEvent {
     }
 }
 
+/// `end` is the last event of a process stream.
+fn is_end(event: &ProcessEvent) -> bool {
+    matches!(event.event, Some(Event::End(_)))
+}
+
 #[tonic::async_trait]
 impl Process for ProcessService {
     async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -79,6 +84,7 @@ impl Process for ProcessService {
         Ok(Response::new(Box::pin(with_keepalive(
             events,
             self.keepalive,
+            is_end,
             wrap,
             keepalive,
         ))))
@@ -101,6 +107,7 @@ impl Process for ProcessService {
         Ok(Response::new(Box::pin(with_keepalive(
             events,
             self.keepalive,
+            is_end,
             wrap,
             keepalive,
         ))))
