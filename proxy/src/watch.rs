@@ -137,10 +137,10 @@ async fn follow(
             }
         };
         metrics.watch_events.inc();
-        apply(event, table, &mut snapshot);
-        if snapshot.is_none() {
+        if event.kind() == Kind::Synced {
             metrics.watch_synced.set(1);
         }
+        apply(event, table, &mut snapshot);
     }
 }
 

@@ -70,10 +70,8 @@ async fn a_dead_port_answers_502_after_exactly_three_attempts() {
     );
     assert_eq!(h.metric("wrenn_proxy_connect_attempts_total"), 3.0);
     assert_eq!(h.metric("wrenn_proxy_connect_retries_total"), 2.0);
-    assert_eq!(
-        h.metric("wrenn_proxy_errors_total{class=\"port_closed\"}"),
-        1.0
-    );
+    h.wait_metric("wrenn_proxy_errors_total{class=\"port_closed\"}", 1.0)
+        .await;
 
     // The HTML page says what to do.
     let r = get(

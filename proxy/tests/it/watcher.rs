@@ -102,6 +102,8 @@ async fn admin_serves_metrics_routes_and_health() {
     );
     assert_eq!(get(h.addr(), "/proxy/nope/1/", &[]).await.status, 404);
 
+    h.wait_metric("wrenn_proxy_request_duration_seconds_count", 2.0)
+        .await;
     let text = get(h.admin(), "/metrics", &[]).await.text();
     assert_eq!(
         metric(&text, "wrenn_proxy_requests_total{class=\"2xx\"}"),

@@ -126,6 +126,17 @@ impl Harness {
         .await;
     }
 
+    /// Waits until `series` reads `value`: request metrics are recorded in
+    /// Pingora's `logging` hook, just after the response went out.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        let m = self.proxy.metrics().clone();
+        let what = format!("{series} == {value}");
+        wait_until(&what, Duration::from_secs(5), || {
+            metric(&m.render(), series) == value
+        })
+        .await;
+    }
+
     /// The value of the sample named exactly `series` (with labels, if any).
     pub fn metric(&self, series: &str) -> f64 {
         metric(&self.proxy.metrics().render(), series)

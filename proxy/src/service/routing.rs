@@ -1,0 +1,157 @@
+//! Which sandbox a request goes to (`request_filter`) and the peer of each
+//! connect attempt (`upstream_peer`, with the retry backoff).
+
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::Session;
+
+use super::{RequestCtx, WrennProxy};
+use crate::failure::{self, Failure};
+use crate::routes::RouteState;
+use crate::target::{self, Parsed, RequestView};
+
+impl WrennProxy {
+    /// Parses the URL form and looks the sandbox up. `Ok(true)`: the proxy
+    /// answered itself (308, 400, 403, 404, 409).
+    pub(super) async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let h = |name: &str| req.headers.get(name).map(|v| v.as_bytes());
+        let view = RequestView {
+            host: h("host"),
+            target: req.raw_path(),
+            id_header: h("wrenn-sandbox-id").or_else(|| h("e2b-sandbox-id")),
+            port_header: h("wrenn-sandbox-port").or_else(|| h("e2b-sandbox-port")),
+        };
+        let t = match target::parse(&self.domain, view) {
+            Parsed::Target(t) => t,
+            Parsed::Redirect(location) => {
+                match failure::redirect(&location) {
+                    Some((head, body)) => super::outcome::write_own(session, head, body).await,
+                    None => {
+                        let message = "the request target cannot be redirected".into();
+                        let f = Failure::BadRequest {
+                            message,
+                            sandbox_id: None,
+                            port: None,
+                        };
+                        self.respond(session, ctx, f).await;
+                    }
+                }
+                return Ok(true);
+            }
+            Parsed::NoRoute => {
+                let f = Failure::NoRoute {
+                    domain: self.domain.clone(),
+                };
+                self.respond(session, ctx, f).await;
+                return Ok(true);
+            }
+            Parsed::Bad(b) => {
+                let f = Failure::BadRequest {
+                    message: b.message,
+                    sandbox_id: b.sandbox_id,
+                    port: b.port,
+                };
+                self.respond(session, ctx, f).await;
+                return Ok(true);
+            }
+        };
+        ctx.form = Some(t.form);
+        ctx.port = t.port;
+        // The upstream target is a tail of the raw target: keep its offset, not a copy.
+        ctx.path_offset = t
+            .upstream_path
+            .map(|p| p.as_ptr() as usize - view.target.as_ptr() as usize);
+        if self.denied_ports.contains(&t.port) {
+            let f = Failure::PortDenied {
+                id: t.id.into_owned(),
+                port: t.port,
+            };
+            self.respond(session, ctx, f).await;
+            return Ok(true);
+        }
+        let Some(route) = self.routes.get(&t.id) else {
+            self.respond(
+                session,
+                ctx,
+                Failure::NotFound {
+                    id: t.id.into_owned(),
+                },
+            )
+            .await;
+            return Ok(true);
+        };
+        if route.state != RouteState::Running {
+            let f = Failure::NotRunning {
+                id: t.id.into_owned(),
+                state: route.state,
+            };
+            ctx.route = Some(route);
+            self.respond(session, ctx, f).await;
+            return Ok(true);
+        }
+        ctx.route = Some(route);
+        if session.is_upgrade_req() {
+            ctx.upgrade = true;
+            session.set_read_timeout(Some(self.websocket_idle));
+        }
+        Ok(false)
+    }
+
+    /// The peer for the next connect attempt. Before a retry it sleeps
+    /// `failures × backoff` and re-reads the route: a sandbox destroyed (or
+    /// paused) meanwhile is answered, not dialled; a replaced one is followed.
+    pub(super) async fn attempt_peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let mut route = ctx
+            .route
+            .clone()
+            .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
+        if ctx.connect_failures > 0 {
+            tokio::time::sleep(self.backoff * ctx.connect_failures).await;
+            match self.routes.get(route.id.as_str()) {
+                Some(now) if now.generation == route.generation && now.state == route.state => {}
+                Some(now) if now.state == RouteState::Running => {
+                    ctx.route = Some(now.clone());
+                    route = now;
+                }
+                Some(now) => {
+                    let f = Failure::NotRunning {
+                        id: route.id.to_string(),
+                        state: now.state,
+                    };
+                    ctx.failure = Some(f);
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(409),
+                        "sandbox stopped running",
+                    ));
+                }
+                None => {
+                    ctx.failure = Some(Failure::NotFound {
+                        id: route.id.to_string(),
+                    });
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(404),
+                        "sandbox went away",
+                    ));
+                }
+            }
+        }
+        ctx.attempts += 1;
+        match self
+            .connector
+            .peer(&route, ctx.port, ctx.upgrade, &self.peer)
+        {
+            Some(peer) => Ok(peer),
+            None => {
+                ctx.failure = Some(Failure::Unreachable {
+                    id: route.id.to_string(),
+                    port: ctx.port,
+                });
+                Err(Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    "no way to reach the sandbox",
+                ))
+            }
+        }
+    }
+}
