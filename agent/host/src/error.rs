@@ -78,7 +78,7 @@ pub enum SandboxError {
         op: &'static str,
         id: SandboxId,
         #[source]
-        source: wrenn_vmm::Error,
+        source: Box<wrenn_vmm::Error>,
     },
     #[error(
         "sandbox {id}: guest agent at {addr} not healthy after {waited:?} (last probe: {last_error}); \
@@ -98,6 +98,19 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// A runtime failure of `op` on sandbox `id`.
+    pub(crate) fn runtime(
+        op: &'static str,
+        id: &SandboxId,
+    ) -> impl FnOnce(wrenn_vmm::Error) -> Self {
+        let id = id.clone();
+        move |source| SandboxError::Runtime {
+            op,
+            id,
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         SandboxError::InvalidArgument {
             field: field.into(),
@@ -114,7 +127,7 @@ impl SandboxError {
             SandboxError::WrongState { .. } => Code::FailedPrecondition,
             SandboxError::Insufficient { .. } => Code::ResourceExhausted,
             SandboxError::ShuttingDown => Code::Unavailable,
-            SandboxError::Runtime { source, .. } => match source {
+            SandboxError::Runtime { source, .. } => match **source {
                 V::InvalidSpec(_) => Code::InvalidArgument,
                 V::UnknownTemplate { .. } => Code::NotFound,
                 V::AlreadyExists(_) => Code::AlreadyExists,
@@ -157,7 +170,7 @@ mod tests {
         let s: Status = SandboxError::Runtime {
             op: "create",
             id: id.clone(),
-            source: wrenn_vmm::Error::SlotsExhausted { first: 1, last: 2 },
+            source: Box::new(wrenn_vmm::Error::SlotsExhausted { first: 1, last: 2 }),
         }
         .into();
         assert_eq!(s.code(), Code::ResourceExhausted);

@@ -55,16 +55,7 @@ impl Agent {
         validate(config)?;
         let manager = Manager::new(runtime.clone(), manager_config(config));
 
-        let recovered = runtime.recover().await.map_err(|e| Error::Startup {
-            step: "recover sandboxes of a previous run",
-            source: Box::new(e),
-        })?;
-        if !recovered.cleaned.is_empty() {
-            info!(count = recovered.cleaned.len(), ids = ?recovered.cleaned, "removed leftovers of a previous run");
-        }
-        let adopted = manager.adopt(recovered.adopted).await;
-        info!(count = adopted.len(), "adopted sandboxes of a previous run");
-
+        // Bind first: a taken port fails start-up before anything is touched.
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -75,6 +66,16 @@ impl Agent {
             addr: config.listen,
             source,
         })?;
+        let recovered = runtime.recover().await.map_err(|e| Error::Startup {
+            step: "recover sandboxes of a previous run",
+            source: Box::new(e),
+        })?;
+        if !recovered.cleaned.is_empty() {
+            info!(count = recovered.cleaned.len(), ids = ?recovered.cleaned, "removed leftovers of a previous run");
+        }
+        let adopted = manager.adopt(recovered.adopted).await;
+        info!(count = adopted.len(), "adopted sandboxes of a previous run");
+
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
         let (health_reporter, health) = tonic_health::server::health_reporter();

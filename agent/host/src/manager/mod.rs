@@ -196,11 +196,7 @@ impl Manager {
             .runtime
             .create(valid.runtime.clone())
             .await
-            .map_err(|source| SandboxError::Runtime {
-                op: "create",
-                id: id.clone(),
-                source,
-            })?;
+            .map_err(SandboxError::runtime("create", &id))?;
         let sb = Arc::new(Sandbox::new(
             &handle,
             valid.proto,
@@ -216,11 +212,7 @@ impl Manager {
 
         if let Err(source) = self.runtime.start(&id).await {
             self.remove_and_destroy(&sb, "start failed").await;
-            return Err(SandboxError::Runtime {
-                op: "start",
-                id,
-                source,
-            });
+            return Err(SandboxError::runtime("start", &id)(source));
         }
         let ready = sb
             .guest
@@ -307,11 +299,7 @@ impl Manager {
         self.runtime
             .destroy(&sb.id)
             .await
-            .map_err(|source| SandboxError::Runtime {
-                op: "destroy",
-                id: sb.id.clone(),
-                source,
-            })?;
+            .map_err(SandboxError::runtime("destroy", &sb.id))?;
         self.remove(sb, reason);
         info!(sandbox_id = %sb.id, reason, "sandbox destroyed");
         Ok(())
@@ -324,11 +312,7 @@ impl Manager {
         self.runtime
             .pause(&sb.id)
             .await
-            .map_err(|source| SandboxError::Runtime {
-                op: "pause",
-                id: sb.id.clone(),
-                source,
-            })?;
+            .map_err(SandboxError::runtime("pause", &sb.id))?;
         Ok(self.transition(&sb, State::Paused, Kind::Paused))
     }
 
@@ -339,11 +323,7 @@ impl Manager {
         self.runtime
             .resume(&sb.id)
             .await
-            .map_err(|source| SandboxError::Runtime {
-                op: "resume",
-                id: sb.id.clone(),
-                source,
-            })?;
+            .map_err(SandboxError::runtime("resume", &sb.id))?;
         Ok(self.transition(&sb, State::Running, Kind::Resumed))
     }
 
@@ -376,11 +356,7 @@ impl Manager {
             .runtime
             .metrics(&sb.id)
             .await
-            .map_err(|source| SandboxError::Runtime {
-                op: "read metrics of",
-                id: sb.id.clone(),
-                source,
-            })?;
+            .map_err(SandboxError::runtime("read metrics of", &sb.id))?;
         Ok(pb::SandboxMetrics {
             sandbox_id: sb.id.to_string(),
             cpu_usage_usec: m.cpu_usage_usec,

@@ -1,13 +1,22 @@
 //! Files: Read and Write streams, Stat, ListDir, MakeDir, Move, Remove.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
+use tracing::debug;
 use wrenn_proto::filesystem::{self as fs, write_request};
 use wrenn_proto::wrenn::v1::{self as pb, write_file_request};
 
 use super::relay::{self, RELAY_CAPACITY, RelayStream};
 use super::{AgentService, guest_err, invalid};
+use crate::guest::Guest;
+use crate::manager::Sandbox;
+
+/// How long the guest gets to acknowledge an aborted upload.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn path(field: &str, p: String) -> Result<String, Status> {
     if p.is_empty() {
@@ -36,7 +45,9 @@ pub async fn read(
 
 /// Relays an upload. The guest renames its temporary file into place only
 /// when the upload half-closes cleanly; if the caller's stream breaks, the
-/// guest call is dropped (reset) and the guest removes what it had.
+/// agent aborts the guest's upload (see [`abort_upload`]) and the guest
+/// removes what it had. The relay runs in its own task: when a caller's
+/// connection dies, hyper drops the handler, and the abort must still happen.
 pub async fn write(
     svc: &AgentService,
     mut inbound: Streaming<pb::WriteFileRequest>,
@@ -48,7 +59,17 @@ pub async fn write(
     let (sb, guest) = svc.running(&start.sandbox_id)?;
     let mut file = start.file.ok_or_else(|| invalid("start.file", "missing"))?;
     file.path = path("start.file.path", file.path)?;
+    tokio::spawn(relay_upload(sb, guest, file, inbound))
+        .await
+        .map_err(|e| Status::internal(format!("upload task failed: {e}")))?
+}
 
+async fn relay_upload(
+    sb: Arc<Sandbox>,
+    guest: Guest,
+    file: fs::write_request::StartEvent,
+    mut inbound: Streaming<pb::WriteFileRequest>,
+) -> Result<fs::WriteResponse, Status> {
     let (tx, rx) = mpsc::channel(RELAY_CAPACITY);
     tx.try_send(fs::WriteRequest {
         event: Some(write_request::Event::Start(file)),
@@ -90,9 +111,44 @@ pub async fn write(
             Ok(Some(_)) => return Err(invalid("event", "only data may follow start")),
             // Clean end of the upload: half-close towards the guest.
             Ok(None) => tx = None,
-            // Dropping `call` resets the guest's stream: nothing is kept.
-            Err(s) => return Err(s),
+            Err(s) => {
+                debug!(sandbox_id = %sb.id, status = %s.message(), "upload broken by the caller; aborting the guest's");
+                if let Some(tx) = tx.take() {
+                    abort_upload(tx, call).await;
+                }
+                return Err(s);
+            }
         }
+    }
+}
+
+/// Makes the guest drop an upload without committing it.
+///
+/// Resetting the guest's stream is not enough: hyper's server reports a
+/// `RST_STREAM(CANCEL)` from the client as a clean end of the request body
+/// (hyperium/hyper#3681), which the guest would take as "commit". A second
+/// `start` message is a protocol error the guest answers by discarding the
+/// temporary file, so that is what the agent sends.
+async fn abort_upload(
+    tx: mpsc::Sender<fs::WriteRequest>,
+    call: impl std::future::Future<Output = Result<tonic::Response<fs::WriteResponse>, Status>>,
+) {
+    let poison = fs::WriteRequest {
+        event: Some(write_request::Event::Start(
+            fs::write_request::StartEvent::default(),
+        )),
+    };
+    let abort = async {
+        match tx.send(poison).await {
+            Ok(()) => {
+                let r = call.await;
+                debug!(answer = ?r.as_ref().map(|_| ()), "guest answered the upload abort");
+            }
+            Err(_) => debug!("guest upload stream already closed"),
+        }
+    };
+    if tokio::time::timeout(ABORT_TIMEOUT, abort).await.is_err() {
+        debug!("guest did not answer the upload abort in time");
     }
 }
 

@@ -1,8 +1,6 @@
 //! Background processes: start, list, connect, input, kill.
 
-use futures::StreamExt;
 use tonic::Status;
-use tracing::debug;
 use wrenn_proto::process::{
     self as pp, ConnectRequest, ConnectResponse, ListRequest, ProcessEvent, Signal,
 };
@@ -12,10 +10,9 @@ use super::exec::{check_start, start_process};
 use super::relay::{self, RelayStream};
 use super::{AgentService, guest_err, invalid, selector};
 
-/// Starts a process and returns its pid once it runs. The agent keeps
-/// reading the process's start stream (dropping what it reads) until the
-/// process ends or the sandbox goes, so the guest never sees its starter
-/// hang up; output is for ConnectProcess.
+/// Starts a process and returns its pid once it runs. The guest keeps the
+/// process running (and reads its output) after this call lets go of its
+/// start stream; ConnectProcess attaches to its output later.
 pub async fn start_background(
     svc: &AgentService,
     req: pb::StartBackgroundRequest,
@@ -24,22 +21,7 @@ pub async fn start_background(
     let start = req.start.ok_or_else(|| invalid("start", "missing"))?;
     let pty = start.pty.is_some();
     let start = check_start("start", Some(start), pty)?;
-    let (pid, mut events) = start_process(&sb, &guest, start).await?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = sb.cancel.cancelled() => return,
-                m = events.next() => match m {
-                    Some(Ok(_)) => {}
-                    Some(Err(s)) => {
-                        debug!(sandbox_id = %sb.id, pid, status = %s.message(), "background start stream failed");
-                        return;
-                    }
-                    None => return,
-                },
-            }
-        }
-    });
+    let (pid, _events) = start_process(&sb, &guest, start).await?;
     Ok(pb::StartBackgroundResponse { pid })
 }
 

@@ -7,12 +7,14 @@
 //! and signals are single calls. A caller that goes away leaves the process
 //! running: it can be attached to again.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, Streaming};
 use tracing::debug;
 use wrenn_proto::process::{
     self as pp, ConnectRequest, ConnectResponse, ProcessEvent, ProcessInput, ProcessSelector,
@@ -39,6 +41,8 @@ pub async fn pty(
         .and_then(|m| m.event)
         .ok_or_else(|| invalid("event", "the first message must be start or attach"))?;
     let (tx, rx) = relay::channel();
+    // Cancelled when the output relay ends, which ends the input side too.
+    let output_done = CancellationToken::new();
     let (sb, guest, process) = match first {
         pty_request::Event::Start(s) => {
             let (sb, guest) = svc.running(&s.sandbox_id)?;
@@ -50,7 +54,10 @@ pub async fn pty(
             let upstream =
                 futures::stream::iter([Ok(StartResponse { event: Some(first) })]).chain(events);
             let map = |r: StartResponse| Some(pb::PtyResponse { event: r.event });
-            tokio::spawn(relay::forward(sb.clone(), upstream, map, tx.clone()));
+            spawn_output(
+                relay::forward(sb.clone(), upstream, map, tx.clone()),
+                &output_done,
+            );
             let process = ProcessSelector {
                 selector: Some(Selector::Pid(pid)),
             };
@@ -68,7 +75,10 @@ pub async fn pty(
                 .map_err(|s| guest_err(&sb, s))?
                 .into_inner();
             let map = |r: ConnectResponse| Some(pb::PtyResponse { event: r.event });
-            tokio::spawn(relay::forward(sb.clone(), events, map, tx.clone()));
+            spawn_output(
+                relay::forward(sb.clone(), events, map, tx.clone()),
+                &output_done,
+            );
             (sb, guest, process)
         }
         _ => {
@@ -78,8 +88,16 @@ pub async fn pty(
             ));
         }
     };
-    tokio::spawn(input_loop(sb, guest, process, inbound, tx));
+    tokio::spawn(input_loop(sb, guest, process, inbound, tx, output_done));
     Ok(rx)
+}
+
+fn spawn_output(relay: impl Future<Output = ()> + Send + 'static, done: &CancellationToken) {
+    let guard = done.clone().drop_guard();
+    tokio::spawn(async move {
+        relay.await;
+        drop(guard);
+    });
 }
 
 /// Carries the caller's input, resizes and signals to the guest until the
@@ -90,11 +108,13 @@ async fn input_loop(
     process: ProcessSelector,
     mut inbound: Streaming<pb::PtyRequest>,
     out: Out,
+    output_done: CancellationToken,
 ) {
     let mut input: Option<mpsc::Sender<StreamInputRequest>> = None;
     loop {
         let msg = tokio::select! {
             _ = sb.cancel.cancelled() => return,
+            _ = output_done.cancelled() => return,
             _ = out.closed() => return,
             m = inbound.message() => m,
         };
@@ -108,7 +128,8 @@ async fn input_loop(
         };
         let res = match ev {
             Some(pty_request::Event::Input(bytes)) => {
-                let tx = input.get_or_insert_with(|| open_input(&sb, &guest, &process, &out));
+                let tx = input
+                    .get_or_insert_with(|| open_input(&sb, &guest, &process, &out, &output_done));
                 let data = StreamInputRequest {
                     event: Some(si::Event::Data(si::DataEvent {
                         input: Some(ProcessInput {
@@ -192,6 +213,7 @@ fn open_input(
     guest: &Guest,
     process: &ProcessSelector,
     out: &Out,
+    output_done: &CancellationToken,
 ) -> mpsc::Sender<StreamInputRequest> {
     let (tx, rx) = mpsc::channel(RELAY_CAPACITY);
     let start = StreamInputRequest {
@@ -201,15 +223,26 @@ fn open_input(
     };
     tx.try_send(start).expect("a new channel has room");
     let (sb, mut client, out) = (sb.clone(), guest.process(), out.clone());
+    let output_done = output_done.clone();
     tokio::spawn(async move {
         let call = client.stream_input(ReceiverStream::new(rx));
         let res = tokio::select! {
             _ = sb.cancel.cancelled() => return,
             r = call => r,
         };
-        if let Err(s) = res {
-            // Input that cannot reach the process ends the session visibly.
-            let _ = out.send(Err(guest_err(&sb, s))).await;
+        match res {
+            Ok(_) => {}
+            // The process ended or closed its input: the output stream says
+            // how it ended; an error here would only race with that.
+            Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
+                debug!(sandbox_id = %sb.id, status = %s.message(), "pty input closed by the guest");
+            }
+            // Otherwise input that cannot reach the process ends the session
+            // visibly (unless it is over anyway).
+            Err(s) if !output_done.is_cancelled() => {
+                let _ = out.send(Err(guest_err(&sb, s))).await;
+            }
+            Err(_) => {}
         }
     });
     tx

@@ -1,0 +1,500 @@
+//! Sandbox lifecycle through the agent: create validation and admission,
+//! readiness, WatchSandboxes, pause/resume, TTL, shutdown and adoption.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use tonic::Code;
+use wrenn_proto::wrenn::v1::{self as pb, sandbox_event::Kind};
+
+const T: Duration = Duration::from_secs(15);
+
+fn kind(ev: &pb::SandboxEvent) -> Kind {
+    Kind::try_from(ev.kind).unwrap()
+}
+
+async fn watch(c: &mut Client) -> tonic::Streaming<pb::SandboxEvent> {
+    c.watch_sandboxes(pb::WatchSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn expect(s: &mut tonic::Streaming<pb::SandboxEvent>, k: Kind, id: &str) -> pb::Sandbox {
+    let ev = next(s, T).await.expect("an event").expect("no error");
+    assert_eq!(
+        (kind(&ev), ev.sandbox.as_ref().map(|s| s.id.as_str())),
+        (k, Some(id)),
+        "{ev:?}"
+    );
+    ev.sandbox.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_sends_snapshot_then_lifecycle_events() {
+    let mut h = Harness::start().await;
+    let a = h.create().await;
+    assert_eq!(a.state, pb::SandboxState::Running as i32);
+    assert_eq!(a.address, "127.0.0.1");
+    assert_eq!(a.host_id, "test-host");
+    assert_eq!(a.backend, "namespace");
+
+    let mut w = watch(&mut h.client).await;
+    let snap = expect(&mut w, Kind::Existing, &a.id).await;
+    assert_eq!(snap.generation, a.generation);
+    let synced = next(&mut w, T).await.unwrap().unwrap();
+    assert_eq!(kind(&synced), Kind::Synced);
+    assert!(synced.sandbox.is_none());
+
+    let b = h.create().await;
+    let created = expect(&mut w, Kind::Created, &b.id).await;
+    assert_eq!(created.state, pb::SandboxState::Starting as i32);
+    assert_eq!(created.address, "127.0.0.1");
+    let running = expect(&mut w, Kind::Running, &b.id).await;
+    assert_eq!(running.generation, created.generation);
+    assert_eq!(running.generation, b.generation);
+    assert_ne!(b.generation, a.generation);
+
+    let paused = h
+        .client
+        .pause_sandbox(pb::SandboxRef {
+            sandbox_id: b.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paused.state, pb::SandboxState::Paused as i32);
+    expect(&mut w, Kind::Paused, &b.id).await;
+    h.client
+        .resume_sandbox(pb::SandboxRef {
+            sandbox_id: b.id.clone(),
+        })
+        .await
+        .unwrap();
+    let resumed = expect(&mut w, Kind::Resumed, &b.id).await;
+    assert_eq!(resumed.state, pb::SandboxState::Running as i32);
+    assert_eq!(
+        resumed.generation, b.generation,
+        "same address, same generation"
+    );
+
+    h.client
+        .destroy_sandbox(pb::SandboxRef {
+            sandbox_id: b.id.clone(),
+        })
+        .await
+        .unwrap();
+    let gone = expect(&mut w, Kind::Destroyed, &b.id).await;
+    assert_eq!(gone.state, pb::SandboxState::Stopped as i32);
+    assert_eq!(gone.stop_reason, "destroyed by request");
+    assert_eq!(gone.generation, b.generation);
+
+    let e = h
+        .client
+        .destroy_sandbox(pb::SandboxRef {
+            sandbox_id: b.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    h.shutdown().await;
+    // Watchers are told the agent is going away.
+    loop {
+        match next(&mut w, T).await {
+            Some(Ok(ev)) => assert_eq!(kind(&ev), Kind::Destroyed, "{ev:?}"),
+            Some(Err(s)) => {
+                assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+                break;
+            }
+            None => break,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_sandboxes_refuse_interactive_calls_until_resumed() {
+    let mut h = Harness::start().await;
+    let sb = h.create().await;
+    let r = pb::SandboxRef {
+        sandbox_id: sb.id.clone(),
+    };
+    h.client.pause_sandbox(r.clone()).await.unwrap();
+    let e = h.client.exec(sh(&sb.id, "true")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(e.message(), format!("sandbox {} is paused", sb.id));
+    let e = h.client.pause_sandbox(r.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    h.client.resume_sandbox(r.clone()).await.unwrap();
+    assert_eq!(h.exec(&sb.id, "true", &[]).await.exit_code, 0);
+    let e = h.client.resume_sandbox(r).await.unwrap_err();
+    assert_eq!(e.message(), format!("sandbox {} is running", sb.id));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_validates_and_names_what_was_wrong() {
+    let mut h = Harness::start().await;
+    let bad = |spec: pb::SandboxSpec| pb::CreateSandboxRequest {
+        sandbox_id: String::new(),
+        spec: Some(spec),
+    };
+    let e = h
+        .client
+        .create_sandbox(bad(pb::SandboxSpec {
+            vcpus: 1000,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "spec.vcpus: 1000 is above the maximum 64");
+    let e = h
+        .client
+        .create_sandbox(bad(pb::SandboxSpec {
+            timeout_secs: u32::MAX,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().starts_with("spec.timeout_secs: "),
+        "{}",
+        e.message()
+    );
+    let e = h
+        .client
+        .create_sandbox(pb::CreateSandboxRequest {
+            sandbox_id: "Not_Valid".into(),
+            spec: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("sandbox_id: invalid sandbox id"),
+        "{}",
+        e.message()
+    );
+    let e = h
+        .client
+        .create_sandbox(bad(pb::SandboxSpec {
+            template: "nosuch".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("nosuch"), "{}", e.message());
+
+    // A chosen id is kept; a second create with it is refused.
+    let req = pb::CreateSandboxRequest {
+        sandbox_id: "chosen1".into(),
+        spec: None,
+    };
+    let sb = h
+        .client
+        .create_sandbox(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sb.id, "chosen1");
+    assert_eq!(
+        sb.spec.as_ref().unwrap().memory_mb,
+        512,
+        "defaults filled in"
+    );
+    let e = h.client.create_sandbox(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert_eq!(
+        h.runtime.count(),
+        1,
+        "nothing half-made by the refused creates"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_refuses_more_memory_than_the_host_has() {
+    let mut h = Harness::start().await;
+    let spec = pb::SandboxSpec {
+        memory_mb: 200 * 1024,
+        ..Default::default()
+    };
+    let e = h
+        .client
+        .create_sandbox(pb::CreateSandboxRequest {
+            sandbox_id: "huge".into(),
+            spec: Some(spec),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(
+        e.message().starts_with(
+            "not enough memory on this host for sandbox huge: requested 204800 MiB, available "
+        ),
+        "{}",
+        e.message()
+    );
+    assert_eq!(h.runtime.count(), 0);
+    // An ordinary create still works.
+    h.create().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_timeout_destroys_and_quotes_the_guest_output() {
+    let mut h = Harness::start_with(|c| c.guest_ready_timeout_ms = 500).await;
+    h.runtime.set_mode(GuestMode::Broken(
+        "echo 'guest exploded: cannot open /dev/vsock' >&2; exec sleep 600".into(),
+    ));
+    let mut w = watch(&mut h.client).await;
+    assert_eq!(kind(&next(&mut w, T).await.unwrap().unwrap()), Kind::Synced);
+    let e = h
+        .client
+        .create_sandbox(pb::CreateSandboxRequest {
+            sandbox_id: "broken1".into(),
+            spec: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert!(
+        e.message().contains("guest agent at 127.0.0.1:"),
+        "{}",
+        e.message()
+    );
+    assert!(e.message().contains("not healthy after"), "{}", e.message());
+    assert!(
+        e.message()
+            .contains("guest exploded: cannot open /dev/vsock"),
+        "{}",
+        e.message()
+    );
+    expect(&mut w, Kind::Created, "broken1").await;
+    let gone = expect(&mut w, Kind::Destroyed, "broken1").await;
+    assert_eq!(gone.stop_reason, "guest not ready");
+    assert_eq!(h.runtime.count(), 0, "the runtime destroyed it");
+    let list = h
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.sandboxes.is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_expiry_destroys_and_set_timeout_extends() {
+    let mut h = Harness::start().await;
+    let short = pb::SandboxSpec {
+        timeout_secs: 1,
+        ..Default::default()
+    };
+    let extended = h.create_spec(short.clone()).await;
+    let r = h
+        .client
+        .set_timeout(pb::SetTimeoutRequest {
+            sandbox_id: extended.id.clone(),
+            timeout_secs: 120,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.spec.unwrap().timeout_secs, 120);
+    assert!(r.expires_at.unwrap().seconds >= extended.expires_at.unwrap().seconds + 100);
+    // Created after `extended`: its deadline is later than `extended`'s was.
+    let doomed = h.create_spec(short).await;
+    let pid = h.runtime.guest_pid(&doomed.id).expect("guest running");
+    let mut w = watch(&mut h.client).await;
+    loop {
+        let ev = next(&mut w, T).await.expect("timeout reaps it").unwrap();
+        if kind(&ev) == Kind::Destroyed {
+            let sb = ev.sandbox.unwrap();
+            assert_eq!(sb.id, doomed.id, "only the short-lived one expires");
+            assert_eq!(sb.stop_reason, "timeout");
+            break;
+        }
+    }
+    eventually(T, "guest process gone", || !pid_alive(pid)).await;
+    let list = h
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = list.sandboxes.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [extended.id.as_str()]);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_destroys_every_sandbox_and_its_processes() {
+    let mut h = Harness::start().await;
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let sb = h.create().await;
+        h.client
+            .start_background(pb::StartBackgroundRequest {
+                sandbox_id: sb.id.clone(),
+                start: Some(start("sleep", &["600"])),
+            })
+            .await
+            .unwrap();
+        pids.push(h.runtime.guest_pid(&sb.id).unwrap());
+        pids.push(h.runtime.pid(&sb.id).unwrap() as i32);
+    }
+    let addr = h.agent.as_ref().unwrap().local_addr();
+    h.shutdown().await;
+    assert_eq!(h.runtime.count(), 0);
+    assert_eq!(h.runtime.destroys.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        h.runtime.shutdowns.load(Ordering::Relaxed),
+        1,
+        "images shrunk"
+    );
+    for pid in pids {
+        eventually(T, "sandbox process gone", || !pid_alive(pid)).await;
+    }
+    let sandboxes_dir = h.dir.path().join("sandboxes");
+    assert_eq!(
+        std::fs::read_dir(&sandboxes_dir).unwrap().count(),
+        0,
+        "sandbox dirs removed"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_sandboxes_are_adopted_by_the_next_agent() {
+    let mut h = Harness::start_with(|c| c.keep_sandboxes_on_shutdown = true).await;
+    let sb = h.create().await;
+    h.client
+        .start_background(pb::StartBackgroundRequest {
+            sandbox_id: sb.id.clone(),
+            start: Some(start("sleep", &["600"])),
+        })
+        .await
+        .unwrap();
+    h.shutdown().await;
+    assert_eq!(h.runtime.count(), 1, "kept running");
+    let pid = h.runtime.guest_pid(&sb.id).unwrap();
+    assert!(pid_alive(pid));
+
+    *h.runtime.to_adopt.lock() = wrenn_vmm::Runtime::list(&*h.runtime);
+    let mut config = h.config.clone();
+    config.keep_sandboxes_on_shutdown = false;
+    let dir = std::mem::replace(&mut h.dir, tempfile::tempdir().unwrap());
+    let mut h2 = Harness::start_over(h.runtime.clone(), config, dir).await;
+    let list = h2
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.sandboxes.len(), 1);
+    let adopted = &list.sandboxes[0];
+    assert_eq!(adopted.id, sb.id);
+    assert_eq!(adopted.state, pb::SandboxState::Running as i32);
+    assert!(
+        adopted.generation > sb.generation,
+        "a new generation for a reappearing sandbox"
+    );
+    // Its processes survived and the new channel reaches them.
+    let ps = h2
+        .client
+        .list_processes(pb::SandboxRef {
+            sandbox_id: sb.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        ps.processes
+            .iter()
+            .any(|p| p.config.as_ref().unwrap().cmd == "sleep"),
+        "{ps:?}"
+    );
+    h2.shutdown().await;
+    assert_eq!(h2.runtime.count(), 0);
+    eventually(T, "guest gone", || !pid_alive(pid)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_ends_open_streams_with_the_reason() {
+    let mut h = Harness::start().await;
+    let sb = h.create().await;
+    let mut s = h
+        .client
+        .exec_stream(sh(&sb.id, "sleep 600"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next(&mut s, T).await.unwrap().is_ok(), "start event");
+    h.client
+        .destroy_sandbox(pb::SandboxRef {
+            sandbox_id: sb.id.clone(),
+        })
+        .await
+        .unwrap();
+    let end = loop {
+        match next(&mut s, T)
+            .await
+            .expect("the stream ends with an error")
+        {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(end.code(), Code::Aborted, "{end:?}");
+    assert_eq!(
+        end.message(),
+        format!("sandbox {} was destroyed (destroyed by request)", sb.id)
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_by_metadata_and_metrics_come_from_the_runtime() {
+    let mut h = Harness::start().await;
+    let tagged = h
+        .create_spec(pb::SandboxSpec {
+            metadata: [("team".to_string(), "a".to_string())].into(),
+            memory_mb: 256,
+            ..Default::default()
+        })
+        .await;
+    h.create().await;
+    let req = pb::ListSandboxesRequest {
+        metadata: [("team".to_string(), "a".to_string())].into(),
+        include_stopped: false,
+    };
+    let list = h.client.list_sandboxes(req).await.unwrap().into_inner();
+    assert_eq!(list.sandboxes.len(), 1);
+    assert_eq!(list.sandboxes[0].id, tagged.id);
+    let all = h
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.sandboxes.len(), 2);
+    let m = h
+        .client
+        .get_sandbox_metrics(pb::SandboxRef {
+            sandbox_id: tagged.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.sandbox_id, tagged.id);
+    assert_eq!(m.memory_limit_bytes, 256 << 20);
+    h.shutdown().await;
+}
