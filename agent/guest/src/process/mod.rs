@@ -29,6 +29,7 @@
 mod handle;
 mod output;
 mod pty;
+mod request;
 mod service;
 mod spawn;
 mod table;

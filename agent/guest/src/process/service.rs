@@ -18,7 +18,7 @@ use wrenn_proto::process::{
 
 use super::handle::ProcError;
 use super::pty::WindowSize;
-use super::spawn::SpawnSpec;
+use super::request::SpawnSpec;
 use super::table::ProcessTable;
 use crate::env::BaseEnv;
 use crate::stream::with_keepalive;

@@ -12,7 +12,8 @@ use wrenn_proto::process::{ProcessConfig, ProcessEvent, ProcessSelector, process
 
 use super::handle::{Input, Proc};
 use super::output::{Output, pump};
-use super::spawn::{Io, SpawnError, SpawnSpec, spawn};
+use super::request::{SpawnError, SpawnSpec};
+use super::spawn::{Io, spawn};
 use crate::reaper::{ExitStatus, Reaper};
 use crate::status::end_event;
 
