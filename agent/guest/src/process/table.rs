@@ -89,7 +89,9 @@ impl ProcessTable {
         tag: Option<String>,
     ) -> Result<(Arc<Proc>, mpsc::Receiver<ProcessEvent>), TableError> {
         let _reservation = tag.as_deref().map(|t| self.reserve_tag(t)).transpose()?;
+        let began = std::time::Instant::now();
         let spawned = spawn(spec, &self.reaper)?;
+        let spawn_us = began.elapsed().as_micros() as u64;
         let pid = spawned.pid;
         let (exited_tx, exited_rx) = watch::channel(false);
         let (input, pumps) = match spawned.io {
@@ -127,7 +129,14 @@ impl ProcessTable {
             self.clone()
                 .supervise(proc.clone(), spawned.exit, exited_tx, pumps),
         );
-        tracing::debug!(pid, tag = proc.tag.as_deref(), cmd = %spec.program, user = %spec.user.name, "process started");
+        tracing::debug!(
+            pid,
+            tag = proc.tag.as_deref(),
+            cmd = %spec.program,
+            user = %spec.user.name,
+            spawn_us,
+            "process started"
+        );
         Ok((proc, events))
     }
 
