@@ -1,0 +1,147 @@
+use super::*;
+
+fn header<'a>(h: &'a ResponseHeader, name: &str) -> &'a str {
+    h.headers.get(name).unwrap().to_str().unwrap()
+}
+
+#[test]
+fn statuses_and_codes() {
+    let id = || "abc".to_owned();
+    let cases = [
+        (
+            Failure::BadRequest {
+                message: "x".into(),
+                sandbox_id: None,
+                port: None,
+            },
+            400,
+        ),
+        (
+            Failure::PortDenied {
+                id: id(),
+                port: 49983,
+            },
+            403,
+        ),
+        (
+            Failure::NoRoute {
+                domain: "localhost".into(),
+            },
+            404,
+        ),
+        (Failure::NotFound { id: id() }, 404),
+        (
+            Failure::NotRunning {
+                id: id(),
+                state: RouteState::Paused,
+            },
+            409,
+        ),
+        (
+            Failure::PortClosed {
+                id: id(),
+                port: 8000,
+            },
+            502,
+        ),
+        (
+            Failure::Unreachable {
+                id: id(),
+                port: 8000,
+            },
+            504,
+        ),
+        (
+            Failure::UpstreamBroke {
+                id: id(),
+                port: 8000,
+            },
+            502,
+        ),
+        (
+            Failure::UpstreamTimeout {
+                id: id(),
+                port: 8000,
+            },
+            504,
+        ),
+        (Failure::Internal, 500),
+    ];
+    for (i, (f, status)) in cases.iter().enumerate() {
+        assert_eq!(f.status(), *status, "{f:?}");
+        assert_eq!(f.code(), Failure::CODES[i]);
+    }
+}
+
+#[test]
+fn json_body_names_sandbox_and_port() {
+    let f = Failure::PortClosed {
+        id: "abc".into(),
+        port: 8000,
+    };
+    let (h, body) = f.response(false);
+    assert_eq!(h.status.as_u16(), 502);
+    assert_eq!(header(&h, "content-type"), "application/json");
+    assert_eq!(header(&h, "cache-control"), "no-store");
+    assert_eq!(header(&h, "access-control-allow-origin"), "*");
+    assert_eq!(header(&h, "wrenn-error"), "port_closed");
+    assert_eq!(header(&h, "content-length"), body.len().to_string());
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "port_closed");
+    assert_eq!(v["error"]["sandbox_id"], "abc");
+    assert_eq!(v["error"]["port"], 8000);
+    assert_eq!(
+        v["error"]["message"],
+        "sandbox abc is running but nothing listens on port 8000"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&Failure::NoRoute { domain: "d".into() }.json()).unwrap();
+    assert!(v["error"]["sandbox_id"].is_null() && v["error"]["port"].is_null());
+}
+
+#[test]
+fn html_page_is_escaped_and_explains_what_to_do() {
+    let f = Failure::BadRequest {
+        message: "invalid sandbox id \"<script>\"".into(),
+        sandbox_id: None,
+        port: None,
+    };
+    let page = f.html();
+    assert!(
+        !page.contains("<script>") && page.contains("&lt;script&gt;"),
+        "{page}"
+    );
+    let page = Failure::PortClosed {
+        id: "abc".into(),
+        port: 8000,
+    }
+    .html();
+    assert!(page.contains("nothing listens on port 8000"), "{page}");
+    assert!(
+        page.contains("<code>python3 -m http.server 8000 --bind 0.0.0.0</code>"),
+        "{page}"
+    );
+    let (h, _) = Failure::Internal.response(true);
+    assert_eq!(header(&h, "content-type"), "text/html; charset=utf-8");
+}
+
+#[test]
+fn html_is_for_navigations_and_html_accepts() {
+    assert!(wants_html(
+        Some(b"text/html,application/xhtml+xml,*/*;q=0.8"),
+        None
+    ));
+    assert!(wants_html(None, Some(b"navigate")));
+    assert!(!wants_html(Some(b"application/json"), Some(b"cors")));
+    assert!(!wants_html(Some(b"*/*"), None));
+    assert!(!wants_html(None, None));
+}
+
+#[test]
+fn redirect_has_location_and_the_common_headers() {
+    let (h, _) = redirect(b"/proxy/abc/80/?q=1").unwrap();
+    assert_eq!(h.status.as_u16(), 308);
+    assert_eq!(header(&h, "location"), "/proxy/abc/80/?q=1");
+    assert_eq!(header(&h, "cache-control"), "no-store");
+    assert_eq!(header(&h, "access-control-allow-origin"), "*");
+}
