@@ -1,5 +1,6 @@
 //! Where the static `wrenn-guest` binary is: `WRENN_GUEST_BIN`, else next to
-//! the running executable, else the workspace's musl target directory.
+//! the running executable, else the newer of the workspace's musl release and
+//! debug builds (so a stale release build does not shadow a fresh debug one).
 
 use std::path::{Path, PathBuf};
 
@@ -16,10 +17,17 @@ pub fn resolve(configured: Option<&Path>) -> Result<PathBuf, Error> {
         .and_then(|p| p.parent().map(Path::to_owned));
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let candidates = candidates(configured, from_env, exe_dir.as_deref(), &workspace);
+    let newest_build = candidates
+        .iter()
+        .filter(|p| p.starts_with(&workspace))
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p.clone());
     candidates
         .iter()
-        .find(|p| p.is_file())
+        .find(|p| !p.starts_with(&workspace) && p.is_file())
         .cloned()
+        .or(newest_build)
         .ok_or_else(|| Error::GuestBinNotFound {
             searched: candidates
                 .iter()

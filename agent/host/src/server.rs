@@ -45,27 +45,29 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Starts an agent over `runtime`: adopts or cleans what a previous run
-    /// left (`Runtime::recover`), then serves on `config.listen`. Image
-    /// preparation is the caller's (see [`crate::run`]).
+    /// Starts an agent over `runtime` (built by the caller; no image steps):
+    /// binds `config.listen`, adopts or cleans what a previous run left
+    /// (`Runtime::recover`), serves.
     pub async fn start_with_runtime(
         config: &AgentConfig,
         runtime: Arc<dyn Runtime>,
     ) -> Result<Agent, Error> {
         validate(config)?;
-        let manager = Manager::new(runtime.clone(), manager_config(config));
+        let listener = bind(config.listen).await?;
+        Agent::serve(config, runtime, listener).await
+    }
 
-        // Bind first: a taken port fails start-up before anything is touched.
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
+    /// Recovers, then serves on `listener`.
+    pub(crate) async fn serve(
+        config: &AgentConfig,
+        runtime: Arc<dyn Runtime>,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Agent, Error> {
         let addr = listener.local_addr().map_err(|source| Error::Bind {
             addr: config.listen,
             source,
         })?;
+        let manager = Manager::new(runtime.clone(), manager_config(config));
         let recovered = runtime.recover().await.map_err(|e| Error::Startup {
             step: "recover sandboxes of a previous run",
             source: Box::new(e),
@@ -156,7 +158,14 @@ impl Agent {
     }
 }
 
-fn validate(c: &AgentConfig) -> Result<(), Error> {
+/// Binds the gRPC listener (first thing at start-up).
+pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+pub(crate) fn validate(c: &AgentConfig) -> Result<(), Error> {
     let bad = |m: String| Err(Error::Config(m));
     if c.runtime.slot_first == 0
         || c.runtime.slot_first > c.runtime.slot_last

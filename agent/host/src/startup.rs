@@ -1,27 +1,40 @@
-//! `run`: build the runtime from the configuration, prepare images, serve
-//! until the shutdown trigger, shut down gracefully.
+//! `run`: bind, build the runtime from the configuration, prepare the images,
+//! serve until the shutdown trigger, shut down gracefully.
+//!
+//! Start-up order: bind the listener first (a taken port fails before
+//! anything is touched); build the runtime (`wrenn_vmm::build`); build the
+//! `base` template if it is missing, reporting progress; EnsureImageSizes
+//! (after the base build, so a fresh `base` is grown too); then
+//! `Runtime::recover` (adopt or clean) and serve.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tracing::info;
+use wrenn_vmm::image::{self, BuildProgress, ResizeOutcome};
 use wrenn_vmm::{Runtime, RuntimeConfig};
 
 use crate::config::AgentConfig;
 use crate::error::Error;
 use crate::server::Agent;
 
-/// Start-up progress, for a progress bar in the CLI.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Start-up progress, for the CLI's progress bar.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
-    /// A start-up step began.
+    /// A start-up step began (`"runtime"`, `"base image"`, `"image sizes"`,
+    /// `"recover"`).
     Step(&'static str),
+    /// The `base` template build: step, fraction of the whole (0..=1, never
+    /// decreasing) and a message.
+    BaseImage(BuildProgress),
+    /// The agent serves on this address.
+    Serving(std::net::SocketAddr),
 }
 
 /// Runs the agent until `shutdown` resolves, then shuts it down gracefully.
 /// Progress is logged.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    run_with_progress(config, |p| info!(progress = ?p, "start-up"), shutdown).await
+    run_with_progress(config, log_progress, shutdown).await
 }
 
 /// [`run`], reporting start-up progress (the `base` image build) to
@@ -36,35 +49,87 @@ pub async fn run_with_progress(
     agent.shutdown().await
 }
 
-/// Start-up without the wait: runtime, images, adopt-or-clean, serving.
+fn log_progress(p: Progress) {
+    match p {
+        Progress::Step(step) => info!(step, "start-up"),
+        Progress::BaseImage(b) => {
+            info!(step = ?b.step, percent = (b.fraction * 100.0) as u32, message = %b.message, "base image")
+        }
+        Progress::Serving(addr) => info!(%addr, "serving"),
+    }
+}
+
+/// Start-up without the wait: the returned [`Agent`] serves until
+/// [`Agent::shutdown`].
 pub async fn start(
     config: AgentConfig,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<Agent, Error> {
+    crate::server::validate(&config)?;
+    let listener = crate::server::bind(config.listen).await?;
     std::fs::create_dir_all(&config.dir).map_err(|source| Error::CreateDir {
         path: config.dir.clone(),
         source,
     })?;
     let guest_bin = crate::guest_bin::resolve(config.runtime.guest_bin.as_deref())?;
     let rc = config.runtime_config(guest_bin);
+    let progress = Arc::new(progress);
+
     progress(Progress::Step("runtime"));
-    let runtime = build_runtime(&rc)?;
-    prepare_images(&config, &rc, &progress).await?;
-    Agent::start_with_runtime(&config, runtime).await
-}
-
-fn build_runtime(rc: &RuntimeConfig) -> Result<Arc<dyn Runtime>, Error> {
-    Err(Error::Startup {
+    let runtime = wrenn_vmm::build(rc.clone()).map_err(|e| Error::Startup {
         step: "build runtime",
-        source: format!("no {:?} runtime in this build of wrenn-vmm", rc.backend).into(),
-    })
+        source: Box::new(e),
+    })?;
+    prepare_images(&config, &rc, progress.clone()).await?;
+    progress(Progress::Step("recover"));
+    let agent = Agent::serve(&config, runtime as Arc<dyn Runtime>, listener).await?;
+    progress(Progress::Serving(agent.local_addr()));
+    Ok(agent)
 }
 
+/// Builds `base` if asked and missing, then grows every image to the default
+/// size. Both block (debootstrap, e2fsprogs): they run on the blocking pool.
 async fn prepare_images(
-    _config: &AgentConfig,
-    _rc: &RuntimeConfig,
-    progress: &(impl Fn(Progress) + Send + Sync),
+    config: &AgentConfig,
+    rc: &RuntimeConfig,
+    progress: Arc<impl Fn(Progress) + Send + Sync + 'static>,
 ) -> Result<(), Error> {
-    progress(Progress::Step("images"));
+    let dir = rc.dir.clone();
+    if config.build_base_image {
+        progress(Progress::Step("base image"));
+        let (d, p) = (dir.clone(), progress.clone());
+        blocking("build the base image", move || {
+            image::build_base(&d, &mut |b: &BuildProgress| {
+                p(Progress::BaseImage(b.clone()))
+            })
+        })
+        .await?;
+    }
+    progress(Progress::Step("image sizes"));
+    let resized = blocking("ensure image sizes", move || {
+        image::ensure_image_sizes(&dir)
+    })
+    .await?;
+    for (template, outcome) in resized {
+        if let ResizeOutcome::Resized { from, to } = outcome {
+            info!(template, from, to, "grew template image");
+        }
+    }
     Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    step: &'static str,
+    f: impl FnOnce() -> Result<T, image::Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Startup {
+            step,
+            source: Box::new(e),
+        })?
+        .map_err(|e| Error::Startup {
+            step,
+            source: Box::new(e),
+        })
 }

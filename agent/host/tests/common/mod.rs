@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_runtime;
+pub mod host;
 
 use std::path::PathBuf;
 use std::sync::Arc;
