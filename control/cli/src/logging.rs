@@ -113,19 +113,33 @@ pub fn init(component: &str, dir: Option<&Path>) -> Result<()> {
 }
 
 /// Reopens the log file on SIGHUP, on a thread of its own so it works in
-/// every component (the proxy runs Pingora's runtimes, not ours).
+/// every component (the proxy runs Pingora's runtimes, not ours). Returns once
+/// the handler is installed, so a SIGHUP right after start-up cannot kill us.
 fn watch_sighup(log: Arc<LogFile>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the SIGHUP watcher")?;
-    let mut hup = rt
-        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
-        .context("listen for SIGHUP")?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("log-reopen".into())
         .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
             rt.block_on(async move {
+                let mut hup = match tokio::signal::unix::signal(
+                    tokio::signal::unix::SignalKind::hangup(),
+                ) {
+                    Ok(h) => {
+                        let _ = ready_tx.send(Ok(()));
+                        h
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
                 while hup.recv().await.is_some() {
                     match log.reopen() {
                         Ok(()) => tracing::info!(path = %log.path.display(), "log file reopened"),
@@ -137,5 +151,8 @@ fn watch_sighup(log: Arc<LogFile>) -> Result<()> {
             })
         })
         .context("start the SIGHUP watcher")?;
-    Ok(())
+    ready_rx
+        .recv()
+        .context("the SIGHUP watcher stopped")?
+        .context("listen for SIGHUP")
 }
