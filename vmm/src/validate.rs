@@ -57,7 +57,34 @@ pub fn guest_bin(c: &RuntimeConfig) -> Result<()> {
             c.guest_bin.display()
         )));
     }
+    if has_interpreter(&c.guest_bin) {
+        return Err(Error::InvalidConfig(format!(
+            "guest binary {}: dynamically linked, but it runs inside every sandbox's own root filesystem; \
+             build the static one with `cargo build -p wrenn-guest --target x86_64-unknown-linux-musl`",
+            c.guest_bin.display()
+        )));
+    }
     Ok(())
+}
+
+/// True for an ELF64 file with a `PT_INTERP` program header (it needs a
+/// dynamic loader). Unreadable or non-ELF files are left to `exec` to judge.
+pub fn has_interpreter(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut h = [0u8; 64];
+    if f.read_exact_at(&mut h, 0).is_err() || &h[..4] != b"\x7fELF" || h[4] != 2 {
+        return false;
+    }
+    let phoff = u64::from_le_bytes(h[0x20..0x28].try_into().expect("8 bytes"));
+    let phentsize = u64::from(u16::from_le_bytes([h[0x36], h[0x37]]));
+    let phnum = u64::from(u16::from_le_bytes([h[0x38], h[0x39]]));
+    (0..phnum.min(256)).any(|i| {
+        let mut t = [0u8; 4];
+        f.read_exact_at(&mut t, phoff + i * phentsize).is_ok() && u32::from_le_bytes(t) == 3
+    })
 }
 
 /// Ranges from [`SandboxSpec`]'s constants, template name, environment.
@@ -146,6 +173,17 @@ mod tests {
         }
         let e = guest_bin(&cfg()).unwrap_err().to_string();
         assert!(e.contains("cargo build -p wrenn-guest"), "{e}");
+        // A dynamically linked binary (this host's ls) is refused with the fix.
+        let mut dynamic = cfg();
+        dynamic.guest_bin = PathBuf::from("/bin/ls");
+        assert!(has_interpreter(&dynamic.guest_bin));
+        let e = guest_bin(&dynamic).unwrap_err().to_string();
+        assert!(
+            e.contains("dynamically linked") && e.contains("x86_64-unknown-linux-musl"),
+            "{e}"
+        );
+        // The static busybox passes.
+        assert!(!has_interpreter(std::path::Path::new("/bin/busybox")));
     }
 
     #[test]

@@ -443,7 +443,7 @@ impl Runtime for FirecrackerRuntime {
         }
         for slot in inner.net.occupied_slots().await? {
             if !inner.table.lock().0.is_used(slot) {
-                inner.net.teardown(slot).await?;
+                inner.net.teardown_now(slot).await?;
             }
         }
         Ok(out)

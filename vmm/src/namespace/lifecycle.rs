@@ -131,6 +131,7 @@ pub(super) async fn join<T>(h: tokio::task::JoinHandle<Result<T>>) -> Result<T> 
 /// after trying every step.
 pub(super) async fn teardown(inner: &Inner, st: &mut State, remove_dir: bool) -> Result<()> {
     let id = st.record.id.clone();
+    let started = std::time::Instant::now();
     let mut first: Option<Error> = None;
     let mut note = |r: Result<()>| {
         if let Err(e) = r {
@@ -138,39 +139,62 @@ pub(super) async fn teardown(inner: &Inner, st: &mut State, remove_dir: bool) ->
             first.get_or_insert(e);
         }
     };
+    // 1. Kill the init: its death takes the whole PID namespace, the mount
+    //    namespace (disk, overlay) and the loop device with it. A frozen
+    //    task only dies once thawed.
     if let Some(p) = &st.proc {
         p.kill();
+        if st.paused {
+            let cgroup = st.cgroup.clone();
+            note(
+                join(tokio::task::spawn_blocking(move || {
+                    cgroup.thaw(CGROUP_TIMEOUT).map_err(Error::from)
+                }))
+                .await,
+            );
+            st.paused = false;
+        }
+        if !p.wait(EXIT_TIMEOUT).await {
+            note(Err(Error::Io {
+                step: "wait for sandbox init to exit",
+                path: format!("/proc/{}", p.pid).into(),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            }));
+        }
     }
-    let cgroup = st.cgroup.clone();
-    note(
-        join(tokio::task::spawn_blocking(move || {
-            cgroup.destroy(CGROUP_TIMEOUT).map_err(Error::from)
-        }))
-        .await,
-    );
-    if let Some(p) = &st.proc
-        && !p.wait(EXIT_TIMEOUT).await
-    {
-        note(Err(Error::Io {
-            step: "wait for sandbox init to exit",
-            path: format!("/proc/{}", p.pid).into(),
-            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-        }));
-    }
+    let exited = started.elapsed();
     if st.holds_template {
         inner.templates.release(&st.record.template);
         st.holds_template = false;
     }
-    note(inner.net.teardown(st.slot).await.map_err(Error::from));
-    if remove_dir {
-        let dir = st.dir.dir.clone();
-        note(
+    // 2. The rest is independent: cgroups (killing any straggler, e.g. of a
+    //    sandbox whose init was never recorded), network, directory.
+    let cgroup = st.cgroup.clone();
+    let cgroups = join(tokio::task::spawn_blocking(move || {
+        cgroup.destroy(CGROUP_TIMEOUT).map_err(Error::from)
+    }));
+    let net = async { inner.net.teardown(st.slot).await.map_err(Error::from) };
+    let dir = st.dir.dir.clone();
+    let files = async move {
+        if remove_dir {
             join(tokio::task::spawn_blocking(move || {
                 remove_sandbox_dir(&dir)
             }))
-            .await,
-        );
-    }
+            .await
+        } else {
+            Ok(())
+        }
+    };
+    let (c, n, d) = tokio::join!(cgroups, net, files);
+    note(c);
+    note(n);
+    note(d);
+    tracing::debug!(
+        sandbox_id = %st.record.id,
+        exit_us = exited.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "sandbox torn down"
+    );
     first.map_or(Ok(()), Err)
 }
 

@@ -142,7 +142,7 @@ async fn sweep_network(inner: &Inner) -> Result<()> {
             continue;
         }
         tracing::info!(slot = slot.get(), "removing leftover sandbox network");
-        inner.net.teardown(slot).await?;
+        inner.net.teardown_now(slot).await?;
     }
     Ok(())
 }
