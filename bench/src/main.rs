@@ -6,6 +6,7 @@
 //! [`stats`]). `--quick` runs few iterations, for CI smoke runs.
 
 mod guest;
+mod runtime;
 mod stats;
 
 use clap::{Parser, ValueEnum};
@@ -25,6 +26,8 @@ struct Args {
 enum Scenario {
     /// Exec round trip of `true` and PTY keystroke echo, straight to wrenn-guest over loopback.
     Guest,
+    /// Namespace sandboxes: create → guest healthy and destroy p50/p99 over 200, density up to 1000 idle.
+    Runtime,
 }
 
 /// Options every scenario receives.
@@ -39,5 +42,6 @@ async fn main() -> anyhow::Result<()> {
     let opts = Opts { quick: args.quick };
     match args.scenario {
         Scenario::Guest => guest::run(&opts).await,
+        Scenario::Runtime => runtime::run(&opts).await,
     }
 }

@@ -1,0 +1,238 @@
+//! `runtime`: namespace sandboxes with the real guest agent.
+//!
+//! 1. **Latency** — 200 sandboxes one after another: create → start → the
+//!    guest's gRPC health service answers SERVING (the whole path the host
+//!    agent waits for), then destroy of each, p50/p99. Targets: create →
+//!    healthy p50 ≤ 50 ms, destroy p50 ≤ 20 ms.
+//! 2. **Density** — idle sandboxes created 16 at a time until 1000 (or the
+//!    first failure), then host memory per sandbox from `MemAvailable`
+//!    before and after, and the memory charged to the sandboxes' cgroups.
+//!    Target ≤ 8 MiB per idle sandbox.
+//!
+//! Runs as root with prefix `wrenn-tb`, slots 5000–6999, in
+//! `/var/tmp/wrenn-tb/runtime` (cleaned before and after through the
+//! runtime's own adopt-or-clean). Template: the busybox test image.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tonic::transport::Endpoint;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use wrenn_vmm::{Backend, Runtime, RuntimeConfig, SandboxId, SandboxSpec};
+
+use crate::Opts;
+use crate::stats::Latencies;
+
+const PREFIX: &str = "wrenn-tb";
+const SLOTS: std::ops::RangeInclusive<u16> = 5000..=6999;
+const DIR: &str = "/var/tmp/wrenn-tb/runtime";
+const PARALLEL: usize = 16;
+
+pub async fn run(opts: &Opts) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the runtime benchmark needs root (namespaces, mounts, cgroups)");
+    }
+    let (latency_n, density_n) = if opts.quick { (20, 50) } else { (200, 1000) };
+    let cfg = config()?;
+    clean(&cfg).await?;
+    std::fs::create_dir_all(&cfg.dir)?;
+    wrenn_vmm::image::build_busybox(&cfg.dir, "busybox")?;
+    let runtime = wrenn_vmm::build(cfg.clone())?;
+    runtime.recover().await?;
+    println!(
+        "runtime: namespace backend, busybox template, guest {}",
+        cfg.guest_bin.display()
+    );
+    let result = async {
+        latency(&runtime, latency_n).await?;
+        density(&runtime, density_n).await
+    }
+    .await;
+    for h in runtime.list() {
+        let _ = runtime.destroy(&h.id).await;
+    }
+    runtime.shutdown(Duration::from_secs(30)).await?;
+    clean(&cfg).await?;
+    std::fs::remove_dir_all(&cfg.dir)?;
+    result
+}
+
+fn spec(n: usize) -> SandboxSpec {
+    let mut s = SandboxSpec::new(format!("tb{n}").parse::<SandboxId>().expect("valid id"));
+    s.template = "busybox".into();
+    s.memory_mb = 128;
+    s.disk_mb = 256;
+    s.internet = false;
+    s
+}
+
+async fn up(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<(SandboxId, Duration)> {
+    let t = Instant::now();
+    let h = runtime.create(spec(n)).await?;
+    runtime.start(&h.id).await?;
+    wait_healthy(h.guest_addr, Duration::from_secs(30))
+        .await
+        .with_context(|| runtime.guest_output(&h.id, 2000).unwrap_or_default())?;
+    Ok((h.id, t.elapsed()))
+}
+
+async fn latency(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {
+    let mut create = Latencies::new("create→healthy", n);
+    let mut destroy = Latencies::new("destroy", n);
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let (id, took) = up(runtime, i).await?;
+        create.record(took);
+        ids.push(id);
+    }
+    for id in ids {
+        let t = Instant::now();
+        runtime.destroy(&id).await?;
+        destroy.record(t.elapsed());
+    }
+    create.report(Some(Duration::from_millis(50)), None);
+    destroy.report(Some(Duration::from_millis(20)), None);
+    Ok(())
+}
+
+async fn density(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {
+    settle().await;
+    let before = mem_available()?;
+    let start = Instant::now();
+    let mut up_count = 0;
+    let mut failure = None;
+    'outer: for batch in (0..n).collect::<Vec<_>>().chunks(PARALLEL) {
+        let ups = batch.iter().map(|i| up(runtime, 10_000 + i));
+        for r in futures::future::join_all(ups).await {
+            match r {
+                Ok(_) => up_count += 1,
+                Err(e) => {
+                    failure = Some(format!("{e:#}"));
+                    break 'outer;
+                }
+            }
+        }
+    }
+    let fill = start.elapsed();
+    settle().await;
+    let after = mem_available()?;
+    let mut charged = 0u64;
+    for h in runtime.list() {
+        charged += runtime.metrics(&h.id).await?.memory_bytes;
+    }
+    let per = (before.saturating_sub(after)) as f64 / up_count.max(1) as f64 / (1 << 20) as f64;
+    let cg = charged as f64 / up_count.max(1) as f64 / (1 << 20) as f64;
+    let verdict = if per <= 8.0 { "met" } else { "MISSED" };
+    println!(
+        "density: {up_count} idle sandboxes up in {:.1} s ({PARALLEL} at a time){}",
+        fill.as_secs_f64(),
+        failure
+            .map(|f| format!(", stopped by: {f}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "density: host memory {per:.2} MiB per idle sandbox (target ≤ 8 MiB: {verdict}); charged to the sandbox's cgroup {cg:.2} MiB"
+    );
+    println!(
+        "RESULT {{\"name\":\"density\",\"sandboxes\":{up_count},\"host_mib_per_sandbox\":{per:.2},\"cgroup_mib_per_sandbox\":{cg:.2},\"fill_s\":{:.1}}}",
+        fill.as_secs_f64()
+    );
+    let t = Instant::now();
+    let ids: Vec<_> = runtime.list().into_iter().map(|h| h.id).collect();
+    for chunk in ids.chunks(PARALLEL) {
+        for r in futures::future::join_all(chunk.iter().map(|id| runtime.destroy(id))).await {
+            r?;
+        }
+    }
+    println!(
+        "density: {} sandboxes destroyed in {:.1} s",
+        ids.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Lets freed memory and deferred kernel work settle before a reading.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+fn mem_available() -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("MemAvailable in /proc/meminfo")?;
+    Ok(kb * 1024)
+}
+
+async fn wait_healthy(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let endpoint =
+        Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(1));
+    loop {
+        if let Ok(ch) = endpoint.connect().await {
+            let resp = HealthClient::new(ch)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if matches!(resp, Ok(r) if r.get_ref().status == ServingStatus::Serving as i32) {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!("guest at {addr} not healthy after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+fn config() -> anyhow::Result<RuntimeConfig> {
+    Ok(RuntimeConfig {
+        backend: Backend::Namespace,
+        dir: PathBuf::from(DIR),
+        prefix: PREFIX.into(),
+        slots: SLOTS,
+        guest_bin: guest_bin()?,
+        firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
+        kernel: None,
+    })
+}
+
+/// Adopt-or-clean whatever an earlier (killed) run left, then destroy it.
+async fn clean(cfg: &RuntimeConfig) -> anyhow::Result<()> {
+    if !cfg.dir.exists() {
+        return Ok(());
+    }
+    let runtime = wrenn_vmm::build(cfg.clone())?;
+    for h in runtime.recover().await?.adopted {
+        runtime.destroy(&h.id).await?;
+    }
+    runtime.shutdown(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// `WRENN_GUEST_BIN`, the musl builds in `target/`, or next to this
+/// executable (in `target/release` that one is usually the glibc build).
+fn guest_bin() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("WRENN_GUEST_BIN") {
+        return Ok(bin.into());
+    }
+    let beside = std::env::current_exe()?.with_file_name("wrenn-guest");
+    let musl = |profile: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/x86_64-unknown-linux-musl")
+            .join(profile)
+            .join("wrenn-guest")
+    };
+    [musl("release"), musl("debug"), beside]
+        .into_iter()
+        .find(|p| p.is_file())
+        .context("wrenn-guest not found: build it with `cargo build --release -p wrenn-guest --target x86_64-unknown-linux-musl` or set WRENN_GUEST_BIN")
+}
