@@ -13,6 +13,7 @@
 //! paused namespace sandbox still holds its memory); SetTimeout extends it.
 
 pub mod admission;
+mod create;
 pub mod events;
 mod reaper;
 pub mod sandbox;
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use wrenn_proto::wrenn::v1::{self as pb, sandbox_event::Kind};
 use wrenn_types::SandboxId;
-use wrenn_vmm::{Runtime, SandboxHandle};
+use wrenn_vmm::Runtime;
 
 use crate::error::SandboxError;
 use crate::spec::{self, Limits};
@@ -152,94 +153,6 @@ impl Manager {
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
-    }
-
-    /// Creates, starts and waits for a sandbox. Runs in its own task: a caller
-    /// that goes away does not interrupt it.
-    pub async fn create(
-        self: &Arc<Self>,
-        req: pb::CreateSandboxRequest,
-    ) -> Result<pb::Sandbox, SandboxError> {
-        if !self.accepting.load(Ordering::Acquire) {
-            return Err(SandboxError::ShuttingDown);
-        }
-        let id = spec::sandbox_id(&req.sandbox_id)?;
-        let valid = spec::validate(id.clone(), &req.spec.unwrap_or_default(), self.cfg.limits)?;
-        let this = self.clone();
-        tokio::spawn(async move { this.create_task(valid).await })
-            .await
-            .unwrap_or_else(|e| {
-                Err(SandboxError::Internal {
-                    id,
-                    reason: e.to_string(),
-                })
-            })
-    }
-
-    async fn create_task(
-        self: Arc<Self>,
-        valid: spec::ValidSpec,
-    ) -> Result<pb::Sandbox, SandboxError> {
-        let id = valid.runtime.id.clone();
-        let _gate = self.create_gate.read().await;
-        if !self.accepting.load(Ordering::Acquire) {
-            return Err(SandboxError::ShuttingDown);
-        }
-        let _reservation = IdReservation::take(&self, &id)?;
-        let ticket = self.admission.admit(
-            &id,
-            valid.runtime.memory_mb.into(),
-            valid.runtime.disk_mb.into(),
-        )?;
-        let started = tokio::time::Instant::now();
-        let handle = self
-            .runtime
-            .create(valid.runtime.clone())
-            .await
-            .map_err(SandboxError::runtime("create", &id))?;
-        let sb = Arc::new(Sandbox::new(
-            &handle,
-            valid.proto,
-            self.next_generation(),
-            State::Starting,
-            valid.timeout_secs,
-            self.shutdown.child_token(),
-        ));
-        // Held until the guest is ready: lifecycle calls wait for the create.
-        let op = sb.op.lock().await;
-        self.insert(sb.clone(), Kind::Created);
-        drop(_reservation);
-
-        if let Err(source) = self.runtime.start(&id).await {
-            self.remove_and_destroy(&sb, "start failed").await;
-            return Err(SandboxError::runtime("start", &id)(source));
-        }
-        let ready = sb
-            .guest
-            .wait_ready(self.cfg.guest_poll_interval, self.cfg.guest_ready_timeout)
-            .await;
-        drop(ticket);
-        if let Err(last_error) = ready {
-            let output = self
-                .runtime
-                .guest_output(&id, GUEST_OUTPUT_MAX)
-                .unwrap_or_else(|| "(none captured)".to_owned());
-            self.remove_and_destroy(&sb, "guest not ready").await;
-            return Err(SandboxError::GuestNotReady {
-                id,
-                addr: sb.guest.addr(),
-                waited: started.elapsed(),
-                last_error,
-                output,
-            });
-        }
-        sb.set_timeout(valid.timeout_secs);
-        let record = self.transition(&sb, State::Running, Kind::Running);
-        drop(op);
-        self.reaper_wake.notify_one();
-        info!(sandbox_id = %id, address = %sb.address, generation = sb.generation,
-              ms = started.elapsed().as_millis() as u64, "sandbox running");
-        Ok(record)
     }
 
     /// Adds `sb` to the map and announces it.
@@ -368,50 +281,6 @@ impl Manager {
         })
     }
 
-    /// Takes over sandboxes a previous agent left running: a new generation,
-    /// a new channel, the default timeout from now. A running one whose guest
-    /// does not answer is destroyed.
-    pub async fn adopt(self: &Arc<Self>, handles: Vec<SandboxHandle>) -> Vec<SandboxId> {
-        let mut adopted = Vec::new();
-        for h in handles {
-            let timeout = self.cfg.limits.default_timeout_secs;
-            let state = if h.paused {
-                State::Paused
-            } else {
-                State::Running
-            };
-            let sb = Arc::new(Sandbox::new(
-                &h,
-                spec::to_proto(&h.spec, timeout),
-                self.next_generation(),
-                state,
-                timeout,
-                self.shutdown.child_token(),
-            ));
-            if state == State::Running {
-                let probe = sb
-                    .guest
-                    .wait_ready(
-                        self.cfg.guest_poll_interval,
-                        self.cfg.guest_ready_timeout.min(Duration::from_secs(5)),
-                    )
-                    .await;
-                if let Err(e) = probe {
-                    warn!(sandbox_id = %h.id, error = %e, "adopted sandbox's guest does not answer; destroying it");
-                    if let Err(e) = self.runtime.destroy(&h.id).await {
-                        warn!(sandbox_id = %h.id, error = %crate::error::chain(&e), "destroy unhealthy adopted sandbox");
-                    }
-                    continue;
-                }
-            }
-            info!(sandbox_id = %h.id, address = %h.address, generation = sb.generation, "adopted sandbox");
-            adopted.push(h.id.clone());
-            self.insert(sb, Kind::Created);
-        }
-        self.reaper_wake.notify_one();
-        adopted
-    }
-
     /// Stops creates, then destroys every sandbox (or, with `keep`, lets them
     /// run on for the next agent to adopt) and ends every relay.
     pub async fn shutdown(&self, keep: bool) {
@@ -443,30 +312,5 @@ impl Manager {
     /// Starts the TTL reaper; it stops at shutdown.
     pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(reaper::run(self.clone()))
-    }
-}
-
-/// An id reserved for a create in progress.
-struct IdReservation<'a> {
-    manager: &'a Manager,
-    id: SandboxId,
-}
-
-impl<'a> IdReservation<'a> {
-    fn take(manager: &'a Manager, id: &SandboxId) -> Result<Self, SandboxError> {
-        let mut creating = manager.creating.lock();
-        if manager.sandboxes.contains_key(id) || !creating.insert(id.clone()) {
-            return Err(SandboxError::AlreadyExists(id.clone()));
-        }
-        Ok(IdReservation {
-            manager,
-            id: id.clone(),
-        })
-    }
-}
-
-impl Drop for IdReservation<'_> {
-    fn drop(&mut self) {
-        self.manager.creating.lock().remove(&self.id);
     }
 }

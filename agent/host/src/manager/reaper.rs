@@ -2,7 +2,8 @@
 //!
 //! It sleeps until the earliest deadline (at most [`IDLE_WAKE`]) and is woken
 //! early when a create or SetTimeout may have moved a deadline. Sandboxes
-//! still starting are skipped: their deadline is set again when they run.
+//! still starting are skipped until they run (a create is never cut short;
+//! a deadline that passed meanwhile is acted on right after).
 
 use std::sync::Arc;
 use std::time::Duration;
