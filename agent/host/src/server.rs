@@ -1,4 +1,13 @@
 //! Assembly: start-up, the gRPC server, graceful shutdown.
+//!
+//! Design: shutdown first stops accepting (tonic's graceful shutdown sends
+//! GOAWAY), then destroys the sandboxes (or keeps them), which ends every
+//! relay and watch stream, then lets the runtime shrink its images, then
+//! gives open calls [`DRAIN_GRACE`] to finish before closing them.
+//!
+//! Limitations: the destroy and shrink steps share one budget
+//! (`shutdown_timeout_secs`); a step cut short by it is left to the next
+//! start's adopt-or-clean.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

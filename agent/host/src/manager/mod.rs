@@ -7,7 +7,7 @@
 //! their own task so a caller hanging up half-way cannot leave a half-made
 //! sandbox behind. Lifecycle operations on one sandbox are serialised by its
 //! `op` lock; each change of the map is published as a [`events`] event.
-//! A TTL reaper ([`reaper`]) destroys sandboxes past their deadline.
+//! A TTL reaper (`reaper.rs`) destroys sandboxes past their deadline.
 //!
 //! Limitations: the deadline applies in every state, paused included (a
 //! paused namespace sandbox still holds its memory); SetTimeout extends it.
