@@ -9,7 +9,9 @@
 //!   call per keystroke). Target p99 ≤ 1 ms.
 //!
 //! The agent binary is found as everywhere in wrenn: `WRENN_GUEST_BIN`, else
-//! next to this executable, else the musl builds in `target/`.
+//! next to this executable, else the musl builds in `target/`. With
+//! `WRENN_BENCH_GUEST_ADDR=<ip>:<port>` the scenario measures an agent that is
+//! already running instead (inside a sandbox, say, or with debug logs).
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
@@ -36,13 +38,27 @@ const ECHO_TARGET_P99: Duration = Duration::from_millis(1);
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
     let (warmup, iterations) = if opts.quick { (20, 200) } else { (200, 5000) };
+    if let Ok(addr) = std::env::var("WRENN_BENCH_GUEST_ADDR") {
+        println!("guest: running agent at {addr} (warm-up {warmup}, iterations {iterations})");
+        return measure(&addr, warmup, iterations).await;
+    }
     let bin = guest_bin()?;
     println!(
         "guest: {} (warm-up {warmup}, iterations {iterations})",
         bin.display()
     );
-    let agent = Guest::start(&bin)?;
-    let channel = Endpoint::from_shared(format!("http://{}", agent.addr))?
+    let mut agent = Guest::start(&bin)?;
+    let result = measure(&agent.addr, warmup, iterations).await;
+    if result.is_err()
+        && let Ok(Some(status)) = agent.child.try_wait()
+    {
+        return result.with_context(|| format!("wrenn-guest exited: {status}"));
+    }
+    result
+}
+
+async fn measure(addr: &str, warmup: usize, iterations: usize) -> anyhow::Result<()> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
         .connect()
         .await
