@@ -24,4 +24,5 @@ mod startup;
 pub use config::{AgentConfig, RuntimeSettings};
 pub use error::{Error, SandboxError};
 pub use server::Agent;
+pub use service::UPLOAD_SIZE_HEADER;
 pub use startup::{Progress, run, run_with_progress, start};

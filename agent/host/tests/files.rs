@@ -47,6 +47,24 @@ fn upload(id: &str, path: &Path, body: &[u8]) -> Vec<pb::WriteFileRequest> {
         .collect()
 }
 
+/// An upload request declaring its size (`wrenn-upload-size`).
+fn sized(
+    msgs: Vec<pb::WriteFileRequest>,
+    len: usize,
+) -> tonic::Request<futures::stream::Iter<std::vec::IntoIter<pb::WriteFileRequest>>> {
+    let mut r = tonic::Request::new(futures::stream::iter(msgs));
+    r.metadata_mut()
+        .insert("wrenn-upload-size", len.to_string().parse().unwrap());
+    r
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn path_req(id: &str, p: &Path) -> pb::PathRequest {
     pb::PathRequest {
         sandbox_id: id.into(),
@@ -64,7 +82,7 @@ async fn large_files_round_trip_and_every_file_call_works() {
 
     let w = h
         .client
-        .write_file(futures::stream::iter(upload(&sb.id, &big, &body)))
+        .write_file(sized(upload(&sb.id, &big, &body), body.len()))
         .await
         .unwrap()
         .into_inner();
@@ -222,5 +240,91 @@ async fn an_interrupted_upload_leaves_nothing() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(e.message(), "event: the first message must be start");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_upload_of_declared_size_leaves_nothing() {
+    // A caller that gives up drops its call: hyper sends RST_STREAM(CANCEL),
+    // which the agent's server sees as a clean end of the stream. Only the
+    // declared size tells it the upload is incomplete.
+    let mut h = Harness::start().await;
+    let sb = h.create().await;
+    let dir = h.dir.path().join("up");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = dir.join("cancelled.bin");
+    let msgs = upload(&sb.id, &target, &data(CHUNK * 8));
+    let (tx, rx) = mpsc::channel(4);
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "wrenn-upload-size",
+        (CHUNK * 8).to_string().parse().unwrap(),
+    );
+    let mut client = h.client.clone();
+    let call = tokio::spawn(async move { client.write_file(req).await });
+    for m in msgs.into_iter().take(4) {
+        tx.send(m).await.unwrap();
+    }
+    eventually(T, "temporary file appears", || !listing(&dir).is_empty()).await;
+    call.abort();
+    let _ = call.await;
+    eventually(T, "temporary file removed", || listing(&dir).is_empty()).await;
+    assert!(!target.exists());
+    drop(tx);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_not_matching_their_declared_size_are_discarded() {
+    let mut h = Harness::start().await;
+    let sb = h.create().await;
+    let dir = h.dir.path().join("up");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = dir.join("f.bin");
+    let body = data(CHUNK * 3);
+
+    let e = h
+        .client
+        .write_file(sized(upload(&sb.id, &target, &body), body.len() + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert_eq!(
+        e.message(),
+        format!(
+            "upload of {} ended after {} of the declared {} bytes; nothing was written",
+            target.display(),
+            body.len(),
+            body.len() + 1
+        )
+    );
+    let e = h
+        .client
+        .write_file(sized(upload(&sb.id, &target, &body), body.len() - 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("wrenn-upload-size: upload of "),
+        "{}",
+        e.message()
+    );
+    eventually(T, "nothing kept", || listing(&dir).is_empty()).await;
+
+    let mut bad = tonic::Request::new(futures::stream::iter(upload(&sb.id, &target, &body)));
+    bad.metadata_mut()
+        .insert("wrenn-upload-size", "12k".parse().unwrap());
+    let e = h.client.write_file(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.message(),
+        "wrenn-upload-size: \"12k\" is not a size in bytes"
+    );
+
+    h.client
+        .write_file(sized(upload(&sb.id, &target, &body), body.len()))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), body);
     h.shutdown().await;
 }

@@ -43,15 +43,36 @@ pub async fn read(
     Ok(relay::relay(sb, chunks, Some))
 }
 
+/// Metadata key by which a caller declares an upload's total size in bytes.
+/// With it, an upload whose stream ends early is discarded instead of kept:
+/// HTTP/2 servers built on hyper report a caller's cancel
+/// (`RST_STREAM(CANCEL)`) as a clean end of the stream (hyperium/hyper#3681),
+/// so without a declared size a cancelled upload cannot be told from a
+/// complete one.
+pub const UPLOAD_SIZE_HEADER: &str = "wrenn-upload-size";
+
 /// Relays an upload. The guest renames its temporary file into place only
-/// when the upload half-closes cleanly; if the caller's stream breaks, the
-/// agent aborts the guest's upload (see [`abort_upload`]) and the guest
-/// removes what it had. The relay runs in its own task: when a caller's
-/// connection dies, hyper drops the handler, and the abort must still happen.
+/// when the upload half-closes cleanly; if the caller's stream breaks (or
+/// ends short of its declared size), the agent aborts the guest's upload
+/// (see [`abort_upload`]) and the guest removes what it had. The relay runs
+/// in its own task: when a caller's connection dies, hyper drops the handler,
+/// and the abort must still happen.
 pub async fn write(
     svc: &AgentService,
-    mut inbound: Streaming<pb::WriteFileRequest>,
+    req: tonic::Request<Streaming<pb::WriteFileRequest>>,
 ) -> Result<fs::WriteResponse, Status> {
+    let declared = match req.metadata().get(UPLOAD_SIZE_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    invalid(UPLOAD_SIZE_HEADER, format!("{v:?} is not a size in bytes"))
+                })?,
+        ),
+    };
+    let mut inbound = req.into_inner();
     let start = match inbound.message().await?.and_then(|m| m.event) {
         Some(write_file_request::Event::Start(s)) => s,
         _ => return Err(invalid("event", "the first message must be start")),
@@ -59,7 +80,7 @@ pub async fn write(
     let (sb, guest) = svc.running(&start.sandbox_id)?;
     let mut file = start.file.ok_or_else(|| invalid("start.file", "missing"))?;
     file.path = path("start.file.path", file.path)?;
-    tokio::spawn(relay_upload(sb, guest, file, inbound))
+    tokio::spawn(relay_upload(sb, guest, file, declared, inbound))
         .await
         .map_err(|e| Status::internal(format!("upload task failed: {e}")))?
 }
@@ -68,8 +89,10 @@ async fn relay_upload(
     sb: Arc<Sandbox>,
     guest: Guest,
     file: fs::write_request::StartEvent,
+    declared: Option<u64>,
     mut inbound: Streaming<pb::WriteFileRequest>,
 ) -> Result<fs::WriteResponse, Status> {
+    let path = file.path.clone();
     let (tx, rx) = mpsc::channel(RELAY_CAPACITY);
     tx.try_send(fs::WriteRequest {
         event: Some(write_request::Event::Start(file)),
@@ -81,42 +104,69 @@ async fn relay_upload(
     let finish = |r: Result<tonic::Response<fs::WriteResponse>, Status>| {
         r.map(|r| r.into_inner()).map_err(|s| guest_err(&sb, s))
     };
-
-    let mut tx = Some(tx);
+    let mut received = 0u64;
+    // Every failure while the guest still expects data goes through here:
+    // returning would drop `tx` first, which the guest takes as "commit".
+    macro_rules! fail {
+        ($tx:expr, $status:expr) => {{
+            abort_upload($tx, call).await;
+            return Err($status);
+        }};
+    }
     loop {
         let msg = tokio::select! {
             biased;
             _ = sb.cancel.cancelled() => return Err(sb.ended_status()),
             r = &mut call => return finish(r),
-            m = inbound.message(), if tx.is_some() => m,
+            m = inbound.message() => m,
         };
         match msg {
             Ok(Some(pb::WriteFileRequest {
                 event: Some(write_file_request::Event::Data(data)),
             })) => {
+                received += data.len() as u64;
+                if declared.is_some_and(|d| received > d) {
+                    let d = declared.unwrap_or_default();
+                    fail!(
+                        tx,
+                        invalid(
+                            UPLOAD_SIZE_HEADER,
+                            format!(
+                                "upload of {path} is longer than the declared {d} bytes; nothing was written"
+                            )
+                        )
+                    );
+                }
                 let chunk = fs::WriteRequest {
                     event: Some(write_request::Event::Data(data)),
                 };
-                let sender = tx.as_ref().expect("branch runs only while sending");
                 tokio::select! {
                     biased;
                     _ = sb.cancel.cancelled() => return Err(sb.ended_status()),
                     r = &mut call => return finish(r),
-                    sent = sender.send(chunk) => if sent.is_err() {
-                        // The guest stopped reading; its answer says why.
-                        tx = None;
-                    },
+                    // A closed channel means the guest answered: the next
+                    // turn of the loop returns its answer.
+                    _ = tx.send(chunk) => {}
                 }
             }
-            Ok(Some(_)) => return Err(invalid("event", "only data may follow start")),
-            // Clean end of the upload: half-close towards the guest.
-            Ok(None) => tx = None,
+            Ok(Some(_)) => fail!(tx, invalid("event", "only data may follow start")),
+            Ok(None) => {
+                if let Some(d) = declared.filter(|&d| d != received) {
+                    fail!(
+                        tx,
+                        Status::aborted(format!(
+                            "upload of {path} ended after {received} of the declared {d} bytes; nothing was written"
+                        ))
+                    );
+                }
+                // Clean and complete: half-close towards the guest, which
+                // commits and answers.
+                drop(tx);
+                return finish(call.await);
+            }
             Err(s) => {
                 debug!(sandbox_id = %sb.id, status = %s.message(), "upload broken by the caller; aborting the guest's");
-                if let Some(tx) = tx.take() {
-                    abort_upload(tx, call).await;
-                }
-                return Err(s);
+                fail!(tx, s);
             }
         }
     }

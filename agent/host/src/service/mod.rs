@@ -25,6 +25,7 @@ use wrenn_proto::wrenn::v1::{self as pb, host_agent_server::HostAgent};
 
 use crate::error::SandboxError;
 use crate::manager::{Manager, Sandbox};
+pub use files::UPLOAD_SIZE_HEADER;
 use relay::RelayStream;
 
 /// The `HostAgent` gRPC service over a [`Manager`].
@@ -198,9 +199,7 @@ impl HostAgent for AgentService {
         &self,
         req: Request<Streaming<pb::WriteFileRequest>>,
     ) -> R<fs::WriteResponse> {
-        files::write(self, req.into_inner())
-            .await
-            .map(Response::new)
+        files::write(self, req).await.map(Response::new)
     }
 
     async fn stat(&self, req: Request<pb::PathRequest>) -> R<fs::StatResponse> {
