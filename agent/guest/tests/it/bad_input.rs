@@ -313,6 +313,12 @@ async fn bad_commands_and_files() {
         Code::InvalidArgument,
         "/definitely/missing: does not exist",
     );
+    // Not executable: even root gets EACCES from exec.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let status = start_err(&agent, cmd(script.to_str().unwrap(), &[])).await;
+    assert_code(&status, Code::PermissionDenied, "not-executable.sh");
     let mut fs = agent.fs();
     let err = fs
         .read(ReadRequest {
