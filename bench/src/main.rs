@@ -15,8 +15,11 @@ use clap::{Parser, ValueEnum};
 #[command(name = "wrenn-bench")]
 struct Args {
     /// What to measure.
-    #[arg(value_enum)]
-    scenario: Scenario,
+    #[arg(value_enum, required_unless_present = "list")]
+    scenario: Option<Scenario>,
+    /// Print every scenario's name, one per line, and exit.
+    #[arg(long)]
+    list: bool,
     /// Few iterations: checks the scenario runs, numbers are rough.
     #[arg(long)]
     quick: bool,
@@ -40,7 +43,15 @@ pub struct Opts {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let opts = Opts { quick: args.quick };
-    match args.scenario {
+    let Some(scenario) = args.scenario else {
+        for s in Scenario::value_variants() {
+            if let Some(v) = s.to_possible_value() {
+                println!("{}", v.get_name());
+            }
+        }
+        return Ok(());
+    };
+    match scenario {
         Scenario::Guest => guest::run(&opts).await,
         Scenario::Runtime => runtime::run(&opts).await,
     }
