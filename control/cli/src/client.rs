@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use wrenn_proto::wrenn::v1::hosts_client::HostsClient;
 use wrenn_proto::wrenn::v1::sandboxes_client::SandboxesClient;
 
 use crate::exit::Unreachable;
@@ -37,7 +39,7 @@ impl Interceptor for Auth {
     }
 }
 
-pub type Client = SandboxesClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+pub type Client = SandboxesClient<InterceptedService<Channel, Auth>>;
 
 impl GlobalArgs {
     fn api_key(&self) -> Result<String> {
@@ -54,8 +56,20 @@ impl GlobalArgs {
         Ok(key.trim().to_owned())
     }
 
+    /// The `Hosts` service on the same control plane.
+    pub async fn connect_hosts(&self) -> Result<HostsClient<InterceptedService<Channel, Auth>>> {
+        let (channel, auth) = self.channel().await?;
+        Ok(HostsClient::with_interceptor(channel, auth))
+    }
+
     /// Connects to the control plane with the API key attached to every call.
     pub async fn connect(&self) -> Result<Client> {
+        let (channel, auth) = self.channel().await?;
+        Ok(SandboxesClient::with_interceptor(channel, auth)
+            .max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    async fn channel(&self) -> Result<(Channel, Auth)> {
         let key = self.api_key()?;
         let auth = MetadataValue::try_from(format!("Bearer {key}"))
             .context("the API key contains characters not allowed in a header")?;
@@ -70,8 +84,7 @@ impl GlobalArgs {
                 address: self.control.clone(),
                 source: Some(Box::new(e)),
             })?;
-        Ok(SandboxesClient::with_interceptor(channel, Auth(auth))
-            .max_decoding_message_size(64 * 1024 * 1024))
+        Ok((channel, Auth(auth)))
     }
 }
 

@@ -65,12 +65,16 @@ impl<'a> MakeWriter<'a> for FileWriter {
     }
 }
 
-/// The filter from `LOG_LEVEL` (or `RUST_LOG`), default `info`.
+/// `info`, minus netlink-packet-route's warnings about kernel attributes
+/// newer than the crate (one per link dump on recent kernels).
+const DEFAULT_FILTER: &str = "info,netlink_packet_route=error";
+
+/// The filter from `LOG_LEVEL` (or `RUST_LOG`), default [`DEFAULT_FILTER`].
 pub fn filter() -> Result<EnvFilter> {
     let (var, spec) = match (std::env::var("LOG_LEVEL"), std::env::var("RUST_LOG")) {
         (Ok(v), _) => ("LOG_LEVEL", v),
         (Err(_), Ok(v)) => ("RUST_LOG", v),
-        _ => ("LOG_LEVEL", "info".to_owned()),
+        _ => ("LOG_LEVEL", DEFAULT_FILTER.to_owned()),
     };
     EnvFilter::try_new(&spec).with_context(|| {
         format!("{var}={spec:?} is not a level (error, warn, info, debug, trace) or a filter like info,wrenn_proxy=debug")

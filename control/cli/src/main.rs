@@ -59,6 +59,18 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Up(_) | Command::Control(_) | Command::Agent(_) | Command::Proxy(_)
+    ) {
+        // Client commands are pipeline citizens: `wrenn sandbox ls | head`
+        // ends quietly when the reader goes away instead of panicking.
+        // SAFETY: restores the default disposition of one signal before any
+        // thread exists; no handler runs Rust code.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = match cli.command {
         // Pingora runs its own runtimes and must not start inside one.
         Command::Proxy(args) => exit::report(cmd::serve::proxy(args)),
