@@ -328,3 +328,34 @@ async fn uploads_not_matching_their_declared_size_are_discarded() {
     assert_eq!(std::fs::read(&target).unwrap(), body);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_open_at_shutdown_is_discarded_in_a_kept_sandbox() {
+    let mut h = Harness::start_with(|c| c.keep_sandboxes_on_shutdown = true).await;
+    let sb = h.create().await;
+    let dir = h.dir.path().join("up");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = dir.join("open.bin");
+    let (tx, rx) = mpsc::channel(4);
+    let mut client = h.client.clone();
+    let call = tokio::spawn(async move { client.write_file(ReceiverStream::new(rx)).await });
+    for m in upload(&sb.id, &target, &data(CHUNK * 4))
+        .into_iter()
+        .take(3)
+    {
+        tx.send(m).await.unwrap();
+    }
+    eventually(T, "temporary file appears", || !listing(&dir).is_empty()).await;
+    h.shutdown().await;
+    let e = call.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    // The sandbox still runs; its guest dropped the upload.
+    assert_eq!(h.runtime.count(), 1);
+    eventually(T, "temporary file removed", || listing(&dir).is_empty()).await;
+    drop(tx);
+    wrenn_vmm::Runtime::destroy(&*h.runtime, &sb.id.parse().unwrap())
+        .await
+        .unwrap();
+    let rt = h.runtime.clone();
+    eventually(T, "sandbox process gone", || rt.alive().is_empty()).await;
+}

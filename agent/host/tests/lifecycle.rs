@@ -291,11 +291,14 @@ async fn readiness_timeout_destroys_and_quotes_the_guest_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_expiry_destroys_and_set_timeout_extends() {
     let mut h = Harness::start().await;
-    let short = pb::SandboxSpec {
-        timeout_secs: 1,
+    // Watching first: no lifecycle event can slip past the test.
+    let mut w = watch(&mut h.client).await;
+    assert_eq!(kind(&next(&mut w, T).await.unwrap().unwrap()), Kind::Synced);
+    let spec = |timeout_secs| pb::SandboxSpec {
+        timeout_secs,
         ..Default::default()
     };
-    let extended = h.create_spec(short.clone()).await;
+    let extended = h.create_spec(spec(2)).await;
     let r = h
         .client
         .set_timeout(pb::SetTimeoutRequest {
@@ -307,10 +310,8 @@ async fn ttl_expiry_destroys_and_set_timeout_extends() {
         .into_inner();
     assert_eq!(r.spec.unwrap().timeout_secs, 120);
     assert!(r.expires_at.unwrap().seconds >= extended.expires_at.unwrap().seconds + 100);
-    // Created after `extended`: its deadline is later than `extended`'s was.
-    let doomed = h.create_spec(short).await;
+    let doomed = h.create_spec(spec(1)).await;
     let pid = h.runtime.guest_pid(&doomed.id).expect("guest running");
-    let mut w = watch(&mut h.client).await;
     loop {
         let ev = next(&mut w, T).await.expect("timeout reaps it").unwrap();
         if kind(&ev) == Kind::Destroyed {
@@ -321,6 +322,14 @@ async fn ttl_expiry_destroys_and_set_timeout_extends() {
         }
     }
     eventually(T, "guest process gone", || !pid_alive(pid)).await;
+    // Past `extended`'s original deadline, it still runs.
+    let original = extended.expires_at.unwrap();
+    let original =
+        std::time::UNIX_EPOCH + Duration::new(original.seconds as u64, original.nanos as u32);
+    eventually(T, "original deadline passed", || {
+        std::time::SystemTime::now() > original + Duration::from_millis(300)
+    })
+    .await;
     let list = h
         .client
         .list_sandboxes(pb::ListSandboxesRequest::default())

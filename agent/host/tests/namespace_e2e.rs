@@ -305,16 +305,17 @@ async fn every_call_over_the_namespace_runtime_and_nothing_left() {
 async fn ttl_expiry_and_shutdown_leave_nothing_behind() {
     let env = HostEnv::new(2100..=2199).await;
     let (agent, mut c, _) = boot(env.config()).await;
+    // Watching first: no lifecycle event can slip past the test.
+    let mut w = c
+        .watch_sandboxes(pb::WatchSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let mut short = busybox("tattl1");
     short.spec.as_mut().unwrap().timeout_secs = 1;
     let short_addr = c.create_sandbox(short).await.unwrap().into_inner().address;
     let long = c
         .create_sandbox(busybox("tattl2"))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut w = c
-        .watch_sandboxes(pb::WatchSandboxesRequest {})
         .await
         .unwrap()
         .into_inner();

@@ -116,7 +116,8 @@ async fn relay_upload(
     loop {
         let msg = tokio::select! {
             biased;
-            _ = sb.cancel.cancelled() => return Err(sb.ended_status()),
+            // Kept sandboxes (agent shutdown) keep running: abort, not commit.
+            _ = sb.cancel.cancelled() => fail!(tx, sb.ended_status()),
             r = &mut call => return finish(r),
             m = inbound.message() => m,
         };
@@ -142,7 +143,7 @@ async fn relay_upload(
                 };
                 tokio::select! {
                     biased;
-                    _ = sb.cancel.cancelled() => return Err(sb.ended_status()),
+                    _ = sb.cancel.cancelled() => fail!(tx, sb.ended_status()),
                     r = &mut call => return finish(r),
                     // A closed channel means the guest answered: the next
                     // turn of the loop returns its answer.
