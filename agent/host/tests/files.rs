@@ -37,6 +37,7 @@ fn upload(id: &str, path: &Path, body: &[u8]) -> Vec<pb::WriteFileRequest> {
                 path: path.display().to_string(),
                 mode: None,
                 owner: None,
+                size: None,
             }),
         })),
     };

@@ -148,6 +148,7 @@ async fn every_call_over_the_namespace_runtime_and_nothing_left() {
                 path: "/srv/www/index.html".into(),
                 mode: None,
                 owner: None,
+                size: None,
             }),
         })),
     })

@@ -64,6 +64,13 @@ pub enum FsError {
     NoStart,
     #[error("`start` may only be the first Write message")]
     SecondStart,
+    #[error("upload of {} {how} after {received} of {declared} declared bytes; nothing was written", path.display())]
+    SizeMismatch {
+        path: PathBuf,
+        how: &'static str,
+        received: u64,
+        declared: u64,
+    },
 }
 
 impl FsError {
@@ -88,6 +95,7 @@ impl From<FsError> for Status {
             E::Root { .. } | E::BadMode { .. } | E::NoStart | E::SecondStart => {
                 Status::invalid_argument(err.to_string())
             }
+            E::SizeMismatch { .. } => Status::aborted(err.to_string()),
         }
     }
 }

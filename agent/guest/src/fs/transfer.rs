@@ -1,6 +1,8 @@
 //! File contents: `Read` streams chunks of at most 64 KiB; `Write` receives them
 //! into a temporary file next to the target and renames it into place only when
-//! the client half-closes the stream.
+//! the client half-closes the stream — and, when `start.size` declares the
+//! upload's size, only if exactly that many bytes arrived (a cancelled call can
+//! reach a server as a clean end of stream, hyperium/hyper#3681).
 //!
 //! Both do their file I/O on the blocking pool, connected to the gRPC side by a
 //! small bounded channel. An upload whose stream fails or whose handler is
@@ -114,12 +116,27 @@ pub async fn write(
         uid: owner.uid,
         gid: owner.gid,
     };
+    let declared = start.size;
+    let mut received: u64 = 0;
+    let upload_path = target.path.clone();
+    let mismatch = |how, received| FsError::SizeMismatch {
+        path: upload_path.clone(),
+        how,
+        received,
+        declared: declared.unwrap_or(0),
+    };
     let writer = tokio::task::spawn_blocking(move || writer(target, rx, &users));
     loop {
         let op = match stream.message().await? {
             Some(WriteRequest {
                 event: Some(write_request::Event::Data(data)),
-            }) => WriteOp::Data(data),
+            }) => {
+                received += data.len() as u64;
+                if declared.is_some_and(|d| received > d) {
+                    return Err(mismatch("ran long", received).into());
+                }
+                WriteOp::Data(data)
+            }
             Some(WriteRequest {
                 event: Some(write_request::Event::Start(_)),
             }) => {
@@ -127,6 +144,9 @@ pub async fn write(
             }
             Some(WriteRequest { event: None }) => continue,
             None => {
+                if declared.is_some_and(|d| received != d) {
+                    return Err(mismatch("ended", received).into());
+                }
                 let (done_tx, done_rx) = oneshot::channel();
                 if tx.send(WriteOp::Commit(done_tx)).await.is_ok()
                     && let Ok(result) = done_rx.await

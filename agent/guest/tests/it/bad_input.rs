@@ -91,6 +91,7 @@ async fn relative_and_escaping_paths_are_rejected() {
             path: "uploads/f.txt".into(),
             mode: None,
             owner: None,
+            size: None,
         })),
     };
     let err = fs.write(tokio_stream::iter(vec![start])).await.unwrap_err();
@@ -129,6 +130,7 @@ async fn unknown_users_are_named() {
             path: "/tmp/wrenn-guest-owner-test".into(),
             mode: None,
             owner: Some("ghost-owner".into()),
+            size: None,
         })),
     };
     let err = agent

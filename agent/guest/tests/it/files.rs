@@ -24,6 +24,7 @@ fn start_msg(path: &Path, mode: Option<u32>, owner: Option<&str>) -> WriteReques
             path: path.to_str().unwrap().into(),
             mode,
             owner: owner.map(Into::into),
+            size: None,
         })),
     }
 }
@@ -408,5 +409,67 @@ async fn a_write_dropped_halfway_leaves_no_file_and_no_temporary_file() {
         upload.await.unwrap().is_err(),
         "an upload cut off halfway must not succeed"
     );
+    agent.assert_serving().await;
+}
+
+/// `start.size`: an upload that ends short or runs long is discarded, even
+/// though its stream ended cleanly; an exact one is committed.
+#[tokio::test]
+async fn a_declared_size_must_match_or_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start().await;
+    let upload = |name: &str, declared: u64, sent: usize| {
+        let path = dir.path().join(name);
+        let mut start = start_msg(&path, None, None);
+        if let Some(write_request::Event::Start(s)) = &mut start.event {
+            s.size = Some(declared);
+        }
+        let messages: Vec<WriteRequest> = std::iter::once(start)
+            .chain(vec![9u8; sent].chunks(CHUNK).map(|c| data_msg(c.to_vec())))
+            .collect();
+        (path, messages)
+    };
+
+    let (short, msgs) = upload("short.bin", 3 * CHUNK as u64, 2 * CHUNK);
+    let err = agent
+        .fs()
+        .write(tokio_stream::iter(msgs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    assert!(
+        err.message()
+            .contains(&format!("{} of {}", 2 * CHUNK, 3 * CHUNK)),
+        "{err:?}"
+    );
+    assert!(err.message().contains("short.bin"), "{err:?}");
+    assert!(!short.exists());
+
+    let (long, msgs) = upload("long.bin", 10, CHUNK);
+    let err = agent
+        .fs()
+        .write(tokio_stream::iter(msgs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    assert!(err.message().contains("ran long"), "{err:?}");
+    assert!(!long.exists());
+
+    let (exact, msgs) = upload("exact.bin", 2 * CHUNK as u64 + 5, 2 * CHUNK + 5);
+    let entry = agent
+        .fs()
+        .write(tokio_stream::iter(msgs))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(entry.entry.unwrap().size, 2 * CHUNK as i64 + 5);
+    assert_eq!(std::fs::read(&exact).unwrap().len(), 2 * CHUNK + 5);
+
+    // Nothing but the committed file: no temporary files left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("exact.bin")]);
     agent.assert_serving().await;
 }

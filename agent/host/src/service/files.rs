@@ -80,6 +80,18 @@ pub async fn write(
     let (sb, guest) = svc.running(&start.sandbox_id)?;
     let mut file = start.file.ok_or_else(|| invalid("start.file", "missing"))?;
     file.path = path("start.file.path", file.path)?;
+    // The size may come in the start message (`start.file.size`) or as
+    // metadata; the guest enforces it too, so it travels on.
+    let declared = match (declared, file.size) {
+        (Some(h), Some(f)) if h != f => {
+            return Err(invalid(
+                "start.file.size",
+                format!("{f} disagrees with {UPLOAD_SIZE_HEADER} {h}"),
+            ));
+        }
+        (h, f) => h.or(f),
+    };
+    file.size = declared;
     tokio::spawn(relay_upload(sb, guest, file, declared, inbound))
         .await
         .map_err(|e| Status::internal(format!("upload task failed: {e}")))?

@@ -161,16 +161,23 @@ async fn put(c: &mut crate::client::Client, a: PutArgs) -> Result<()> {
             a.id
         )
     };
-    let (mut reader, len): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, u64) =
+    let (mut reader, known_size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) =
         if a.local.as_os_str() == "-" {
-            (Box::new(tokio::io::stdin()), 0)
+            (Box::new(tokio::io::stdin()), None)
         } else {
             let f = tokio::fs::File::open(&a.local)
                 .await
                 .with_context(|| format!("open {}", a.local.display()))?;
-            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-            (Box::new(f), len)
+            let meta = f
+                .metadata()
+                .await
+                .with_context(|| format!("stat {}", a.local.display()))?;
+            if !meta.is_file() {
+                anyhow::bail!("{} is not a regular file", a.local.display());
+            }
+            (Box::new(f), Some(meta.len()))
         };
+    let len = known_size.unwrap_or(0);
     let (tx, rx) = mpsc::channel(16);
     tx.send(WriteFileRequest {
         event: Some(write_file_request::Event::Start(WriteFileStart {
@@ -179,6 +186,8 @@ async fn put(c: &mut crate::client::Client, a: PutArgs) -> Result<()> {
                 path: a.remote.clone(),
                 mode: a.mode,
                 owner: a.owner.clone(),
+                // Lets the guest refuse an upload cut short (stdin: unknown).
+                size: known_size,
             }),
         })),
     })

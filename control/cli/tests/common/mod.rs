@@ -1,0 +1,430 @@
+//! End-to-end harness: the real `wrenn` binary, run as root.
+//!
+//! ```ignore
+//! mod common;
+//! use common::{Platform, PlatformOptions};
+//!
+//! let p = Platform::start(PlatformOptions::new("wrenn-te", 3000..=3019));
+//! let id = p.cli_ok(&["sandbox", "create"]).trim().to_owned();
+//! let out = p.cli(&["exec", &id, "--", "echo", "hi"]);
+//! assert_eq!((out.code, out.stdout.as_str()), (0, "hi\n"));
+//! drop(p); // SIGINT to `wrenn up`, wait, assert nothing of it is left
+//! ```
+//!
+//! [`Platform::start`] runs `wrenn up` on its own `$WRENN_DIR`
+//! (`/var/tmp/<prefix>/<first>-<last>`), free loopback ports, and its own
+//! prefix and slot range, and returns once it printed "wrenn is up". Dropping
+//! it (also while a test panics) sends SIGINT, waits, and asserts that nothing
+//! of it is left on the machine: its processes, network namespaces and veths
+//! of its slot range, mounts and loop devices under its directory, the
+//! cgroups and processes of every sandbox it ever had, its nftables table.
+//! Then the directory is removed. A run killed before its guard ran is
+//! cleaned up by the next start on the same slot range.
+//!
+//! Give every `Platform` alive at the same time its own slot range (test
+//! threads run in parallel); [`shared`] lets the tests of one binary share one.
+
+#![allow(dead_code)]
+
+pub mod leftovers;
+pub mod pg;
+pub mod proc;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+pub use proc::{CliOutput, Proc};
+
+/// The `wrenn` binary under test.
+pub const WRENN: &str = env!("CARGO_BIN_EXE_wrenn");
+/// How long `wrenn up` may take to be ready (the first run on a machine
+/// builds the `base` template, about a minute and a half).
+pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long `wrenn up` may take to stop after SIGINT.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What to start. Only `prefix` and `slots` are required.
+#[derive(Debug, Clone)]
+pub struct PlatformOptions {
+    /// Prefix of host-global names (docs/DEVELOPING.md: one per suite).
+    pub prefix: String,
+    /// Network slots of this instance, disjoint from every other instance
+    /// running at the same time.
+    pub slots: RangeInclusive<u16>,
+    /// PostgreSQL store (`DATABASE_URL`); SQLite in `$WRENN_DIR` when `None`.
+    pub database_url: Option<String>,
+    /// Extra environment for `wrenn up` and its components, e.g.
+    /// `WRENN_RECONCILE_INTERVAL` or `WRENN_DEFAULT_TIMEOUT`.
+    pub env: Vec<(String, String)>,
+}
+
+impl PlatformOptions {
+    pub fn new(prefix: &str, slots: RangeInclusive<u16>) -> Self {
+        PlatformOptions {
+            prefix: prefix.to_owned(),
+            slots,
+            database_url: None,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// A running `wrenn up`.
+pub struct Platform {
+    /// `$WRENN_DIR` of this instance.
+    pub dir: PathBuf,
+    /// The control plane, e.g. `http://127.0.0.1:41234`.
+    pub control_url: String,
+    /// The host agent's gRPC address.
+    pub agent: SocketAddr,
+    /// The admin API key (from `$WRENN_DIR/admin.key`).
+    pub admin_key: String,
+    /// The proxy browsers connect to.
+    pub proxy: SocketAddr,
+    /// The proxy's admin listener (`/metrics`, `/readyz`).
+    pub proxy_admin: SocketAddr,
+    pub options: PlatformOptions,
+    up: Option<Proc>,
+}
+
+impl Platform {
+    /// Starts `wrenn up` and waits until it is ready. Panics with its output
+    /// when it exits or is not ready within [`START_TIMEOUT`].
+    pub fn start(options: PlatformOptions) -> Platform {
+        assert_root();
+        let guest = guest_bin();
+        let dir = prepare_dir(&options);
+        let [control, agent, proxy, proxy_admin] = free_ports();
+        let mut cmd = Command::new(WRENN);
+        cmd.arg("up")
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--control-listen", &control.to_string()])
+            .args(["--agent-listen", &agent.to_string()])
+            .args(["--proxy-listen", &proxy.to_string()])
+            .args(["--proxy-admin", &proxy_admin.to_string()])
+            .args(["--stop-timeout", "60"]);
+        component_env(&mut cmd, &options, &guest);
+        let up = Proc::spawn("wrenn up", cmd);
+        up.wait_for_output("wrenn is up", START_TIMEOUT);
+        let admin_key = std::fs::read_to_string(dir.join("admin.key"))
+            .unwrap_or_else(|e| panic!("read {}/admin.key: {e}", dir.display()))
+            .trim()
+            .to_owned();
+        Platform {
+            dir,
+            control_url: format!("http://{control}"),
+            agent,
+            admin_key,
+            proxy,
+            proxy_admin,
+            options,
+            up: Some(up),
+        }
+    }
+
+    /// A `wrenn` command aimed at this platform (`WRENN_CONTROL`,
+    /// `WRENN_DIR`; the admin key is read from the directory). Nothing of the
+    /// caller's environment that could point elsewhere is inherited.
+    pub fn command(&self) -> Command {
+        client_command(&self.control_url, &self.dir)
+    }
+
+    /// Runs `wrenn <args>` against this platform, stdin empty, and returns
+    /// its exit code and output. Panics if it runs over 120 s.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let mut cmd = self.command();
+        cmd.args(args);
+        proc::run(cmd, Duration::from_secs(120))
+    }
+
+    /// Like [`cli`](Self::cli) but panics unless the exit code is 0; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_eq!(out.code, 0, "wrenn {} failed: {out}", args.join(" "));
+        out.stdout
+    }
+
+    /// `wrenn sandbox create <extra…>`; returns the new sandbox's id.
+    pub fn create_sandbox(&self, extra: &[&str]) -> String {
+        let mut args = vec!["sandbox", "create"];
+        args.extend_from_slice(extra);
+        let id = self.cli_ok(&args).trim().to_owned();
+        assert!(
+            wrenn_types::SandboxId::is_valid(&id),
+            "sandbox create printed {id:?}, not an id"
+        );
+        id
+    }
+
+    /// Everything `wrenn up` printed so far (stdout and stderr, interleaved).
+    pub fn output(&self) -> String {
+        self.up.as_ref().map(Proc::output).unwrap_or_default()
+    }
+
+    /// Stops the platform now and asserts nothing is left (what `Drop` does).
+    pub fn stop(mut self) {
+        self.teardown();
+    }
+
+    fn teardown(&mut self) {
+        let Some(mut up) = self.up.take() else { return };
+        // Every sandbox this instance ever had, for the cgroup/process check.
+        let mut ids = self.known_ids();
+        let status = up.interrupt_and_wait(STOP_TIMEOUT);
+        ids.extend(leftovers::sandbox_dirs(&self.dir));
+        let problem = match status {
+            Ok(s) if s.success() => None,
+            Ok(s) => Some(format!("wrenn up exited with {s}")),
+            Err(e) => Some(e),
+        };
+        finish(
+            &self.options,
+            &self.dir,
+            &ids,
+            problem,
+            || up.output(),
+            "wrenn up",
+        );
+    }
+
+    /// Ids of every sandbox in the store (stopped ones included) and under
+    /// `sandboxes/`, best effort.
+    fn known_ids(&self) -> BTreeSet<String> {
+        let mut ids = leftovers::sandbox_dirs(&self.dir);
+        let mut cmd = self.command();
+        cmd.args(["sandbox", "ls", "--all", "--json"]);
+        let out = proc::run(cmd, Duration::from_secs(30));
+        if let Ok(serde_json::Value::Array(list)) = serde_json::from_str(&out.stdout) {
+            ids.extend(
+                list.iter()
+                    .filter_map(|s| s["id"].as_str().map(str::to_owned)),
+            );
+        }
+        ids
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// After the platform's processes are gone: asserts nothing of it is left,
+/// cleans up by force if something is, removes the directory, and panics
+/// with what went wrong (or only prints it when the test already panics).
+pub fn finish(
+    options: &PlatformOptions,
+    dir: &Path,
+    ids: &BTreeSet<String>,
+    mut problem: Option<String>,
+    output: impl Fn() -> String,
+    what: &str,
+) {
+    let left = leftovers::wait_clean(&options.prefix, &options.slots, dir, ids);
+    if !left.is_empty() {
+        leftovers::force_clean(options, dir);
+        problem.get_or_insert_with(String::new).push_str(&format!(
+            "\nleft behind after {what} stopped: {left:#?}"
+        ));
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        problem
+            .get_or_insert_with(String::new)
+            .push_str(&format!("\ncannot remove {}: {e}", dir.display()));
+    }
+    if let Some(p) = problem {
+        let msg = format!("{what}: {p}\n--- output ---\n{}", tail(&output(), 150));
+        if std::thread::panicking() {
+            eprintln!("{msg}");
+        } else {
+            panic!("{msg}");
+        }
+    }
+}
+
+/// One platform shared by the tests of a test binary that ask for it with
+/// the same `slot`: the first caller starts it, the last holder to drop its
+/// handle stops it (and checks that nothing is left). Tests overlap in
+/// parallel threads, so it usually lives through the whole binary; if all
+/// holders happen to finish at once, the next caller starts a fresh one.
+pub fn shared<T: Send + Sync + 'static>(
+    slot: &'static Mutex<Weak<T>>,
+    start: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = held.upgrade() {
+        return p;
+    }
+    let p = Arc::new(start());
+    *held = Arc::downgrade(&p);
+    p
+}
+
+/// The static `wrenn-guest` binary: `WRENN_GUEST_BIN`, else the musl build
+/// of this profile, else of the other one. Panics with the build command.
+pub fn guest_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WRENN_GUEST_BIN").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "WRENN_GUEST_BIN={} does not exist", p.display());
+        return p;
+    }
+    // target/<profile>/wrenn → target/
+    let target = Path::new(WRENN).parent().and_then(Path::parent).unwrap();
+    let musl = target.join("x86_64-unknown-linux-musl");
+    let profiles = if cfg!(debug_assertions) {
+        ["debug", "release"]
+    } else {
+        ["release", "debug"]
+    };
+    for profile in profiles {
+        let p = musl.join(profile).join("wrenn-guest");
+        if p.is_file() {
+            return p;
+        }
+    }
+    let flag = if cfg!(debug_assertions) {
+        ""
+    } else {
+        " --release"
+    };
+    panic!(
+        "the static guest agent is missing (looked in {}/{{release,debug}}/wrenn-guest; or set WRENN_GUEST_BIN): \
+         build it with `cargo build{flag} -p wrenn-guest --target x86_64-unknown-linux-musl`",
+        musl.display()
+    );
+}
+
+pub fn assert_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the end-to-end tests run sandboxes and need root (CI is root): run them with sudo"
+    );
+}
+
+/// Environment of the platform's processes: the instance's prefix, slots,
+/// guest and store, and nothing of the caller's that could point elsewhere.
+pub fn component_env(cmd: &mut Command, options: &PlatformOptions, guest: &Path) {
+    clear_wrenn_env(cmd);
+    cmd.env("WRENN_PREFIX", &options.prefix)
+        .env(
+            "WRENN_SLOTS",
+            format!("{}-{}", options.slots.start(), options.slots.end()),
+        )
+        .env("WRENN_GUEST_BIN", guest)
+        .env("LOG_LEVEL", "info");
+    if let Some(url) = &options.database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    for (k, v) in &options.env {
+        cmd.env(k, v);
+    }
+}
+
+/// A `wrenn` client command for the control plane at `control_url`.
+pub fn client_command(control_url: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(WRENN);
+    clear_wrenn_env(&mut cmd);
+    cmd.env("WRENN_CONTROL", control_url).env("WRENN_DIR", dir);
+    cmd
+}
+
+/// Removes every `WRENN_*` variable (but the template cache) and
+/// `DATABASE_URL` from a command's environment.
+fn clear_wrenn_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if (k.starts_with("WRENN_") && k != "WRENN_CACHE_DIR") || k == "DATABASE_URL" {
+            cmd.env_remove(&*k);
+        }
+    }
+}
+
+/// `/var/tmp/<prefix>/<first>-<last>`, emptied of anything a killed earlier
+/// run on the same slot range left.
+pub fn prepare_dir(options: &PlatformOptions) -> PathBuf {
+    let dir = PathBuf::from(format!(
+        "/var/tmp/{}/{}-{}",
+        options.prefix,
+        options.slots.start(),
+        options.slots.end()
+    ));
+    if dir.exists() {
+        eprintln!(
+            "{} is left from an earlier run: cleaning it up",
+            dir.display()
+        );
+        leftovers::force_clean(options, &dir);
+        std::fs::remove_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
+    }
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Four distinct loopback ports that were free a moment ago.
+pub fn free_ports<const N: usize>() -> [SocketAddr; N] {
+    let listeners: Vec<_> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap())
+}
+
+/// Polls `cond` every 20 ms until it returns `Some`, or panics naming `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Reads a child's pipe line by line into `sink` (used by [`Proc`]).
+fn pump(pipe: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(pipe);
+        let mut line = Vec::new();
+        while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_str(&String::from_utf8_lossy(&line));
+            line.clear();
+        }
+    });
+}
+
+/// Ensures a command's stdin is not the test's.
+pub fn no_stdin(cmd: &mut Command) -> &mut Command {
+    cmd.stdin(Stdio::null())
+}
