@@ -72,6 +72,10 @@ pub struct SandboxHandle {
     pub dir: PathBuf,
     pub spec: SandboxSpec,
     pub paused: bool,
+    /// Host path of the network namespace whose loopback is the sandbox's
+    /// own (`/run/netns/<prefix>-<slot>`): namespace sandboxes only. A
+    /// Firecracker guest has its own kernel, so `None`.
+    pub netns: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

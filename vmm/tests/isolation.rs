@@ -98,6 +98,8 @@ async fn sandboxes_are_isolated_from_each_other_and_from_host_ports() {
             !out.stdout.contains("rc=0"),
             "{name} reached a host port: {out:?}"
         );
+        // Refused at once (a TCP reset), not left to time out.
+        assert!(out.stderr.contains("refused"), "{name}: {out:?}");
     }
     assert!(
         listener.accept().is_err(),

@@ -112,10 +112,12 @@ pub fn guest_mac(slot: Slot) -> String {
     format!("06:00:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
-/// Kernel command line of a sandbox.
+/// Kernel command line of a sandbox. The guest agent's localhost forwarder is
+/// on: apps bound to the VM's loopback are reachable only through it (the spec's
+/// env, appended after, may turn it off).
 pub fn boot_args(hostname: &str, env: &std::collections::BTreeMap<String, String>) -> String {
     let mut args = format!(
-        "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw {} init={GUEST_IN_IMAGE} WRENN_SANDBOX_ID={hostname}",
+        "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw {} init={GUEST_IN_IMAGE} WRENN_SANDBOX_ID={hostname} WRENN_GUEST_FORWARD_LOCALHOST=1",
         net::kernel_ip_arg(hostname)
     );
     for (k, v) in env {

@@ -106,6 +106,7 @@ impl Inner {
             dir: st.dir.dir.clone(),
             spec: st.record.spec(),
             paused: st.paused,
+            netns: None,
         }
     }
 
@@ -254,6 +255,9 @@ impl Runtime for FirecrackerRuntime {
     async fn start(&self, id: &SandboxId) -> Result<()> {
         let vm = self.vm(id)?;
         let mut st = vm.state.lock().await;
+        if vm.handle.lock().is_none() {
+            return Err(Error::NotFound(id.clone()));
+        }
         if st.proc.is_some() {
             return Err(Error::WrongState {
                 id: id.clone(),

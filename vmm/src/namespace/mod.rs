@@ -160,6 +160,9 @@ impl Inner {
             dir: st.dir.dir.clone(),
             spec: st.record.spec(),
             paused: st.paused,
+            netns: Some(crate::net::netns::path(
+                &st.slot.netns_name(&self.cfg.prefix),
+            )),
         }
     }
 }

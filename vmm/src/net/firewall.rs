@@ -25,8 +25,10 @@
 //!   ip saddr R oifname != "wv*" masquerade         # egress leaves with the host's address
 //! ```
 //!
-//! `reject` is `reject with icmp type admin-prohibited`: a sandbox's
-//! forbidden connection fails at once instead of hanging until a timeout.
+//! `reject` jumps to chain `refuse`: TCP gets a reset (`ECONNREFUSED` at
+//! once; an ICMP error only surfaces after the first SYN retransmit, 1 s),
+//! anything else `icmp admin-prohibited`. A sandbox's forbidden connection
+//! fails at once instead of hanging until a timeout.
 //! Host-initiated connections (agent RPC, proxy) leave through `output` and
 //! their answers are `established`, so they work for every sandbox.
 //! Anti-spoofing: the host end of every veth has strict reverse-path filtering
@@ -75,9 +77,13 @@ impl Firewall {
         let r = format!("{lo}-{hi}");
         let net = format!("{}/{}", slot::BASE, slot::BASE_PREFIX_LEN);
         let t = &self.table;
-        let reject = "reject with icmp type admin-prohibited";
+        let reject = "goto refuse";
         format!(
             "table ip {t} {{
+    chain refuse {{
+        meta l4proto tcp reject with tcp reset
+        reject with icmp type admin-prohibited
+    }}
     chain forward {{
         type filter hook forward priority filter - 10; policy accept;
         ip saddr {r} ip daddr {net} {reject}
@@ -186,7 +192,7 @@ mod tests {
         assert_eq!(fw.table(), "wrenn_tv_1000_1099");
         let rules = fw.rules();
         assert!(
-            rules.contains("ip saddr 10.210.7.208-10.210.8.151 ip daddr 10.210.0.0/15 reject"),
+            rules.contains("ip saddr 10.210.7.208-10.210.8.151 ip daddr 10.210.0.0/15 goto refuse"),
             "{rules}"
         );
         assert!(rules.contains(&format!("iifgroup {INTERNET_GROUP} accept")));
