@@ -28,6 +28,7 @@ pub mod api;
 pub mod config;
 pub mod disk;
 pub mod net;
+mod recover;
 mod runtime;
 
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@ use super::config::{ActionType, VmStateValue};
 use super::{ApiClient, Error as FcError, STOP_GRACE, VMM_OVERHEAD_MB, VmPlan, configure, disk};
 use crate::cgroup::{Cgroup, Layout, Limits, PIDS_MAX};
 use crate::namespace::proc::Proc;
-use crate::namespace::state::{Record, SandboxDir, process_start_time, sandboxes_dir};
+use crate::namespace::state::{Record, SandboxDir, process_start_time};
 use crate::net::{Network, netns, resolv};
 use crate::runtime::{
     Backend, Error, Recovered, Result, Runtime, RuntimeConfig, SandboxHandle, SandboxMetrics,
@@ -33,28 +33,28 @@ pub struct FirecrackerRuntime {
 }
 
 #[derive(Debug)]
-struct Inner {
-    cfg: RuntimeConfig,
-    kernel: std::path::PathBuf,
-    net: Network,
-    layout: Layout,
-    table: Mutex<(SlotAllocator, HashMap<SandboxId, Arc<Vm>>)>,
+pub(super) struct Inner {
+    pub(super) cfg: RuntimeConfig,
+    pub(super) kernel: std::path::PathBuf,
+    pub(super) net: Network,
+    pub(super) layout: Layout,
+    pub(super) table: Mutex<(SlotAllocator, HashMap<SandboxId, Arc<Vm>>)>,
 }
 
 #[derive(Debug)]
-struct Vm {
-    handle: Mutex<Option<SandboxHandle>>,
-    state: tokio::sync::Mutex<VmState>,
+pub(super) struct Vm {
+    pub(super) handle: Mutex<Option<SandboxHandle>>,
+    pub(super) state: tokio::sync::Mutex<VmState>,
 }
 
 #[derive(Debug)]
-struct VmState {
-    record: Record,
-    slot: Slot,
-    dir: SandboxDir,
-    cgroup: Cgroup,
-    proc: Option<Proc>,
-    paused: bool,
+pub(super) struct VmState {
+    pub(super) record: Record,
+    pub(super) slot: Slot,
+    pub(super) dir: SandboxDir,
+    pub(super) cgroup: Cgroup,
+    pub(super) proc: Option<Proc>,
+    pub(super) paused: bool,
 }
 
 impl FirecrackerRuntime {
@@ -95,7 +95,7 @@ impl FirecrackerRuntime {
 }
 
 impl Inner {
-    fn handle(&self, st: &VmState) -> SandboxHandle {
+    pub(super) fn handle(&self, st: &VmState) -> SandboxHandle {
         let address = st.slot.sandbox_addr();
         SandboxHandle {
             id: st.record.id.clone(),
@@ -110,7 +110,7 @@ impl Inner {
         }
     }
 
-    async fn teardown(&self, st: &mut VmState) -> Result<()> {
+    pub(super) async fn teardown(&self, st: &mut VmState) -> Result<()> {
         if let Some(p) = st.proc.take()
             && !p.has_exited()
         {
@@ -391,66 +391,7 @@ impl Runtime for FirecrackerRuntime {
     }
 
     async fn recover(&self) -> Result<Recovered> {
-        let inner = &self.inner;
-        inner.net.firewall().install()?;
-        let mut out = Recovered::default();
-        let entries: Vec<_> = std::fs::read_dir(sandboxes_dir(&inner.cfg.dir))
-            .map(|e| e.flatten().collect())
-            .unwrap_or_default();
-        for e in entries {
-            let Ok(id) = e.file_name().to_string_lossy().parse::<SandboxId>() else {
-                continue;
-            };
-            let dir = SandboxDir::new(&inner.cfg.dir, &id);
-            let Ok(record) = dir.read_record() else {
-                continue;
-            };
-            let Some(slot) = record.slot() else { continue };
-            if record.prefix != inner.cfg.prefix
-                || !inner.cfg.slots.contains(&slot.get())
-                || inner.table.lock().1.contains_key(&id)
-            {
-                continue;
-            }
-            if !inner.table.lock().0.claim(slot) {
-                continue;
-            }
-            let alive = match (record.pid, record.pid_start) {
-                (Some(pid), Some(start))
-                    if process_start_time(pid) == Some(start) && dir.api_socket().exists() =>
-                {
-                    Proc::watch(nix::unistd::Pid::from_raw(pid), false, id.as_str()).ok()
-                }
-                _ => None,
-            };
-            let mut st = VmState {
-                cgroup: Cgroup::new(inner.layout.clone(), &inner.cfg.prefix, id.as_str()),
-                dir,
-                slot,
-                record,
-                proc: alive,
-                paused: false,
-            };
-            if st.proc.is_some() {
-                let handle = inner.handle(&st);
-                let vm = Arc::new(Vm {
-                    handle: Mutex::new(Some(handle.clone())),
-                    state: tokio::sync::Mutex::new(st),
-                });
-                inner.table.lock().1.insert(id, vm);
-                out.adopted.push(handle);
-            } else {
-                inner.teardown(&mut st).await?;
-                inner.table.lock().0.release(slot);
-                out.cleaned.push(id);
-            }
-        }
-        for slot in inner.net.occupied_slots().await? {
-            if !inner.table.lock().0.is_used(slot) {
-                inner.net.teardown_now(slot).await?;
-            }
-        }
-        Ok(out)
+        super::recover::recover(&self.inner).await
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<()> {

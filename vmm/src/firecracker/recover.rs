@@ -1,0 +1,77 @@
+//! Adopt-or-clean for Firecracker sandboxes: a record of this instance is
+//! adopted when its VMM process still runs (same PID and start time) with its
+//! API socket; otherwise everything it held is removed. Network objects of
+//! the range that no adopted sandbox owns are removed too.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use wrenn_types::SandboxId;
+
+use super::runtime::{Inner, Vm, VmState};
+use crate::cgroup::Cgroup;
+use crate::namespace::proc::Proc;
+use crate::namespace::state::{SandboxDir, process_start_time, sandboxes_dir};
+use crate::runtime::{Recovered, Result};
+
+pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
+    inner.net.firewall().install()?;
+    let mut out = Recovered::default();
+    let entries: Vec<_> = std::fs::read_dir(sandboxes_dir(&inner.cfg.dir))
+        .map(|e| e.flatten().collect())
+        .unwrap_or_default();
+    for e in entries {
+        let Ok(id) = e.file_name().to_string_lossy().parse::<SandboxId>() else {
+            continue;
+        };
+        let dir = SandboxDir::new(&inner.cfg.dir, &id);
+        let Ok(record) = dir.read_record() else {
+            continue;
+        };
+        let Some(slot) = record.slot() else { continue };
+        if record.prefix != inner.cfg.prefix
+            || !inner.cfg.slots.contains(&slot.get())
+            || inner.table.lock().1.contains_key(&id)
+        {
+            continue;
+        }
+        if !inner.table.lock().0.claim(slot) {
+            continue;
+        }
+        let alive = match (record.pid, record.pid_start) {
+            (Some(pid), Some(start))
+                if process_start_time(pid) == Some(start) && dir.api_socket().exists() =>
+            {
+                Proc::watch(nix::unistd::Pid::from_raw(pid), false, id.as_str()).ok()
+            }
+            _ => None,
+        };
+        let mut st = VmState {
+            cgroup: Cgroup::new(inner.layout.clone(), &inner.cfg.prefix, id.as_str()),
+            dir,
+            slot,
+            record,
+            proc: alive,
+            paused: false,
+        };
+        if st.proc.is_some() {
+            let handle = inner.handle(&st);
+            let vm = Arc::new(Vm {
+                handle: Mutex::new(Some(handle.clone())),
+                state: tokio::sync::Mutex::new(st),
+            });
+            inner.table.lock().1.insert(id, vm);
+            out.adopted.push(handle);
+        } else {
+            inner.teardown(&mut st).await?;
+            inner.table.lock().0.release(slot);
+            out.cleaned.push(id);
+        }
+    }
+    for slot in inner.net.occupied_slots().await? {
+        if !inner.table.lock().0.is_used(slot) {
+            inner.net.teardown_now(slot).await?;
+        }
+    }
+    Ok(out)
+}
