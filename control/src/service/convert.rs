@@ -173,6 +173,7 @@ pub(crate) fn to_proto(rec: &SandboxRecord) -> Sandbox {
         created_at: Some(timestamp(rec.created_at)),
         expires_at: rec.expires_at.map(timestamp),
         stop_reason: rec.stop_reason.clone(),
+        netns: String::new(),
     }
 }
 

@@ -105,6 +105,7 @@ impl FakeState {
             created_at: Some(now.into()),
             expires_at: Some((now + Duration::from_secs(timeout.into())).into()),
             stop_reason: String::new(),
+            netns: String::new(),
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Sandbox {
     pub backend: Backend,
     pub slot: u16,
     pub address: Ipv4Addr,
+    /// Host path of the sandbox's network namespace, if its loopback is reachable there.
+    pub netns: Option<std::path::PathBuf>,
     /// Spec with defaults filled in, as `Sandbox.spec` reports it.
     pub spec: pb::SandboxSpec,
     /// Changes every time a sandbox (re)appears; keys the proxy's pools.
@@ -87,6 +89,7 @@ impl Sandbox {
             backend: handle.backend,
             slot: handle.slot,
             address: handle.address,
+            netns: handle.netns.clone(),
             spec,
             generation,
             created_at: now,
@@ -185,6 +188,11 @@ impl Sandbox {
             created_at: Some(self.created_at.into()),
             expires_at: Some(m.expires_at.into()),
             stop_reason: String::new(),
+            netns: self
+                .netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
         }
     }
 

@@ -214,6 +214,7 @@ impl Runtime for FakeRuntime {
             dir,
             spec,
             paused: false,
+            netns: None,
         };
         self.sandboxes.lock().insert(
             id,
