@@ -87,6 +87,24 @@ pub struct ProxyConfig {
     /// Sandbox ports the proxy refuses (403); by default the guest agent's
     /// own port, which only the host agent may reach.
     pub denied_ports: Vec<u16>,
+    /// How upstream connections are opened; see [`UpstreamConnect`].
+    pub upstream_connect: UpstreamConnect,
+}
+
+/// How the proxy opens upstream connections (`upstream_connect`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamConnect {
+    /// `netns` when the proxy may enter network namespaces (root), else `direct`.
+    #[default]
+    Auto,
+    /// Dial the sandbox's address from the host only: apps bound to
+    /// `127.0.0.1` inside a namespace sandbox are unreachable unless the
+    /// guest agent forwards them.
+    Direct,
+    /// The namespace fast path ([`crate::netns`]); fails at start without
+    /// `CAP_SYS_ADMIN`.
+    Netns,
 }
 
 impl Default for ProxyConfig {
@@ -115,6 +133,7 @@ impl Default for ProxyConfig {
             watch_backoff_max_ms: DEFAULT_WATCH_BACKOFF_MAX_MS,
             access_log: true,
             denied_ports: vec![wrenn_types::GUEST_PORT],
+            upstream_connect: UpstreamConnect::Auto,
         }
     }
 }

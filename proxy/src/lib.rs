@@ -40,8 +40,10 @@
 //! - **Isolation**: the proxy runs on its own runtime and threads
 //!   ([`Proxy::start`], [`run`]); its upstream pool never carries RPC and the
 //!   watcher's tonic channel never carries proxied bytes.
-//! - **Upstream connect** is one trait, [`UpstreamConnector`], so a connector
-//!   that dials inside the sandbox's netns can replace [`DirectConnector`].
+//! - **Upstream connect** is one trait, [`UpstreamConnector`]: by default
+//!   [`NetnsConnector`] (the sandbox's address, then its loopback from inside
+//!   its netns, so apps bound to `127.0.0.1` answer the moment they listen;
+//!   see [`netns`]), or [`DirectConnector`] (`upstream_connect = "direct"`).
 //!
 //! # Limitations
 //! - Plain HTTP only (terminate TLS in front); no h2c; no WebSocket over HTTP/2.
@@ -58,6 +60,7 @@ mod deadline;
 pub mod failure;
 mod listener;
 pub mod metrics;
+pub mod netns;
 pub mod rewrite;
 pub mod routes;
 mod server;
@@ -66,10 +69,11 @@ pub mod target;
 pub mod urls;
 mod watch;
 
-pub use config::{ConfigError, ProxyConfig};
+pub use config::{ConfigError, ProxyConfig, UpstreamConnect};
 pub use connect::{DirectConnector, PeerSettings, UpstreamConnector, base_peer};
 pub use failure::Failure;
 pub use metrics::Metrics;
+pub use netns::NetnsConnector;
 pub use routes::{HostPolicy, Route, RouteOptions, RouteState, RouteTable};
 pub use server::{Proxy, ProxyError, ProxyHandle, ShutdownReport, run};
 pub use urls::{SandboxUrls, public_host, sandbox_urls};

@@ -155,6 +155,9 @@ pub struct Route {
     pub address: Option<IpAddr>,
     pub generation: u64,
     pub options: RouteOptions,
+    /// Host path of the sandbox's network namespace, when its loopback can be
+    /// reached there (namespace sandboxes); see [`crate::netns`].
+    pub netns: Option<Arc<std::path::Path>>,
     pool_base: u64,
     pub(crate) in_flight: PortCounters,
     pub(crate) open: AtomicU64,
@@ -177,10 +180,17 @@ impl Route {
             address,
             generation,
             options,
+            netns: None,
             pool_base: h.finish(),
             in_flight: PortCounters::default(),
             open: AtomicU64::new(0),
         }
+    }
+
+    /// The same route with the sandbox's network namespace set.
+    pub fn with_netns(mut self, netns: impl Into<Arc<std::path::Path>>) -> Self {
+        self.netns = Some(netns.into());
+        self
     }
 
     /// Pool key for `port`: distinct for every (id, generation, port), so a

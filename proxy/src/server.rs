@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::admin::{Admin, serve_admin};
 use crate::config::{ConfigError, ProxyConfig};
-use crate::connect::{DirectConnector, UpstreamConnector};
+use crate::connect::UpstreamConnector;
 use crate::listener::{App, ConnSettings, Tracker, accept_loop};
 use crate::metrics::{Metrics, MetricsError};
 use crate::routes::RouteTable;
@@ -62,7 +62,8 @@ pub enum ProxyError {
 /// the connector and a static route table can be swapped in first.
 pub struct Proxy {
     config: ProxyConfig,
-    connector: Arc<dyn UpstreamConnector>,
+    /// `None`: the one `upstream_connect` names.
+    connector: Option<Arc<dyn UpstreamConnector>>,
     static_routes: Option<Arc<RouteTable>>,
 }
 
@@ -70,14 +71,14 @@ impl Proxy {
     pub fn new(config: ProxyConfig) -> Self {
         Proxy {
             config,
-            connector: Arc::new(DirectConnector),
+            connector: None,
             static_routes: None,
         }
     }
 
-    /// Replaces the default [`DirectConnector`].
+    /// Replaces the connector `upstream_connect` names.
     pub fn connector(mut self, connector: impl UpstreamConnector) -> Self {
-        self.connector = Arc::new(connector);
+        self.connector = Some(Arc::new(connector));
         self
     }
 
@@ -92,6 +93,10 @@ impl Proxy {
     pub fn start(self) -> Result<ProxyHandle, ProxyError> {
         let c = self.config;
         c.validate()?;
+        let connector = match self.connector {
+            Some(connector) => connector,
+            None => crate::connect::from_config(&c)?,
+        };
         crate::bridge_pingora_logs();
         raise_fd_limit();
         let threads = c.worker_threads();
@@ -129,7 +134,7 @@ impl Proxy {
             upstream_keepalive_pool_size: c.pool_size.div_ceil(threads),
             ..ServerConf::default()
         });
-        let logic = WrennProxy::new(&c, routes.clone(), metrics.clone(), self.connector);
+        let logic = WrennProxy::new(&c, routes.clone(), metrics.clone(), connector);
         let app: Arc<App> = Arc::new(pingora_proxy::http_proxy(&conf, logic));
 
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -226,7 +226,16 @@ pub(crate) fn route_from(sb: &Sandbox, kind: Kind) -> Option<Route> {
     if !bad.is_empty() {
         tracing::warn!(sandbox_id = %id, keys = ?bad, "ignoring proxy metadata with unknown values (use `localhost` or `public`)");
     }
-    Some(Route::new(id, state, address, sb.generation, options))
+    let route = Route::new(id, state, address, sb.generation, options);
+    let netns = std::path::Path::new(&sb.netns);
+    Some(match sb.netns.as_str() {
+        "" => route,
+        _ if netns.is_absolute() => route.with_netns(netns),
+        _ => {
+            tracing::warn!(sandbox_id = %route.id, netns = %sb.netns, "agent reported a network namespace that is not an absolute path; ignored");
+            route
+        }
+    })
 }
 
 #[cfg(test)]

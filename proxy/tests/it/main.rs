@@ -5,6 +5,7 @@
 mod common;
 
 mod hardening;
+mod netns;
 mod pool;
 mod retry;
 mod rewrite;
