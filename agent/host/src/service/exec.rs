@@ -22,6 +22,8 @@ use crate::manager::Sandbox;
 pub const DEFAULT_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
 /// Largest `output_limit` accepted: the response is held in memory.
 pub const MAX_OUTPUT_LIMIT: u64 = 256 * 1024 * 1024;
+/// How long unary Exec waits for the guest to close a finished process's stream.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Checks a process start request; `pty` says whether a terminal is wanted.
 pub(crate) fn check_start(
@@ -177,6 +179,15 @@ pub async fn exec(svc: &AgentService, req: pb::ExecRequest) -> Result<pb::ExecRe
                 if let Some(e) = end.error.filter(|e| !e.is_empty()) {
                     out.status = format!("{}: {e}", out.status);
                 }
+                // Read the stream to its end (the guest closes it right after
+                // `end`): dropping it early makes h2 reset the stream, and a
+                // connection that sends too many such resets is closed by h2
+                // (`too_many_internal_resets`), taking every PTY and stream
+                // of the sandbox with it.
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                    while let Some(Ok(_)) = events.next().await {}
+                })
+                .await;
                 return Ok(out);
             }
             Some(Event::Start(_)) | Some(Event::Keepalive(_)) | None => {}
