@@ -147,8 +147,16 @@ async fn killing_the_owner_mid_create_leaves_nothing_after_recovery() {
     assert_eq!(listed, adopted);
 
     // What is left on the host is exactly what the adopted sandboxes hold.
+    // (The kernel removes a cleaned sandbox's links with its netns, just after.)
     let n = rec.adopted.len();
-    let snap = leftovers::take("rcown", &dir, &OWNER_SLOTS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let snap = loop {
+        let snap = leftovers::take("rcown", &dir, &OWNER_SLOTS);
+        if snap.links.len() == n || std::time::Instant::now() > deadline {
+            break snap;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(snap.netns.len(), n, "{snap:#?}");
     assert_eq!(snap.links.len(), n, "{snap:#?}");
     assert_eq!(
@@ -216,8 +224,10 @@ async fn recovery_only_touches_its_own_prefix_and_slot_range() {
     other.shutdown(Duration::from_secs(5)).await.unwrap();
     guest::check(mine.guest_addr).await.unwrap();
 
-    // Leftovers of this range without a record (a netns and a host link) are
-    // removed by this instance's recovery; another prefix's are not.
+    // Leftovers of this range without a record — a bare netns, and a netns
+    // with its veth pair — are removed by this instance's recovery. A host
+    // link of the range whose netns is not ours (host link names carry no
+    // prefix) and another prefix's netns are left alone.
     let run = |args: &[&str]| {
         assert!(
             Command::new("ip").args(args).status().unwrap().success(),
@@ -225,6 +235,7 @@ async fn recovery_only_touches_its_own_prefix_and_slot_range() {
         )
     };
     run(&["netns", "add", "wrenn-tv-1428"]);
+    run(&["netns", "add", "wrenn-tv-1429"]);
     run(&[
         "link",
         "add",
@@ -233,10 +244,24 @@ async fn recovery_only_touches_its_own_prefix_and_slot_range() {
         "veth",
         "peer",
         "name",
-        "wvpeer1429",
+        "eth0",
+        "netns",
+        "wrenn-tv-1429",
     ]);
-    run(&["netns", "add", "wrenn-tx-1428"]);
-    let _foreign = Foreign("wrenn-tx-1428");
+    run(&["netns", "add", "wrenn-tx-1427"]);
+    run(&[
+        "link",
+        "add",
+        "wv1427",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        "wrenn-tx-1427",
+    ]);
+    let foreign = Foreign("wrenn-tx-1427");
     // (A second runtime of the same instance, as after an agent restart.)
     let again = wrenn_vmm::build(env.cfg.clone()).unwrap();
     let rec = again.recover().await.unwrap();
@@ -249,17 +274,29 @@ async fn recovery_only_touches_its_own_prefix_and_slot_range() {
         1,
         "only the live sandbox's netns: {snap:#?}"
     );
-    assert_eq!(
-        snap.links.len(),
-        1,
-        "only the live sandbox's link: {snap:#?}"
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while leftovers::take("rcmine", env.path(), &env.slots())
+        .links
+        .contains("wv1429")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wv1429 not removed with its netns"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let links = leftovers::take("rcmine", env.path(), &env.slots()).links;
+    assert!(
+        links.contains("wv1427"),
+        "another instance's link was touched: {links:?}"
     );
     assert!(
-        std::path::Path::new("/run/netns/wrenn-tx-1428").exists(),
+        std::path::Path::new("/run/netns/wrenn-tx-1427").exists(),
         "another prefix's netns was touched"
     );
     guest::check(mine.guest_addr).await.unwrap();
     drop(again);
+    drop(foreign); // its netns goes, and its veth pair with it
 
     env.finish().await;
     leftovers::assert_clean("rcmine", env.path(), &env.slots()).await;

@@ -221,20 +221,19 @@ impl Network {
             .map(|m| link::group_of(&m) == firewall::INTERNET_GROUP))
     }
 
-    /// Slots of this instance's range that have a netns or a host link.
+    /// Slots of this instance's range that have a netns `<prefix>-<slot>`.
+    ///
+    /// A host link `wv<slot>` alone is not taken as ours: link names carry
+    /// no prefix, so with a misconfigured overlapping slot range it could be
+    /// another instance's. A link of ours without its netns lives only as
+    /// long as something still holds the netns (a process, which the cgroup
+    /// teardown kills) and then goes with it.
     pub async fn occupied_slots(&self) -> Result<Vec<Slot>> {
         let mut out: Vec<Slot> = netns::list()
             .iter()
             .filter_map(|n| Slot::from_netns_name(&self.prefix, n))
             .filter(|s| self.slots.contains(&s.get()))
             .collect();
-        for (name, _, _) in link::list(self.root().await?).await? {
-            if let Some(s) = Slot::from_host_iface(&name)
-                && self.slots.contains(&s.get())
-            {
-                out.push(s);
-            }
-        }
         out.sort();
         out.dedup();
         Ok(out)
