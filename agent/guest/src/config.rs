@@ -12,6 +12,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:49983";
 pub const DEFAULT_KEEPALIVE_SECS: u64 = 30;
 /// Prefix of the environment variables that configure the agent itself.
 pub const ENV_PREFIX: &str = "WRENN_GUEST_";
+/// Default interval of the localhost forwarder's scans.
+pub const DEFAULT_FORWARD_SCAN_MS: u64 = 100;
 
 /// Guest agent: process, PTY and filesystem gRPC inside a sandbox.
 #[derive(Debug, Clone, Parser)]
@@ -42,6 +44,20 @@ pub struct Config {
     /// Once serving, print the bound address as one line `<ip>:<port>` on stdout.
     #[arg(long, env = "WRENN_GUEST_PRINT_ADDR")]
     pub print_addr: bool,
+
+    /// Make apps that listen only on loopback (127.0.0.1, ::1) reachable on
+    /// the sandbox's own address, same port (Firecracker guests turn it on).
+    #[arg(long, env = "WRENN_GUEST_FORWARD_LOCALHOST")]
+    pub forward_localhost: bool,
+
+    /// Milliseconds between the forwarder's scans for loopback listeners.
+    #[arg(
+        long,
+        env = "WRENN_GUEST_FORWARD_SCAN_MS",
+        default_value_t = DEFAULT_FORWARD_SCAN_MS,
+        value_parser = clap::value_parser!(u64).range(10..=200)
+    )]
+    pub forward_scan_ms: u64,
 }
 
 /// How log lines are written.
@@ -58,6 +74,11 @@ impl Config {
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs(self.keepalive_secs)
     }
+
+    /// Interval of the localhost forwarder's scans.
+    pub fn forward_scan(&self) -> Duration {
+        Duration::from_millis(self.forward_scan_ms)
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +92,29 @@ mod tests {
         assert_eq!(config.keepalive(), Duration::from_secs(30));
         assert_eq!(config.log_level, "info");
         assert!(!config.print_addr);
+        assert!(
+            !config.forward_localhost,
+            "off unless the runtime turns it on"
+        );
+        assert_eq!(config.forward_scan(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn forwarder_flags_and_their_bounds() {
+        let c = Config::try_parse_from([
+            "wrenn-guest",
+            "--forward-localhost",
+            "--forward-scan-ms",
+            "200",
+        ])
+        .unwrap();
+        assert!(c.forward_localhost);
+        assert_eq!(c.forward_scan(), Duration::from_millis(200));
+        for bad in ["0", "9", "201"] {
+            let err =
+                Config::try_parse_from(["wrenn-guest", "--forward-scan-ms", bad]).unwrap_err();
+            assert!(err.to_string().contains("forward-scan-ms"), "{err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod config;
 mod env;
+mod forward;
 mod fs;
 mod init;
 mod logging;

@@ -78,6 +78,12 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
             .context("printing the address")?;
     }
     tracing::info!(%addr, pid1, keepalive_secs = config.keepalive_secs, "serving");
+    let forwarder = config.forward_localhost.then(|| {
+        crate::forward::Forwarder::spawn(crate::forward::Settings {
+            scan: config.forward_scan(),
+            excluded: vec![addr.port(), wrenn_proto::GUEST_PORT],
+        })
+    });
 
     let signal = tokio::select! {
         signal = stop.recv() => signal,
@@ -100,6 +106,9 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
     health
         .set_not_serving::<FilesystemServer<FilesystemService>>()
         .await;
+    if let Some(f) = forwarder {
+        f.stop().await;
+    }
     stop_processes(&table, &reaper, pid1).await;
     let _ = stop_server.send(());
     tracing::info!("stopped");

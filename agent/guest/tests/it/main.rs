@@ -9,5 +9,6 @@ mod bad_input;
 mod concurrency;
 mod exec;
 mod files;
+mod forward;
 mod lifecycle;
 mod pty;
