@@ -173,6 +173,15 @@ impl Platform {
         id
     }
 
+    /// Creates a sandbox (`wrenn sandbox create <extra…>`) that is
+    /// destroyed when the returned guard drops.
+    pub fn sandbox(&self, extra: &[&str]) -> Sandbox<'_> {
+        Sandbox {
+            id: self.create_sandbox(extra),
+            platform: self,
+        }
+    }
+
     /// Everything `wrenn up` printed so far (stdout and stderr, interleaved).
     pub fn output(&self) -> String {
         self.up.as_ref().map(Proc::output).unwrap_or_default()
@@ -227,6 +236,45 @@ impl Drop for Platform {
     }
 }
 
+/// A sandbox destroyed (`wrenn sandbox rm`) when dropped; one already gone
+/// is fine.
+pub struct Sandbox<'a> {
+    pub id: String,
+    pub platform: &'a Platform,
+}
+
+impl Sandbox<'_> {
+    /// `wrenn exec <id> -- sh -c <script>`.
+    pub fn sh(&self, script: &str) -> CliOutput {
+        self.platform
+            .cli(&["exec", &self.id, "--", "sh", "-c", script])
+    }
+
+    /// Like [`sh`](Self::sh), panicking unless it exits 0; returns stdout.
+    pub fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert_eq!(out.code, 0, "in sandbox {}: {script:?}: {out}", self.id);
+        out.stdout
+    }
+
+    /// `wrenn sandbox get --json <id>`.
+    pub fn get(&self) -> serde_json::Value {
+        let out = self
+            .platform
+            .cli_ok(&["sandbox", "get", "--json", &self.id]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("sandbox get --json: {e}: {out}"))
+    }
+}
+
+impl Drop for Sandbox<'_> {
+    fn drop(&mut self) {
+        let out = self.platform.cli(&["sandbox", "rm", &self.id]);
+        if out.code != 0 && out.code != 3 && !std::thread::panicking() {
+            panic!("sandbox rm {}: {out}", self.id);
+        }
+    }
+}
+
 /// After the platform's processes are gone: asserts nothing of it is left,
 /// cleans up by force if something is, removes the directory, and panics
 /// with what went wrong (or only prints it when the test already panics).
@@ -241,9 +289,9 @@ pub fn finish(
     let left = leftovers::wait_clean(&options.prefix, &options.slots, dir, ids);
     if !left.is_empty() {
         leftovers::force_clean(options, dir);
-        problem.get_or_insert_with(String::new).push_str(&format!(
-            "\nleft behind after {what} stopped: {left:#?}"
-        ));
+        problem
+            .get_or_insert_with(String::new)
+            .push_str(&format!("\nleft behind after {what} stopped: {left:#?}"));
     }
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
@@ -251,6 +299,9 @@ pub fn finish(
         problem
             .get_or_insert_with(String::new)
             .push_str(&format!("\ncannot remove {}: {e}", dir.display()));
+    }
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent); // only when empty
     }
     if let Some(p) = problem {
         let msg = format!("{what}: {p}\n--- output ---\n{}", tail(&output(), 150));
@@ -285,7 +336,11 @@ pub fn shared<T: Send + Sync + 'static>(
 pub fn guest_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("WRENN_GUEST_BIN").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "WRENN_GUEST_BIN={} does not exist", p.display());
+        assert!(
+            p.is_file(),
+            "WRENN_GUEST_BIN={} does not exist",
+            p.display()
+        );
         return p;
     }
     // target/<profile>/wrenn → target/
@@ -374,8 +429,7 @@ pub fn prepare_dir(options: &PlatformOptions) -> PathBuf {
             dir.display()
         );
         leftovers::force_clean(options, &dir);
-        std::fs::remove_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
     }
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     dir

@@ -172,9 +172,7 @@ impl fmt::Display for CliOutput {
 /// its exit code and output; kills it and panics after `timeout`.
 pub fn run(mut cmd: Command, timeout: Duration) -> CliOutput {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
     let read = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -209,6 +207,5 @@ pub fn run(mut cmd: Command, timeout: Duration) -> CliOutput {
 
 /// The exit code, or 128 + the signal number.
 pub fn exit_code(s: ExitStatus) -> i32 {
-    s.code()
-        .unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+    s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
 }
