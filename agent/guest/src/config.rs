@@ -47,7 +47,12 @@ pub struct Config {
 
     /// Make apps that listen only on loopback (127.0.0.1, ::1) reachable on
     /// the sandbox's own address, same port (Firecracker guests turn it on).
-    #[arg(long, env = "WRENN_GUEST_FORWARD_LOCALHOST")]
+    /// The environment takes 1/0, true/false, yes/no, on/off.
+    #[arg(
+        long,
+        env = "WRENN_GUEST_FORWARD_LOCALHOST",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub forward_localhost: bool,
 
     /// Milliseconds between the forwarder's scans for loopback listeners.
