@@ -22,7 +22,11 @@
 //! `Host`. Dev servers with a host allow-list (Vite, webpack-dev-server) want
 //! `Host: localhost:<port>` instead: set the sandbox metadata key
 //! `wrenn.proxy.host=localhost` (every port) or `wrenn.proxy.host.<port>=localhost`
-//! (one port; `public` switches a port back). See [`routes::RouteOptions`].
+//! (one port; `public` switches a port back). Apps that serve under the path
+//! form's prefix themselves (Jupyter with `base_url=/proxy/<id>/<port>/`) set
+//! `wrenn.proxy.prefix=keep` or `wrenn.proxy.prefix.<port>=keep`: their path-form
+//! requests go upstream unstripped, without `X-Forwarded-Prefix`. See
+//! [`routes::RouteOptions`].
 //!
 //! # Design
 //! - **Request path without locks or I/O**: routes are read from an
@@ -74,7 +78,7 @@ pub use connect::{DirectConnector, PeerSettings, UpstreamConnector, base_peer};
 pub use failure::Failure;
 pub use metrics::Metrics;
 pub use netns::NetnsConnector;
-pub use routes::{HostPolicy, Route, RouteOptions, RouteState, RouteTable};
+pub use routes::{HostPolicy, PrefixPolicy, Route, RouteOptions, RouteState, RouteTable};
 pub use server::{Proxy, ProxyError, ProxyHandle, ShutdownReport, run};
 pub use urls::{SandboxUrls, public_host, sandbox_urls};
 pub use watch::WatchError;

@@ -49,28 +49,51 @@ pub enum HostPolicy {
     Localhost,
 }
 
+/// What the path form sends upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixPolicy {
+    /// `/<rest>`: the `/proxy/<id>/<port>` prefix is stripped (default; the
+    /// app sees itself at `/`).
+    Strip,
+    /// The whole path, prefix included, for apps started with a matching
+    /// base URL (Jupyter's `--ServerApp.base_url=/proxy/<id>/<port>/`).
+    Keep,
+}
+
 /// Sandbox metadata key: `localhost` sends `Host: localhost:<port>` on every port.
 pub const META_HOST: &str = "wrenn.proxy.host";
 /// Sandbox metadata key prefix: `wrenn.proxy.host.<port>` = `localhost` | `public`
 /// sets the Host policy of one port (overrides [`META_HOST`]).
 pub const META_HOST_PORT_PREFIX: &str = "wrenn.proxy.host.";
+/// Sandbox metadata key: `keep` sends path-form requests upstream with their
+/// `/proxy/<id>/<port>` prefix on every port (`strip`, the default, removes it).
+pub const META_PREFIX: &str = "wrenn.proxy.prefix";
+/// Sandbox metadata key prefix: `wrenn.proxy.prefix.<port>` = `keep` | `strip`
+/// sets the prefix policy of one port (overrides [`META_PREFIX`]).
+pub const META_PREFIX_PORT_PREFIX: &str = "wrenn.proxy.prefix.";
 
 /// Per-route options, read from the sandbox's metadata when the route is built.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteOptions {
     pub default_host: Option<HostPolicy>,
     pub port_hosts: Vec<(u16, HostPolicy)>,
+    pub default_prefix: Option<PrefixPolicy>,
+    pub port_prefixes: Vec<(u16, PrefixPolicy)>,
 }
 
 impl RouteOptions {
-    /// Reads the `wrenn.proxy.host*` keys; unknown values are ignored (and
-    /// reported through the returned list of bad keys).
+    /// Reads the `wrenn.proxy.host*` and `wrenn.proxy.prefix*` keys; unknown
+    /// values are ignored (and reported through the returned list of bad keys).
     pub fn from_metadata<'a>(
         meta: impl IntoIterator<Item = (&'a String, &'a String)>,
     ) -> (Self, Vec<String>) {
         let mut opts = RouteOptions::default();
         let mut bad = Vec::new();
         for (k, v) in meta {
+            if k == META_PREFIX || k.starts_with(META_PREFIX_PORT_PREFIX) {
+                opts.read_prefix(k, v, &mut bad);
+                continue;
+            }
             let policy = match v.as_str() {
                 "localhost" => Some(HostPolicy::Localhost),
                 "public" => Some(HostPolicy::Public),
@@ -89,6 +112,31 @@ impl RouteOptions {
             }
         }
         (opts, bad)
+    }
+
+    fn read_prefix(&mut self, k: &str, v: &str, bad: &mut Vec<String>) {
+        let policy = match v {
+            "keep" => Some(PrefixPolicy::Keep),
+            "strip" => Some(PrefixPolicy::Strip),
+            _ => None,
+        };
+        match (k.strip_prefix(META_PREFIX_PORT_PREFIX), policy) {
+            (None, Some(p)) => self.default_prefix = Some(p),
+            (Some(port), Some(p)) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => self.port_prefixes.push((port, p)),
+                _ => bad.push(k.to_owned()),
+            },
+            (_, None) => bad.push(k.to_owned()),
+        }
+    }
+
+    pub fn prefix_policy(&self, port: u16) -> PrefixPolicy {
+        self.port_prefixes
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, h)| *h)
+            .or(self.default_prefix)
+            .unwrap_or(PrefixPolicy::Strip)
     }
 
     pub fn host_policy(&self, port: u16) -> HostPolicy {
@@ -396,6 +444,28 @@ mod tests {
         assert_eq!(
             RouteOptions::default().host_policy(3000),
             HostPolicy::Public
+        );
+    }
+
+    #[test]
+    fn prefix_policy_comes_from_metadata() {
+        let meta: HashMap<String, String> = [
+            (META_PREFIX.to_owned(), "keep".to_owned()),
+            (format!("{META_PREFIX_PORT_PREFIX}3000"), "strip".to_owned()),
+            (format!("{META_PREFIX_PORT_PREFIX}x"), "keep".to_owned()),
+            (format!("{META_PREFIX_PORT_PREFIX}8889"), "yes".to_owned()),
+            (META_HOST.to_owned(), "localhost".to_owned()),
+        ]
+        .into();
+        let (opts, mut bad) = RouteOptions::from_metadata(&meta);
+        bad.sort();
+        assert_eq!(bad, ["wrenn.proxy.prefix.8889", "wrenn.proxy.prefix.x"]);
+        assert_eq!(opts.prefix_policy(8888), PrefixPolicy::Keep);
+        assert_eq!(opts.prefix_policy(3000), PrefixPolicy::Strip);
+        assert_eq!(opts.host_policy(8888), HostPolicy::Localhost);
+        assert_eq!(
+            RouteOptions::default().prefix_policy(8888),
+            PrefixPolicy::Strip
         );
     }
 }

@@ -8,7 +8,7 @@ use pingora_proxy::Session;
 
 use super::{RequestCtx, WrennProxy};
 use crate::rewrite::RewriteCtx;
-use crate::routes::HostPolicy;
+use crate::routes::{HostPolicy, PrefixPolicy};
 use crate::target::Form;
 
 impl WrennProxy {
@@ -20,13 +20,15 @@ impl WrennProxy {
         ctx: &RequestCtx,
     ) -> Result<()> {
         let req = session.req_header();
-        if let Some(off) = ctx.path_offset {
-            up.set_raw_path(&req.raw_path()[off..])?;
-        }
         let route = ctx
             .route
             .as_ref()
             .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
+        // Path form: the prefix is stripped unless the app serves under it.
+        let strip = route.options.prefix_policy(ctx.port) == PrefixPolicy::Strip;
+        if let Some(off) = ctx.path_offset.filter(|_| strip) {
+            up.set_raw_path(&req.raw_path()[off..])?;
+        }
         if let Some(host) = req.headers.get(header::HOST) {
             up.insert_header("x-forwarded-host", host.clone())?;
         }
@@ -41,7 +43,7 @@ impl WrennProxy {
             }
         }
         up.insert_header("x-forwarded-proto", "http")?;
-        if ctx.form == Some(Form::Path) {
+        if ctx.form == Some(Form::Path) && strip {
             up.insert_header(
                 "x-forwarded-prefix",
                 format!("/proxy/{}/{}", route.id, ctx.port),

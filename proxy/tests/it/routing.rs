@@ -301,6 +301,61 @@ async fn metadata_can_send_localhost_as_host_per_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_can_keep_the_path_prefix_per_port() {
+    let h = Harness::start().await;
+    let kept = Upstream::http().await;
+    let stripped = Upstream::http().await;
+    let mut sb = sandbox("sbjupyter", "127.0.0.1", SandboxState::Running, 1);
+    sb.spec = Some(wrenn_proto::wrenn::v1::SandboxSpec {
+        metadata: [(
+            format!("wrenn.proxy.prefix.{}", kept.port()),
+            "keep".to_owned(),
+        )]
+        .into(),
+        ..Default::default()
+    });
+    h.agent.emit(Kind::Running, sb);
+    let routes = h.proxy.routes().clone();
+    wait_until("route", std::time::Duration::from_secs(5), || {
+        routes.get("sbjupyter").is_some()
+    })
+    .await;
+    let target = format!("/proxy/sbjupyter/{}/lab?x=%2F", kept.port());
+    let r = get(h.addr(), &target, &[]).await;
+    assert_eq!(r.json()["target"], target, "the whole path goes upstream");
+    assert_eq!(r.json()["x-forwarded-prefix"], serde_json::Value::Null);
+    // A Location already under the prefix stays as it is.
+    let r = get(
+        h.addr(),
+        &target,
+        &[
+            ("x-test-status", "302"),
+            (
+                "x-test-location",
+                &format!("/proxy/sbjupyter/{}/tree", kept.port()),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/proxy/sbjupyter/{}/tree", kept.port()).as_str())
+    );
+    // Other ports keep the default.
+    let r = get(
+        h.addr(),
+        &format!("/proxy/sbjupyter/{}/lab", stripped.port()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.json()["target"], "/lab");
+    assert_eq!(
+        r.json()["x-forwarded-prefix"],
+        format!("/proxy/sbjupyter/{}", stripped.port())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guest_agent_port_is_denied_by_default() {
     let h = Harness::start().await;
     h.running("sbdeny", 1).await;
