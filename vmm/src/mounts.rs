@@ -7,7 +7,8 @@ use nix::mount::{MntFlags, umount2};
 /// Mount points of the calling thread's mount namespace that lie under `dir`
 /// (inclusive), deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // The calling thread's namespace: a thread may have joined another one.
+    let text = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
     let mut out: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))

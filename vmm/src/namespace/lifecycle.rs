@@ -129,7 +129,7 @@ pub(super) async fn join<T>(h: tokio::task::JoinHandle<Result<T>>) -> Result<T> 
 /// Removes everything of the sandbox in `st`: processes, cgroups, network,
 /// directory (only when `remove_dir`). Idempotent; returns the first error
 /// after trying every step.
-pub(super) async fn teardown(inner: &Inner, st: &mut State, remove_dir: bool) -> Result<()> {
+pub(super) async fn teardown(inner: &Arc<Inner>, st: &mut State, remove_dir: bool) -> Result<()> {
     let id = st.record.id.clone();
     let started = std::time::Instant::now();
     let mut first: Option<Error> = None;
@@ -163,16 +163,26 @@ pub(super) async fn teardown(inner: &Inner, st: &mut State, remove_dir: bool) ->
         }
     }
     let exited = started.elapsed();
-    if st.holds_template {
-        inner.templates.release(&st.record.template);
-        st.holds_template = false;
-    }
+    let release = st.holds_template.then(|| st.record.template.clone());
+    st.holds_template = false;
     // 2. The rest is independent: cgroups (killing any straggler, e.g. of a
     //    sandbox whose init was never recorded), network, directory.
     let cgroup = st.cgroup.clone();
     let cgroups = join(tokio::task::spawn_blocking(move || {
         cgroup.destroy(CGROUP_TIMEOUT).map_err(Error::from)
     }));
+    let templates = async {
+        if let Some(t) = release {
+            let inner = inner.clone();
+            join(tokio::task::spawn_blocking(move || {
+                inner.templates.release(&t);
+                Ok(())
+            }))
+            .await
+        } else {
+            Ok(())
+        }
+    };
     let net = async { inner.net.teardown(st.slot).await.map_err(Error::from) };
     let dir = st.dir.dir.clone();
     let files = async move {
@@ -185,7 +195,8 @@ pub(super) async fn teardown(inner: &Inner, st: &mut State, remove_dir: bool) ->
             Ok(())
         }
     };
-    let (c, n, d) = tokio::join!(cgroups, net, files);
+    let (c, n, d, t) = tokio::join!(cgroups, net, files, templates);
+    note(t);
     note(c);
     note(n);
     note(d);
@@ -222,13 +233,12 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
         return Err(Error::WrongState { id, state });
     }
     let template = st.record.template.clone();
-    let lower = inner.templates.acquire(&template)?;
     let input = StartInput {
         id: id.clone(),
         netns: inner.net.netns_name(st.slot),
         cgroup: st.cgroup.clone(),
         dir: st.dir.clone(),
-        lower,
+        template: template.clone(),
         guest_bin: inner.cfg.guest_bin.clone(),
         resolv_conf: resolv::sandbox_resolv_conf(st.record.internet),
         hosts: format!(
@@ -238,14 +248,17 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
         ),
         env: st.record.env.clone(),
     };
-    let spawned = join(tokio::task::spawn_blocking(move || start_blocking(input))).await;
-    let pid = match spawned {
-        Ok(pid) => pid,
-        Err(e) => {
-            inner.templates.release(&template);
-            return Err(e);
+    let inner2 = inner.clone();
+    let pid = join(tokio::task::spawn_blocking(move || {
+        let lower = inner2.templates.acquire(&input.template)?;
+        let spawned = start_blocking(&inner2, input, &lower);
+        if let Err(e) = &spawned {
+            tracing::debug!(error = %e, "start failed");
+            inner2.templates.release(&template);
         }
-    };
+        spawned
+    }))
+    .await?;
     st.holds_template = true;
     let start_time = process_start_time(pid.as_raw()).unwrap_or(0);
     let proc = Proc::watch(pid, true, id.as_str()).map_err(|source| Error::Io {
@@ -285,15 +298,20 @@ struct StartInput {
     netns: String,
     cgroup: Cgroup,
     dir: SandboxDir,
-    lower: std::path::PathBuf,
+    template: String,
     guest_bin: std::path::PathBuf,
     resolv_conf: String,
     hosts: String,
     env: std::collections::BTreeMap<String, String>,
 }
 
-/// Attaches the disk, prepares the plan and clones the first process.
-fn start_blocking(i: StartInput) -> Result<nix::unistd::Pid> {
+/// Attaches the disk, prepares the plan and clones the first process from
+/// the spawn mount namespace (where `lower`, the template, is mounted).
+fn start_blocking(
+    inner: &Inner,
+    i: StartInput,
+    lower: &std::path::Path,
+) -> Result<nix::unistd::Pid> {
     let disk = loopdev::attach(&i.dir.disk_image(), false)?;
     let log_path = i.dir.log();
     let log: OwnedFd = OpenOptions::new()
@@ -320,14 +338,18 @@ fn start_blocking(i: StartInput) -> Result<nix::unistd::Pid> {
         loop_dev: &disk.path(),
         disk_dir: &i.dir.disk_dir(),
         root_dir: &i.dir.root_dir(),
-        lower: &i.lower,
+        lower,
         guest_bin: &i.guest_bin,
         resolv_conf: i.resolv_conf,
         hosts: i.hosts,
         env: i.env,
     })
     .map_err(spawn_err)?;
-    let pid = spawn::spawn(plan).map_err(spawn_err)?;
+    let pid = inner
+        .templates
+        .ns()
+        .run(move || spawn::spawn(plan))?
+        .map_err(spawn_err)?;
     // The sandbox's mount holds the device now; autoclear frees it with the mount.
     drop(disk);
     Ok(pid)
@@ -381,7 +403,7 @@ pub(super) async fn destroy(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
 /// `destroy` of an id this runtime does not manage: cleans a directory a
 /// crashed run of this instance left, if it is ours (prefix and slot range)
 /// and its slot is not in use.
-async fn destroy_leftover(inner: &Inner, id: &SandboxId) -> Result<()> {
+async fn destroy_leftover(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
     let dir = SandboxDir::new(&inner.cfg.dir, id);
     let Ok(record) = dir.read_record() else {
         return Ok(());

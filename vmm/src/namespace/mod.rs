@@ -27,6 +27,7 @@
 //! filter. That is why production hosts use the Firecracker backend.
 
 mod lifecycle;
+pub mod mountns;
 pub(crate) mod proc;
 mod recover;
 pub mod rootfs;
@@ -115,7 +116,7 @@ impl NamespaceRuntime {
         let instance = format!("{}-{}-{}", cfg.prefix, cfg.slots.start(), cfg.slots.end());
         Ok(NamespaceRuntime {
             inner: Arc::new(Inner {
-                templates: rootfs::Templates::new(&cfg.dir, &instance),
+                templates: rootfs::Templates::new(&cfg.dir, &instance)?,
                 disks: rootfs::Disks::new(&cfg.dir),
                 table: Mutex::new(Table {
                     slots: SlotAllocator::new(cfg.slots.clone()),

@@ -5,9 +5,9 @@
 //!
 //! - **Template** (overlay lower layer): the template image is attached
 //!   read-only to a loop device (autoclear) and mounted read-only once per
-//!   template at `$WRENN_DIR/mnt/<prefix>-<first>-<last>/<template>`,
-//!   refcounted by the sandboxes started from it and unmounted (lazily) when
-//!   the last goes. Every sandbox's overlay holds its own reference to that
+//!   template at `$WRENN_DIR/mnt/<prefix>-<first>-<last>/<template>` inside
+//!   the runtime's spawn mount namespace ([`super::mountns`]), refcounted by
+//!   the sandboxes started from it and unmounted (lazily) when the last goes. Every sandbox's overlay holds its own reference to that
 //!   mount, so unmounting on the host never disturbs a running sandbox, and
 //!   the loop device is released when the last overlay goes.
 //! - **Disk** (overlay upper layer, the disk limit): a sparse ext4 file of
@@ -32,6 +32,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use parking_lot::Mutex;
 use wrenn_types::ByteSize;
 
+use super::mountns::SpawnNs;
 use crate::image;
 use crate::loopdev;
 use crate::runtime::{Error, Result};
@@ -42,15 +43,22 @@ pub struct Templates {
     wrenn_dir: PathBuf,
     mnt_dir: PathBuf,
     mounts: Mutex<HashMap<String, usize>>,
+    ns: SpawnNs,
 }
 
 impl Templates {
-    pub fn new(wrenn_dir: &Path, instance: &str) -> Self {
-        Templates {
+    pub fn new(wrenn_dir: &Path, instance: &str) -> Result<Self> {
+        Ok(Templates {
             wrenn_dir: wrenn_dir.to_owned(),
             mnt_dir: wrenn_dir.join("mnt").join(instance),
             mounts: Mutex::new(HashMap::new()),
-        }
+            ns: SpawnNs::new()?,
+        })
+    }
+
+    /// The spawn mount namespace the templates are mounted in.
+    pub fn ns(&self) -> &SpawnNs {
+        &self.ns
     }
 
     pub fn mnt_dir(&self) -> &Path {
@@ -73,18 +81,21 @@ impl Templates {
             source,
         })?;
         let dev = loopdev::attach(&image, true)?;
-        mount(
-            Some(&dev.path()),
-            &dir,
-            Some("ext4"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
-            Some("noload"),
-        )
-        .map_err(|e| Error::Io {
-            step: "mount template",
-            path: dir.clone(),
-            source: e.into(),
-        })?;
+        self.ns
+            .run(|| {
+                mount(
+                    Some(&dev.path()),
+                    &dir,
+                    Some("ext4"),
+                    MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+                    Some("noload"),
+                )
+            })?
+            .map_err(|e| Error::Io {
+                step: "mount template",
+                path: dir.clone(),
+                source: e.into(),
+            })?;
         // The mount now holds the loop device; autoclear frees it with the last user.
         drop(dev);
         mounts.insert(template.to_owned(), 1);
@@ -107,8 +118,10 @@ impl Templates {
 
     fn unmount(&self, template: &str) {
         let dir = self.mnt_dir.join(template);
-        if let Err(e) = umount2(&dir, MntFlags::MNT_DETACH) {
-            tracing::warn!(path = %dir.display(), error = %e, "unmount template");
+        match self.ns.run(|| umount2(&dir, MntFlags::MNT_DETACH)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(path = %dir.display(), error = %e, "unmount template"),
+            Err(e) => tracing::warn!(path = %dir.display(), error = %e, "unmount template"),
         }
         let _ = fs::remove_dir(&dir);
         tracing::debug!(template, "template unmounted");
@@ -125,6 +138,9 @@ impl Templates {
         if !mounts.is_empty() {
             return;
         }
+        // In the spawn namespace, and in the host's (where older versions
+        // mounted templates).
+        let _ = self.ns.run(|| crate::mounts::unmount_under(&self.mnt_dir));
         crate::mounts::unmount_under(&self.mnt_dir);
         if let Ok(entries) = fs::read_dir(&self.mnt_dir) {
             for e in entries.flatten() {
