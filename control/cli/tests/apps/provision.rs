@@ -1,0 +1,155 @@
+//! Getting JupyterLab and Next.js into a `base` sandbox (Debian bookworm:
+//! Python 3.11, no Node.js), through the CLI as a person would.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::{CliOutput, Platform, Sandbox, proc};
+
+/// Room to install and run the apps: the defaults (512 MiB, 1 GiB disk,
+/// 300 s) are too small for a 200 MB venv or a 350 MB `node_modules` and a
+/// webpack build.
+pub const RESOURCES: &[&str] = &["--memory", "2048", "--disk", "4096", "--timeout", "1800"];
+
+/// Where downloads land inside a sandbox (on its disk, not the `/tmp` tmpfs
+/// that counts against its memory).
+const DL: &str = "/opt/dl";
+
+/// Runs `sh -c <script>` in the sandbox with extra `--env`s, allowing
+/// `timeout`; panics with the output unless it exits 0. Returns stdout.
+pub fn sh(sb: &Sandbox<'_>, env: &[(&str, &str)], script: &str, timeout: Duration) -> String {
+    let out = sh_out(sb, env, script, timeout);
+    assert_eq!(out.code, 0, "in sandbox {}: {script:?}: {out}", sb.id);
+    out.stdout
+}
+
+fn sh_out(sb: &Sandbox<'_>, env: &[(&str, &str)], script: &str, timeout: Duration) -> CliOutput {
+    let mut cmd = sb.platform.command();
+    cmd.args(["exec", &sb.id]);
+    for (k, v) in env {
+        cmd.arg("--env").arg(format!("{k}={v}"));
+    }
+    cmd.args(["--", "sh", "-c", script]);
+    proc::run(cmd, timeout)
+}
+
+/// `wrenn files put <id> <local> <remote>`, allowing a few minutes for big files.
+pub fn put(p: &Platform, id: &str, local: &Path, remote: &str) {
+    let mut cmd = p.command();
+    cmd.args(["files", "put", id]).arg(local).arg(remote);
+    let out = proc::run(cmd, Duration::from_secs(300));
+    assert_eq!(out.code, 0, "files put {} {remote}: {out}", local.display());
+}
+
+/// `wrenn files get <id> <remote> <local>`.
+pub fn get(p: &Platform, id: &str, remote: &str, local: &Path) {
+    let mut cmd = p.command();
+    cmd.args(["files", "get", id, remote]).arg(local);
+    let out = proc::run(cmd, Duration::from_secs(300));
+    assert_eq!(out.code, 0, "files get {remote} {}: {out}", local.display());
+}
+
+/// The sandbox trusts what the host trusts: the host's CA bundle replaces
+/// the sandbox's. Where egress goes through a TLS-inspecting gateway (as on
+/// the machines this project is tested on), PyPI and the npm registry are
+/// only reachable with its CA; elsewhere the bundle is Debian's own.
+pub fn trust_host_cas(sb: &Sandbox<'_>) {
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    assert!(
+        bundle.is_file(),
+        "{} is missing: apt-get install ca-certificates",
+        bundle.display()
+    );
+    put(
+        sb.platform,
+        &sb.id,
+        bundle,
+        "/etc/ssl/certs/ca-certificates.crt",
+    );
+}
+
+/// Makes `/opt/dl` hold what `fetch` downloads (inside the sandbox, from the
+/// registries) — from the host cache entry if there is one, else by running
+/// `fetch` and saving `/opt/dl` into the cache. Returns whether it was cached.
+pub fn downloads(sb: &Sandbox<'_>, entry: &Path, fetch: &str, timeout: Duration) -> bool {
+    let started = Instant::now();
+    let tar = "/opt/dl.tar";
+    if entry.is_file() {
+        put(sb.platform, &sb.id, entry, tar);
+        sh(
+            sb,
+            &[],
+            &format!("mkdir -p {DL} && tar -xf {tar} -C {DL} && rm {tar}"),
+            Duration::from_secs(120),
+        );
+        eprintln!(
+            "[apps] {}: restored {} in {:.1?}",
+            sb.id,
+            entry.display(),
+            started.elapsed()
+        );
+        return true;
+    }
+    eprintln!(
+        "[apps] {}: {} is not cached yet: downloading (once per machine)",
+        sb.id,
+        entry.display()
+    );
+    sh(
+        sb,
+        &[],
+        &format!("set -e; mkdir -p {DL}; cd {DL}; {fetch}"),
+        timeout,
+    );
+    sh(
+        sb,
+        &[],
+        &format!("tar -cf {tar} -C {DL} ."),
+        Duration::from_secs(120),
+    );
+    get(sb.platform, &sb.id, tar, entry);
+    sh(sb, &[], &format!("rm {tar}"), Duration::from_secs(30));
+    eprintln!(
+        "[apps] {}: downloaded and cached {} in {:.1?}",
+        sb.id,
+        entry.display(),
+        started.elapsed()
+    );
+    false
+}
+
+/// Stops the background process tagged `tag` with SIGTERM and waits until
+/// it is gone and nothing listens on `port` any more.
+pub fn stop(sb: &Sandbox<'_>, tag: &str, port: u16) {
+    sb.platform
+        .cli_ok(&["kill", "--signal", "term", &sb.id, tag]);
+    crate::common::eventually(Duration::from_secs(60), &format!("{tag} to exit"), || {
+        let out = sb.platform.cli_ok(&["ps", "--json", &sb.id]);
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let running = list.as_array().unwrap().iter().any(|p| p["tag"] == tag);
+        (!running).then_some(())
+    });
+    sh(
+        sb,
+        &[],
+        &format!(
+            "for i in $(seq 300); do ss -Hltn 'sport = :{port}' | grep -q . || exit 0; sleep 0.1; done; \
+             echo still listening on {port}; ss -ltnp; exit 1"
+        ),
+        Duration::from_secs(60),
+    );
+}
+
+/// The last lines of a file in the sandbox (a server's log), for failure messages.
+pub fn tail_file(sb: &Sandbox<'_>, path: &str) -> String {
+    let out = sh_out(
+        sb,
+        &[],
+        &format!("tail -n 40 {path}"),
+        Duration::from_secs(30),
+    );
+    format!(
+        "--- {path} in sandbox {} ---\n{}{}",
+        sb.id, out.stdout, out.stderr
+    )
+}
