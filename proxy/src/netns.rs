@@ -13,6 +13,12 @@
 //! 2. if refused: `127.0.0.1:port` with a socket created inside the netns;
 //! 3. if refused: `[::1]:port` likewise (Node resolves `localhost` to `::1`).
 //!
+//! The target that worked is remembered per pool key ([`hints`]) and tried
+//! first next time, and the peer is named after it: Pingora hands a pooled
+//! socket back only when the socket's peer address equals the peer's, so a
+//! loopback connection is reusable only under a peer that says `127.0.0.1`
+//! (without this every request to a localhost app opened a new connection).
+//!
 //! Only `socket(2)` runs inside the namespace ([`socket`]): the worker thread
 //! opens the namespace file, `setns`es in, creates the socket and `setns`es
 //! straight back, with no `.await` in between, about 3–4 µs (measured:
@@ -34,12 +40,15 @@
 //! - Needs `CAP_SYS_ADMIN` (`setns`). `upstream_connect = "auto"` (the
 //!   default) falls back to [`DirectConnector`] without it, with a warning.
 //! - An app bound only to loopback sees its peer as `127.0.0.1`, as it would
-//!   behind the guest's forwarder in a VM.
+//!   behind the guest's forwarder in a VM. Once a port was reached on
+//!   loopback, new connections try loopback first for the sandbox's life: an
+//!   app later bound to `0.0.0.0` on that port is reached over loopback too.
 //! - Firecracker sandboxes carry no netns (their loopback is the guest
 //!   kernel's); the guest agent's forwarder serves them.
 //! - If the thread could not return to the proxy's namespace the process
 //!   aborts rather than open later sockets in a sandbox's namespace.
 
+mod hints;
 mod socket;
 #[cfg(test)]
 mod tests;
@@ -60,6 +69,8 @@ use tokio::net::{TcpSocket, TcpStream};
 
 pub use socket::{Home, NetnsError, probe};
 
+use hints::{Hint, Hints};
+
 use crate::connect::{DirectConnector, PeerSettings, UpstreamConnector, base_peer};
 use crate::routes::Route;
 
@@ -68,6 +79,7 @@ use crate::routes::Route;
 #[derive(Debug, Clone)]
 pub struct NetnsConnector {
     home: Arc<Home>,
+    hints: Arc<Hints>,
 }
 
 impl NetnsConnector {
@@ -77,6 +89,7 @@ impl NetnsConnector {
     pub fn new() -> Result<Self, NetnsError> {
         Ok(NetnsConnector {
             home: Arc::new(Home::current()?),
+            hints: Arc::default(),
         })
     }
 }
@@ -92,16 +105,23 @@ impl UpstreamConnector for NetnsConnector {
         let Some(netns) = &route.netns else {
             return DirectConnector.peer(route, port, upgrade, settings);
         };
-        // The address only names the peer (logs, pool hash); `Dial` decides.
-        let shown = SocketAddr::new(
-            route.address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            port,
-        );
-        let mut peer = base_peer(shown, route, port, upgrade, settings);
+        let key = route.pool_key(port);
+        let direct = route.address.map(|a| SocketAddr::new(a, port));
+        // The target that worked last goes first, and the peer is named after
+        // it: Pingora reuses a pooled socket only if its peer address matches.
+        let first = match (self.hints.get(key), direct) {
+            (Some(Hint::LoopbackV4), _) | (_, None) => Target::Inside(loopback_v4(port)),
+            (Some(Hint::LoopbackV6), _) => Target::Inside(loopback_v6(port)),
+            (Some(Hint::Direct) | None, Some(d)) => Target::Direct(d),
+        };
+        let mut peer = base_peer(first.addr(), route, port, upgrade, settings);
         peer.options.custom_l4 = Some(Arc::new(Dial {
             home: self.home.clone(),
+            hints: self.hints.clone(),
+            key,
             netns: netns.clone(),
-            direct: route.address.map(|a| SocketAddr::new(a, port)),
+            first,
+            direct,
             port,
             timeout: settings.connect_timeout,
         }));
@@ -118,6 +138,30 @@ pub(crate) enum Target {
     Inside(SocketAddr),
 }
 
+fn loopback_v4(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+fn loopback_v6(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port)
+}
+
+impl Target {
+    fn addr(self) -> SocketAddr {
+        match self {
+            Target::Direct(a) | Target::Inside(a) => a,
+        }
+    }
+
+    fn hint(self) -> Hint {
+        match self {
+            Target::Direct(_) => Hint::Direct,
+            Target::Inside(a) if a.is_ipv6() => Hint::LoopbackV6,
+            Target::Inside(_) => Hint::LoopbackV4,
+        }
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -131,7 +175,12 @@ impl std::fmt::Display for Target {
 #[derive(Debug)]
 pub(crate) struct Dial {
     home: Arc<Home>,
+    hints: Arc<Hints>,
+    /// The upstream's pool key, which its hint is stored under.
+    key: u64,
     netns: Arc<Path>,
+    /// Tried first (the hinted target, else the sandbox's address).
+    first: Target,
     direct: Option<SocketAddr>,
     port: u16,
     timeout: Duration,
@@ -175,25 +224,30 @@ fn is_unreachable(errno: i32) -> bool {
 }
 
 impl Dial {
-    /// The targets in the order they are tried.
+    /// The targets in the order they are tried: [`Dial::first`], then the
+    /// sandbox's address, `127.0.0.1` and `::1` inside.
     pub(crate) fn targets(&self) -> impl Iterator<Item = Target> + use<> {
-        let inside = [
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), self.port),
-        ];
-        self.direct
-            .map(Target::Direct)
-            .into_iter()
-            .chain(inside.map(Target::Inside))
+        let inside = [loopback_v4(self.port), loopback_v6(self.port)];
+        let first = self.first;
+        std::iter::once(first).chain(
+            self.direct
+                .map(Target::Direct)
+                .into_iter()
+                .chain(inside.map(Target::Inside))
+                .filter(move |t| *t != first),
+        )
     }
 
     /// Tries every target; the first error is the one reported (the direct
-    /// connect's, as with [`DirectConnector`]).
+    /// connect's, as with [`DirectConnector`]). Remembers what worked.
     pub(crate) async fn dial(&self) -> Result<(TcpStream, Target), DialError> {
         let mut first: Option<DialError> = None;
         for target in self.targets() {
             match self.connect(target).await {
-                Ok(s) => return Ok((s, target)),
+                Ok(s) => {
+                    self.hints.set(self.key, target.hint());
+                    return Ok((s, target));
+                }
                 // Without the namespace no inside target can work.
                 Err(e @ DialError::Netns(_)) => return Err(first.unwrap_or(e)),
                 Err(e) => {

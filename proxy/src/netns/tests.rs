@@ -26,9 +26,7 @@ fn route(address: Option<&str>, netns: Option<&str>) -> Route {
 }
 
 fn connector() -> NetnsConnector {
-    NetnsConnector {
-        home: Arc::new(Home::current().expect("own netns opens")),
-    }
+    NetnsConnector::new().expect("own netns opens")
 }
 
 #[test]
@@ -64,13 +62,42 @@ fn a_route_without_a_netns_is_dialled_directly() {
 }
 
 fn dial(direct: Option<&str>) -> Dial {
+    let direct: Option<SocketAddr> = direct.map(|a| a.parse().unwrap());
     Dial {
         home: Arc::new(Home::current().unwrap()),
+        hints: Arc::default(),
+        key: 1 << 2,
         netns: Path::new("/run/netns/x").into(),
-        direct: direct.map(|a| a.parse().unwrap()),
+        first: direct.map_or(Target::Inside(loopback_v4(8123)), Target::Direct),
+        direct,
         port: 8123,
         timeout: Duration::from_secs(2),
     }
+}
+
+#[test]
+fn the_target_that_worked_goes_first_and_names_the_peer() {
+    // Pingora reuses a pooled socket only if the peer's address is the
+    // socket's peer: after a loopback connect, peers must name loopback.
+    let s = PeerSettings::from_config(&ProxyConfig::default());
+    let c = connector();
+    let r = route(Some("10.210.31.65"), Some("/run/netns/wrenn-tf-8100"));
+    let key = r.pool_key(8123);
+    let addr = |c: &NetnsConnector| c.peer(&r, 8123, false, &s).unwrap()._address.to_string();
+    assert_eq!(addr(&c), "10.210.31.65:8123");
+    c.hints.set(key, Hint::LoopbackV4);
+    assert_eq!(addr(&c), "127.0.0.1:8123");
+    c.hints.set(key, Hint::LoopbackV6);
+    assert_eq!(addr(&c), "[::1]:8123");
+    assert_eq!(
+        c.peer(&r, 8124, false, &s).unwrap()._address.to_string(),
+        "10.210.31.65:8124",
+        "another port has no hint"
+    );
+    let mut d = dial(Some("10.210.31.65:8123"));
+    d.first = Target::Inside(loopback_v6(8123));
+    let order: Vec<String> = d.targets().map(|t| t.addr().to_string()).collect();
+    assert_eq!(order, ["[::1]:8123", "10.210.31.65:8123", "127.0.0.1:8123"]);
 }
 
 #[test]
@@ -134,6 +161,7 @@ async fn a_missing_netns_is_reported_with_its_path_and_the_direct_error_comes_fi
     let closed = l.local_addr().unwrap();
     drop(l);
     d.direct = Some(closed);
+    d.first = Target::Direct(closed);
     let e = d.dial().await.unwrap_err();
     assert_eq!(e.etype(), ErrorType::ConnectRefused, "{e}");
 }

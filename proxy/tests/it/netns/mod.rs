@@ -272,3 +272,22 @@ async fn a_vanished_namespace_answers_quickly_instead_of_hanging() {
         start.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_a_localhost_app_are_pooled() {
+    let net = TestNet::new(8108);
+    let h = harness(UpstreamConnect::Netns).await;
+    announce(&h, "sbpool", &net).await;
+    let app = App::serve(net.listen(net.loopback(0)), false);
+    for i in 0..20 {
+        let r = get(h.addr(), &path_form("sbpool", app.port()), &[]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    // The first connect finds the app on loopback; from then on peers name
+    // loopback, so Pingora hands the pooled socket back.
+    assert!(
+        app.accepted() <= 2,
+        "{} upstream connections for 20 requests",
+        app.accepted()
+    );
+}
