@@ -5,6 +5,7 @@
 //! human-readable table and one `RESULT {json}` line per measurement (see
 //! [`stats`]). `--quick` runs few iterations, for CI smoke runs.
 
+mod forward;
 mod guest;
 mod runtime;
 mod stats;
@@ -31,6 +32,8 @@ enum Scenario {
     Guest,
     /// Namespace sandboxes: create → guest healthy and destroy p50/p99 over 200, density up to 1000 idle.
     Runtime,
+    /// Apps bound to 127.0.0.1 vs 0.0.0.0 through the proxy: netns fast path and guest forwarder.
+    Forward,
 }
 
 /// Options every scenario receives.
@@ -54,5 +57,6 @@ async fn main() -> anyhow::Result<()> {
     match scenario {
         Scenario::Guest => guest::run(&opts).await,
         Scenario::Runtime => runtime::run(&opts).await,
+        Scenario::Forward => forward::run(&opts).await,
     }
 }
