@@ -147,12 +147,18 @@ async fn killing_the_owner_mid_create_leaves_nothing_after_recovery() {
     assert_eq!(listed, adopted);
 
     // What is left on the host is exactly what the adopted sandboxes hold.
-    // (The kernel removes a cleaned sandbox's links with its netns, just after.)
+    // (The kernel removes a cleaned sandbox's links with its netns, and its
+    // directory is deleted in the background, just after.)
     let n = rec.adopted.len();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let snap = loop {
         let snap = leftovers::take("rcown", &dir, &OWNER_SLOTS);
-        if snap.links.len() == n || std::time::Instant::now() > deadline {
+        let dirs = snap
+            .dirs
+            .iter()
+            .filter(|d| d.starts_with("sandboxes/"))
+            .count();
+        if (snap.links.len() == n && dirs == n) || std::time::Instant::now() > deadline {
             break snap;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -262,6 +268,14 @@ async fn recovery_only_touches_its_own_prefix_and_slot_range() {
         "wrenn-tx-1427",
     ]);
     let foreign = Foreign("wrenn-tx-1427");
+    // Directories a crash left half-deleted: ours is finished, another
+    // prefix's is left alone.
+    let ours = env.path().join("sandboxes/.deleting-wrenn-tv-1425-gone-0");
+    let theirs = env.path().join("sandboxes/.deleting-wrenn-tx-1425-gone-0");
+    for d in [&ours, &theirs] {
+        std::fs::create_dir_all(d.join("root")).unwrap();
+        std::fs::write(d.join("guest.log"), "x").unwrap();
+    }
     // (A second runtime of the same instance, as after an agent restart.)
     let again = wrenn_vmm::build(env.cfg.clone()).unwrap();
     let rec = again.recover().await.unwrap();
@@ -296,6 +310,12 @@ async fn recovery_only_touches_its_own_prefix_and_slot_range() {
     );
     guest::check(mine.guest_addr).await.unwrap();
     drop(again);
+    assert!(
+        !ours.exists(),
+        "a retired directory of this instance was left"
+    );
+    assert!(theirs.exists(), "another prefix's directory was touched");
+    std::fs::remove_dir_all(&theirs).unwrap();
     drop(foreign); // its netns goes, and its veth pair with it
 
     env.finish().await;

@@ -10,7 +10,7 @@ use wrenn_types::SandboxId;
 
 use super::proc::Proc;
 use super::spawn::{self, Plan, PlanInput};
-use super::state::{Record, SandboxDir, process_start_time};
+use super::state::{self, Record, SandboxDir, process_start_time};
 use super::{CGROUP_TIMEOUT, Cell, EXIT_TIMEOUT, Inner, State};
 use crate::cgroup::{Cgroup, Limits, PIDS_MAX};
 use crate::net::{netns, resolv};
@@ -184,13 +184,9 @@ pub(super) async fn teardown(inner: &Arc<Inner>, st: &mut State, remove_dir: boo
         }
     };
     let net = async { inner.net.teardown(st.slot).await.map_err(Error::from) };
-    let dir = st.dir.dir.clone();
-    let files = async move {
+    let files = async {
         if remove_dir {
-            join(tokio::task::spawn_blocking(move || {
-                remove_sandbox_dir(&dir)
-            }))
-            .await
+            retire_dir(inner, st)
         } else {
             Ok(())
         }
@@ -207,6 +203,56 @@ pub(super) async fn teardown(inner: &Arc<Inner>, st: &mut State, remove_dir: boo
         "sandbox torn down"
     );
     first.map_or(Ok(()), Err)
+}
+
+/// Moves the sandbox directory out of the way as
+/// `.deleting-<prefix>-<slot>-<id>` (a rename, microseconds) and deletes it
+/// in the background: unlinking the disk image and removing the mount points
+/// the sandbox's dying mount namespace used cost 10–30 ms (measured), which
+/// `destroy` does not wait for. The name stays attributable to this
+/// instance, so recovery finishes the job after a crash; `shutdown` waits
+/// for pending deletions.
+fn retire_dir(inner: &Arc<Inner>, st: &State) -> Result<()> {
+    let dir = &st.dir.dir;
+    let parent = dir.parent().unwrap_or(dir);
+    let mut target = parent.join(state::deleting_name(
+        &inner.cfg.prefix,
+        st.slot.get(),
+        &st.record.id,
+        0,
+    ));
+    for n in 1..100 {
+        if !target.exists() {
+            break;
+        }
+        target = parent.join(state::deleting_name(
+            &inner.cfg.prefix,
+            st.slot.get(),
+            &st.record.id,
+            n,
+        ));
+    }
+    match std::fs::rename(dir, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(Error::Io {
+                step: "move sandbox directory aside",
+                path: dir.clone(),
+                source,
+            });
+        }
+    }
+    inner.background.run(async move {
+        let result = join(tokio::task::spawn_blocking(move || {
+            remove_sandbox_dir(&target)
+        }))
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "deleting a sandbox directory");
+        }
+    });
+    Ok(())
 }
 
 pub(super) fn remove_sandbox_dir(dir: &std::path::Path) -> Result<()> {

@@ -26,6 +26,7 @@
 //! the host, bounded by capabilities, namespaces and cgroups) and no seccomp
 //! filter. That is why production hosts use the Firecracker backend.
 
+mod background;
 mod lifecycle;
 pub mod mountns;
 pub(crate) mod proc;
@@ -70,6 +71,7 @@ struct Inner {
     templates: rootfs::Templates,
     disks: rootfs::Disks,
     table: Mutex<Table>,
+    background: background::Background,
 }
 
 #[derive(Debug)]
@@ -118,6 +120,7 @@ impl NamespaceRuntime {
             inner: Arc::new(Inner {
                 templates: rootfs::Templates::new(&cfg.dir, &instance)?,
                 disks: rootfs::Disks::new(&cfg.dir),
+                background: background::Background::default(),
                 table: Mutex::new(Table {
                     slots: SlotAllocator::new(cfg.slots.clone()),
                     sandboxes: HashMap::new(),
@@ -230,6 +233,12 @@ impl Runtime for NamespaceRuntime {
 
     async fn shutdown(&self, timeout: Duration) -> Result<()> {
         let inner = self.inner.clone();
+        if !inner.background.wait(timeout).await {
+            tracing::warn!(
+                pending = inner.background.pending(),
+                "shutdown: sandbox directories still being deleted"
+            );
+        }
         let empty = inner.table.lock().sandboxes.is_empty();
         if empty {
             inner.templates.clear();

@@ -5,7 +5,8 @@
 //! 1. every `sandboxes/<id>/sandbox.json` of the instance: adopted when its
 //!    init still runs (same PID *and* start time), its netns, host link and
 //!    cgroups exist; otherwise torn down like `destroy` would;
-//! 2. half-created `sandboxes/.creating-<prefix>-<slot>` directories: removed;
+//! 2. half-created `sandboxes/.creating-<prefix>-<slot>` and retired
+//!    `sandboxes/.deleting-<prefix>-<slot>-…` directories: removed;
 //! 3. netns `<prefix>-<slot>` and links `wv<slot>` of the range that no
 //!    adopted sandbox owns: removed;
 //! 4. the instance's template mounts: unmounted (adopted sandboxes keep their
@@ -34,6 +35,13 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
         if let Some(rest) = state::parse_creating(&name) {
             if owns_creating(inner, rest) {
                 tracing::info!(dir = %entry.path().display(), "removing half-created sandbox directory");
+                super::lifecycle::remove_sandbox_dir(&entry.path())?;
+            }
+            continue;
+        }
+        if let Some(slot) = state::parse_deleting(&inner.cfg.prefix, &name) {
+            if inner.cfg.slots.contains(&slot) {
+                tracing::info!(dir = %entry.path().display(), "finishing the deletion of a sandbox directory");
                 super::lifecycle::remove_sandbox_dir(&entry.path())?;
             }
             continue;

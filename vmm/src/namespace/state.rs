@@ -10,7 +10,8 @@
 //! ```
 //!
 //! A directory is created as `.creating-<prefix>-<slot>` holding the record
-//! and renamed into place, so a crash at any point leaves only names recovery
+//! and renamed into place, and retired as `.deleting-<prefix>-<slot>-<id>-<n>`
+//! before it is deleted, so a crash at any point leaves only names recovery
 //! can attribute to its own prefix and slot range.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use crate::slot::Slot;
 
 pub const RECORD: &str = "sandbox.json";
 const CREATING: &str = ".creating-";
+const DELETING: &str = ".deleting-";
 
 /// The persisted description of a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +174,22 @@ pub fn parse_creating(name: &str) -> Option<&str> {
     name.strip_prefix(CREATING)
 }
 
+/// Name of a destroyed sandbox's directory awaiting deletion (`n` makes it
+/// unique if the same id was destroyed twice in quick succession).
+pub fn deleting_name(prefix: &str, slot: u16, id: &SandboxId, n: u32) -> String {
+    format!("{DELETING}{prefix}-{slot}-{id}-{n}")
+}
+
+/// The slot of a directory awaiting deletion, if it belongs to `prefix`.
+pub fn parse_deleting(prefix: &str, name: &str) -> Option<u16> {
+    let rest = name
+        .strip_prefix(DELETING)?
+        .strip_prefix(prefix)?
+        .strip_prefix('-')?;
+    let (slot, _) = rest.split_once('-')?;
+    slot.parse().ok()
+}
+
 fn write_record_at(path: &Path, record: &Record) -> io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     fs::write(
@@ -231,6 +249,20 @@ mod tests {
             vec![std::ffi::OsString::from("abc")],
             "no half-created directory left"
         );
+    }
+
+    #[test]
+    fn retired_directory_names_are_attributable() {
+        let id: SandboxId = "abc1".parse().unwrap();
+        let name = deleting_name("wrenn-tv", 1001, &id, 0);
+        assert_eq!(name, ".deleting-wrenn-tv-1001-abc1-0");
+        assert_eq!(parse_deleting("wrenn-tv", &name), Some(1001));
+        assert_eq!(
+            parse_deleting("wrenn", &name),
+            None,
+            "prefix wrenn-tv is not wrenn's"
+        );
+        assert_eq!(parse_deleting("wrenn-tv", ".creating-wrenn-tv-1001"), None);
     }
 
     #[test]
