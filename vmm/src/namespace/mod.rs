@@ -14,7 +14,7 @@
 //!   disk and overlay and frees their loop device; then removes cgroups,
 //!   network and directory. Every teardown step is idempotent and keyed by
 //!   names derived from id and slot, so the same code cleans what a crashed
-//!   agent left ([`recover`]).
+//!   agent left (`recover.rs`).
 //! - Pause/resume freeze and thaw the cgroup: processes stop where they are
 //!   and keep their sockets; TCP peers see a stall, not a reset.
 //! - Per-sandbox operations are serialised by an async lock; different
