@@ -360,6 +360,7 @@ fn write_start(id: &str, path: &str) -> WriteFileRequest {
                 path: path.into(),
                 mode: None,
                 owner: None,
+                size: None,
             }),
         })),
     }
