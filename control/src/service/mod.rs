@@ -42,7 +42,13 @@ pub(crate) fn agent_error(host: &Host, status: Status) -> Status {
     if std::error::Error::source(&status).is_none() {
         return status;
     }
-    let detail = crate::error::Chain(&status).to_string();
+    // The root cause ("Connection refused (os error 111)"): the layers above
+    // it (tonic's Status and transport errors) repeat each other.
+    let mut root: &(dyn std::error::Error + 'static) = &status;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let detail = root.to_string();
     host.mark_unreachable(detail.clone());
     Status::unavailable(format!(
         "host {} (agent {}) is unreachable: {detail}",
