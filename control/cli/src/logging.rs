@@ -85,7 +85,10 @@ pub fn filter() -> Result<EnvFilter> {
 /// `dir` is given, to `<dir>/logs/<component>.log`.
 pub fn init(component: &str, dir: Option<&Path>) -> Result<()> {
     let filter = filter()?;
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, not in journald or a file.
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     let file_layer = match dir {
         Some(dir) => {
             let logs = dir.join("logs");
