@@ -59,7 +59,7 @@ fn mounts_under(dir: &str) -> Vec<String> {
 }
 
 /// Pids (other than ours) whose command line mentions `dir`.
-fn processes_naming(dir: &str) -> Vec<i32> {
+pub fn processes_naming(dir: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -263,4 +263,25 @@ pub fn force_clean(options: &PlatformOptions, dir: &Path) {
     for m in mounts_under(&dir_s) {
         let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// Host pids of the processes in sandbox `id`'s cgroups (runtime `prefix`).
+pub fn sandbox_pids(prefix: &str, id: &str) -> Vec<i32> {
+    let needle = format!("/{prefix}/{id}");
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cg) = std::fs::read_to_string(e.path().join("cgroup")) else {
+            continue;
+        };
+        if cg
+            .lines()
+            .any(|l| l.ends_with(&needle) || l.contains(&format!("{needle}/")))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -27,6 +27,7 @@
 #![allow(dead_code)]
 
 pub mod leftovers;
+pub mod net;
 pub mod pg;
 pub mod proc;
 
@@ -101,6 +102,8 @@ pub struct Platform {
     pub proxy_admin: SocketAddr,
     pub options: PlatformOptions,
     up: Option<Proc>,
+    /// Released after the teardown (fields drop after `Drop::drop`).
+    _claim: DirClaim,
 }
 
 impl Platform {
@@ -109,7 +112,8 @@ impl Platform {
     pub fn start(options: PlatformOptions) -> Platform {
         assert_root();
         let guest = guest_bin();
-        let dir = prepare_dir(&options);
+        let claim = prepare_dir(&options);
+        let dir = claim.path().to_owned();
         let [control, agent, proxy, proxy_admin] = free_ports();
         let mut cmd = Command::new(WRENN);
         cmd.arg("up")
@@ -122,21 +126,28 @@ impl Platform {
             .args(["--stop-timeout", "60"]);
         component_env(&mut cmd, &options, &guest);
         let up = Proc::spawn("wrenn up", cmd);
-        up.wait_for_output("wrenn is up", START_TIMEOUT);
-        let admin_key = std::fs::read_to_string(dir.join("admin.key"))
-            .unwrap_or_else(|e| panic!("read {}/admin.key: {e}", dir.display()))
-            .trim()
-            .to_owned();
-        Platform {
+        // Built before it is ready, so that a failed start is torn down and
+        // checked like any other.
+        let mut p = Platform {
             dir,
             control_url: format!("http://{control}"),
             agent,
-            admin_key,
+            admin_key: String::new(),
             proxy,
             proxy_admin,
             options,
             up: Some(up),
-        }
+            _claim: claim,
+        };
+        p.up.as_ref()
+            .unwrap()
+            .wait_for_output("wrenn is up", START_TIMEOUT);
+        let key = p.dir.join("admin.key");
+        p.admin_key = std::fs::read_to_string(&key)
+            .unwrap_or_else(|e| panic!("read {}: {e}", key.display()))
+            .trim()
+            .to_owned();
+        p
     }
 
     /// A `wrenn` command aimed at this platform (`WRENN_CONTROL`,
@@ -414,25 +425,62 @@ fn clear_wrenn_env(cmd: &mut Command) {
     }
 }
 
-/// `/var/tmp/<prefix>/<first>-<last>`, emptied of anything a killed earlier
-/// run on the same slot range left.
-pub fn prepare_dir(options: &PlatformOptions) -> PathBuf {
-    let dir = PathBuf::from(format!(
+/// The exclusive use of one instance directory within this test process:
+/// taken before a platform starts, released after its teardown finished,
+/// so a platform that starts while another of the same slot range is still
+/// stopping waits for it instead of sharing its directory.
+pub struct DirClaim {
+    dir: PathBuf,
+}
+
+static CLAIMED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+static RELEASED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl DirClaim {
+    fn take(dir: PathBuf) -> DirClaim {
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        while claimed.contains(&dir) {
+            claimed = RELEASED.wait(claimed).unwrap_or_else(|p| p.into_inner());
+        }
+        claimed.insert(dir.clone());
+        DirClaim { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for DirClaim {
+    fn drop(&mut self) {
+        CLAIMED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.dir);
+        RELEASED.notify_all();
+    }
+}
+
+/// Claims `/var/tmp/<prefix>/<first>-<last>` (see [`DirClaim`]) and empties
+/// it of anything a killed earlier run on the same slot range left.
+pub fn prepare_dir(options: &PlatformOptions) -> DirClaim {
+    let claim = DirClaim::take(PathBuf::from(format!(
         "/var/tmp/{}/{}-{}",
         options.prefix,
         options.slots.start(),
         options.slots.end()
-    ));
+    )));
+    let dir = claim.path();
     if dir.exists() {
         eprintln!(
             "{} is left from an earlier run: cleaning it up",
             dir.display()
         );
-        leftovers::force_clean(options, &dir);
-        std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
+        leftovers::force_clean(options, dir);
+        std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
     }
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    claim
 }
 
 /// Four distinct loopback ports that were free a moment ago.

@@ -62,7 +62,7 @@ impl Proc {
     }
 
     /// Waits until its output contains `needle`. Panics with the output when
-    /// it exits first or `timeout` passes (and kills it).
+    /// it exits first or `timeout` passes (stopping it is the owner's job).
     pub fn wait_for_output(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         // Not `&mut self`: poll the exit through a pid probe instead.
@@ -77,7 +77,6 @@ impl Proc {
                 } else {
                     format!("did not get there within {timeout:?}")
                 };
-                let _ = kill(self.pid(), Signal::SIGKILL);
                 panic!(
                     "{} {why} before printing {needle:?}; its output:\n{}",
                     self.name,

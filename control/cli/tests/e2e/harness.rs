@@ -1,8 +1,12 @@
 //! The harness checks itself: a platform comes up on its own ports and
-//! directory, its leftover check sees a live sandbox, and after it stops
-//! nothing of it is left.
+//! directory, its leftover check sees a live sandbox, after it stops nothing
+//! of it is left, and a platform that leaks is reported and cleaned up.
 
 use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::common::{Platform, PlatformOptions, leftovers};
 
@@ -15,7 +19,12 @@ fn platform_comes_up_and_its_leftover_check_sees_a_sandbox() {
         "admin key {:?}",
         p.admin_key
     );
-    assert!(p.output().contains(&p.proxy.to_string()), "{}", p.output());
+    let out = p.output();
+    assert!(out.contains(&p.proxy.to_string()), "{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "colour codes in logs that go to a pipe:\n{out}"
+    );
     let sb = p.sandbox(&["--timeout", "120"]);
     assert_eq!(sb.sh_ok("echo hi"), "hi\n");
 
@@ -39,4 +48,40 @@ fn platform_comes_up_and_its_leftover_check_sees_a_sandbox() {
     p.stop();
     assert!(!dir.exists(), "{} is still there", dir.display());
     assert!(leftovers::take(&opts.prefix, &opts.slots, &dir, &ids).is_empty());
+}
+
+#[test]
+fn a_platform_that_leaks_is_reported_and_cleaned_up() {
+    let opts = PlatformOptions::new("wrenn-te", 3310..=3319);
+    let p = Platform::start(opts.clone());
+    let id = p.create_sandbox(&["--timeout", "120"]);
+    let dir = p.dir.clone();
+    // Killed outright, components first: nobody destroys the sandbox.
+    let pids = leftovers::processes_naming(&dir.to_string_lossy());
+    let is_up = |pid: &i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"up"))
+    };
+    for pid in pids
+        .iter()
+        .filter(|p| !is_up(p))
+        .chain(pids.iter().filter(|p| is_up(p)))
+    {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+
+    let err = std::panic::catch_unwind(AssertUnwindSafe(|| drop(p)))
+        .expect_err("the teardown must fail on a leak");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("signal: 9"), "{msg}");
+    assert!(msg.contains("left behind") && msg.contains(&id), "{msg}");
+    assert!(
+        msg.contains("netns") && msg.contains("wrenn-te-331"),
+        "{msg}"
+    );
+    // …and still cleaned everything up.
+    assert!(!dir.exists(), "{} is still there", dir.display());
+    let ids = BTreeSet::from([id]);
+    let left = leftovers::take(&opts.prefix, &opts.slots, &dir, &ids);
+    assert!(left.is_empty(), "{left:#?}");
 }
