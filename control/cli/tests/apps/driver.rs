@@ -198,15 +198,22 @@ impl Driver {
     }
 
     /// Kills node and every Chromium process it started (its process
-    /// group), unless node was already reaped: until then its pid, and so
-    /// the group id, cannot belong to anyone else.
+    /// group) and waits until the group is empty, so that the profile
+    /// directory is removed after the last writer is gone. Only once: until
+    /// node is reaped its pid cannot be reused, and while any member lives
+    /// the group id cannot be either.
     fn kill(&mut self) {
         if self.reaped {
             return;
         }
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let group = Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = self.child.wait();
         self.reaped = true;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while killpg(group, None).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
