@@ -19,8 +19,12 @@
 //! | `127.0.0.1 app, netns fast path` | refused at the address, then `127.0.0.1` inside the netns |
 //! | `127.0.0.1 app, guest forwarder` | the sandbox's address → the guest's forwarder → `127.0.0.1` (the Firecracker path) |
 //!
-//! Rows run interleaved, 3 rounds (1 with `--quick`); the table shows each
-//! row's median round. Runs as root with prefix `wrenn-tf`, slots 8900–8999,
+//! The same with the upstream closing every connection (`…, close`): one
+//! upstream connect per request. Columns: req/s, p50/p99 (wrk), the upstream
+//! connections the app accepted (pooling at work), and the sandbox's CPU
+//! time per request from its cgroup (the forwarder's own cost, which machine
+//! load does not blur). Rows run interleaved, 3 rounds (1 with `--quick`);
+//! the table shows each row's median round. Runs as root with prefix `wrenn-tf`, slots 8900–8999,
 //! in `/var/tmp/wrenn-tf/bench` (cleaned before and after).
 
 use std::collections::HashMap;
@@ -190,15 +194,13 @@ async fn measure(runtime: &Arc<dyn Runtime>, opts: &Opts) -> anyhow::Result<()> 
             if round == 0 {
                 wrk(&url, 1).await?; // warm-up: pools, caches
             }
-            let sandbox = if row.route == "fwd" {
-                fwd.address
-            } else {
-                plain.address
-            };
-            let count = &accepted[&(sandbox, row.port)];
+            let sandbox = if row.route == "fwd" { &fwd } else { &plain };
+            let count = &accepted[&(sandbox.address, row.port)];
             let before = count.load(Ordering::Relaxed);
+            let cpu_before = runtime.metrics(&sandbox.id).await?.cpu_usage_usec;
             let mut r = wrk(&url, secs).await?;
             r.connections = count.load(Ordering::Relaxed) - before;
+            r.sandbox_cpu_us = runtime.metrics(&sandbox.id).await?.cpu_usage_usec - cpu_before;
             if r.errors > 0 {
                 bail!(
                     "{}: {} errors in {} requests",
@@ -226,30 +228,32 @@ fn report(rows: &[Row], results: &mut [Vec<Wrk>]) -> anyhow::Result<()> {
         })
         .collect();
     println!(
-        "{:<34} {:>10} {:>9} {:>9} {:>12} {:>9}",
-        "row", "req/s", "p50 µs", "p99 µs", "vs baseline", "upstream"
+        "{:<34} {:>10} {:>9} {:>9} {:>12} {:>9} {:>13}",
+        "row", "req/s", "p50 µs", "p99 µs", "vs baseline", "upstream", "sandbox µs/req"
     );
     for (i, (row, m)) in rows.iter().zip(&medians).enumerate() {
         // Keep-alive rows compare with row 0, closing rows with row 4.
         let base = if i < 4 { medians[0] } else { medians[4] };
         let ratio = m.rps() / base.rps();
         println!(
-            "{:<34} {:>10.0} {:>9} {:>9} {:>11.1}% {:>9}",
+            "{:<34} {:>10.0} {:>9} {:>9} {:>11.1}% {:>9} {:>13.1}",
             row.name,
             m.rps(),
             m.p50_us,
             m.p99_us,
             (ratio - 1.0) * 100.0,
-            m.connections
+            m.connections,
+            m.sandbox_cpu_per_request()
         );
         println!(
-            "RESULT {{\"name\":\"forward/{}\",\"rps\":{:.0},\"p50_us\":{},\"p99_us\":{},\"vs_baseline\":{:.3},\"upstream_connections\":{}}}",
+            "RESULT {{\"name\":\"forward/{}\",\"rps\":{:.0},\"p50_us\":{},\"p99_us\":{},\"vs_baseline\":{:.3},\"upstream_connections\":{},\"sandbox_cpu_us_per_request\":{:.2}}}",
             row.name,
             m.rps(),
             m.p50_us,
             m.p99_us,
             ratio,
-            m.connections
+            m.connections,
+            m.sandbox_cpu_per_request()
         );
     }
     for (i, row) in rows.iter().enumerate().skip(2).take(2) {
@@ -361,11 +365,18 @@ struct Wrk {
     p99_us: u64,
     /// Upstream connections the app accepted during the run.
     connections: u64,
+    /// CPU time the sandbox (its guest agent: the forwarder) used meanwhile.
+    sandbox_cpu_us: u64,
 }
 
 impl Wrk {
     fn rps(&self) -> f64 {
         self.requests as f64 / (self.duration_us.max(1) as f64 / 1e6)
+    }
+
+    /// Sandbox CPU per request, µs: what forwarding costs inside the sandbox.
+    fn sandbox_cpu_per_request(&self) -> f64 {
+        self.sandbox_cpu_us as f64 / self.requests.max(1) as f64
     }
 }
 
@@ -431,6 +442,7 @@ async fn wrk(url: &str, secs: u64) -> anyhow::Result<Wrk> {
         p50_us,
         p99_us,
         connections: 0,
+        sandbox_cpu_us: 0,
     })
 }
 
