@@ -109,7 +109,7 @@ async fn start_all(a: &UpArgs, running: &mut Vec<Component>) -> Result<()> {
         agent_args.push("--keep-sandboxes".into());
     }
     running.push(spawn("agent", &agent_args)?);
-    wait_grpc_health(&format!("http://{}", a.agent_listen), "agent", running).await?;
+    wait_grpc_health(&format!("http://{}", a.agent_listen), "agent", a, running).await?;
 
     let control_args = vec![
         "control".to_owned(),
@@ -123,7 +123,13 @@ async fn start_all(a: &UpArgs, running: &mut Vec<Component>) -> Result<()> {
         format!("http://{}", a.proxy_listen),
     ];
     running.push(spawn("control", &control_args)?);
-    wait_grpc_health(&format!("http://{}", a.control_listen), "control", running).await?;
+    wait_grpc_health(
+        &format!("http://{}", a.control_listen),
+        "control",
+        a,
+        running,
+    )
+    .await?;
 
     let proxy_args = vec![
         "proxy".to_owned(),
@@ -139,7 +145,7 @@ async fn start_all(a: &UpArgs, running: &mut Vec<Component>) -> Result<()> {
         dir,
     ];
     running.push(spawn("proxy", &proxy_args)?);
-    wait_tcp(a.proxy_listen, "proxy", running).await?;
+    wait_tcp(a.proxy_listen, "proxy", a, running).await?;
     Ok(())
 }
 
@@ -170,13 +176,13 @@ fn spawn(name: &'static str, args: &[String]) -> Result<Component> {
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Fails early when a component exits while we wait for it.
-fn check_alive(running: &mut [Component]) -> Result<()> {
+fn check_alive(a: &UpArgs, running: &mut [Component]) -> Result<()> {
     for c in running.iter_mut() {
         if let Some(status) = c.child.try_wait()? {
             bail!(
                 "{} exited during start-up ({status}); see the log above and {}/logs/{}.log",
                 c.name,
-                "$WRENN_DIR",
+                a.dir.display(),
                 c.name
             );
         }
@@ -184,7 +190,12 @@ fn check_alive(running: &mut [Component]) -> Result<()> {
     Ok(())
 }
 
-async fn wait_grpc_health(url: &str, name: &str, running: &mut [Component]) -> Result<()> {
+async fn wait_grpc_health(
+    url: &str,
+    name: &str,
+    a: &UpArgs,
+    running: &mut [Component],
+) -> Result<()> {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
@@ -192,17 +203,19 @@ async fn wait_grpc_health(url: &str, name: &str, running: &mut [Component]) -> R
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_millis(500));
     loop {
-        check_alive(running)?;
-        if let Ok(ch) = endpoint.connect().await {
-            let mut h = HealthClient::new(ch);
+        check_alive(a, running)?;
+        // Bounded: a foreign process on the port (the component itself
+        // failed to bind it) accepts the connection and never answers.
+        let attempt = async {
+            let ch = endpoint.connect().await.ok()?;
             let req = HealthCheckRequest {
                 service: String::new(),
             };
-            if let Ok(r) = h.check(req).await
-                && r.into_inner().status == ServingStatus::Serving as i32
-            {
-                return Ok(());
-            }
+            let r = HealthClient::new(ch).check(req).await.ok()?;
+            Some(r.into_inner().status == ServingStatus::Serving as i32)
+        };
+        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
@@ -214,10 +227,15 @@ async fn wait_grpc_health(url: &str, name: &str, running: &mut [Component]) -> R
     }
 }
 
-async fn wait_tcp(addr: SocketAddr, name: &str, running: &mut [Component]) -> Result<()> {
+async fn wait_tcp(
+    addr: SocketAddr,
+    name: &str,
+    a: &UpArgs,
+    running: &mut [Component],
+) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        check_alive(running)?;
+        check_alive(a, running)?;
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
