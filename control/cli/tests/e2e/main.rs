@@ -12,7 +12,7 @@
 //! store (`postgres::*`), each on one `wrenn up` shared by its tests; every
 //! test makes its own sandboxes. Prefix `wrenn-te`; slots: 3000–3099 the
 //! SQLite platform, 3100–3199 the PostgreSQL platform, 3200–3299 the agent
-//! restart tests, 3300–3399 the harness's own tests.
+//! restart tests, 3300–3399 the harness's own tests and the start-up failures.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -24,6 +24,7 @@ mod harness;
 mod lifecycle;
 mod pty;
 mod restart;
+mod startup;
 mod stores;
 
 /// One test per entry and store: `sqlite::<name>` and `postgres::<name>`,
