@@ -2,13 +2,34 @@
 //!
 //! Each scenario is one module with `pub async fn run(opts: &Opts) ->
 //! anyhow::Result<()>` and one variant + match arm below. Scenarios print a
-//! human-readable table and one `RESULT {json}` line per measurement (see
-//! [`stats`]). `--quick` runs few iterations, for CI smoke runs.
+//! human-readable table; the platform scenarios (`proxy`, `ws`,
+//! `pty-under-load`, `lifecycle`, `routes`) also write
+//! `<out>/<scenario>.{json,md,svg}` (see [`report`]). `--quick` runs few
+//! iterations, for CI smoke runs. Every scenario is bounded: ≤ 60 s by
+//! default, ≤ 15 s with `--quick` (plus `--rounds` − 1 repeats where a
+//! scenario repeats).
 
+mod bed;
 mod forward;
 mod guest;
+mod lifecycle;
+mod memory;
+mod nginx;
+mod paths;
+mod platform;
+mod procstat;
+mod proxy;
+mod pty_load;
+mod report;
+mod routes;
 mod runtime;
+mod sandbox;
 mod stats;
+mod svg;
+mod wrk;
+mod ws;
+
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
@@ -24,6 +45,13 @@ struct Args {
     /// Few iterations: checks the scenario runs, numbers are rough.
     #[arg(long)]
     quick: bool,
+    /// Repeat each measurement this many times, interleaved (proxy, ws,
+    /// routes); tables show the median and the spread.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    rounds: u16,
+    /// Where the JSON, markdown and SVG results go.
+    #[arg(long, default_value = "target/wrenn-bench")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -34,18 +62,34 @@ enum Scenario {
     Runtime,
     /// Apps bound to 127.0.0.1 vs 0.0.0.0 through the proxy: netns fast path and guest forwarder.
     Forward,
+    /// The proxy against a direct connection and nginx: req/s, p50/p99/p99.9, CPU, RSS.
+    Proxy,
+    /// WebSocket echo round trip and messages/s through the proxy and direct.
+    Ws,
+    /// PTY echo latency while N proxied clients poll and stream, and the shared-transport baseline.
+    PtyUnderLoad,
+    /// Through the control plane: create → ready, exec, destroy; density up to 1000 idle.
+    Lifecycle,
+    /// Proxy latency with 10, 1,000 and 10,000 sandboxes in the route table.
+    Routes,
 }
 
 /// Options every scenario receives.
 #[derive(Debug, Clone)]
 pub struct Opts {
     pub quick: bool,
+    pub rounds: usize,
+    pub out: PathBuf,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let opts = Opts { quick: args.quick };
+    let opts = Opts {
+        quick: args.quick,
+        rounds: args.rounds.into(),
+        out: args.out,
+    };
     let Some(scenario) = args.scenario else {
         for s in Scenario::value_variants() {
             if let Some(v) = s.to_possible_value() {
@@ -54,9 +98,44 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     };
+    report::mark_start();
     match scenario {
         Scenario::Guest => guest::run(&opts).await,
         Scenario::Runtime => runtime::run(&opts).await,
         Scenario::Forward => forward::run(&opts).await,
+        Scenario::Proxy => proxy::run(&opts).await,
+        Scenario::Ws => ws::run(&opts).await,
+        Scenario::PtyUnderLoad => pty_load::run(&opts).await,
+        Scenario::Lifecycle => lifecycle::run(&opts).await,
+        Scenario::Routes => routes::run(&opts).await,
     }
+}
+
+/// Fails clearly when not root (sandboxes need it; CI is root).
+pub fn require_root(scenario: &str) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "the {scenario} benchmark needs root: it runs `wrenn up` (namespaces, cgroups, netlink)"
+        );
+    }
+    Ok(())
+}
+
+/// Raises the open-files limit to the hard limit; wrk and our clients
+/// inherit it (1024 connections through a proxy is > 2048 descriptors).
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// CPU cores of this machine: the proxy's threads (its default), nginx's
+/// workers and the load generator's threads.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

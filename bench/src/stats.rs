@@ -27,6 +27,10 @@ impl Latencies {
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn record(&mut self, sample: Duration) {
         self.samples.push(sample);
     }

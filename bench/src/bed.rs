@@ -1,0 +1,111 @@
+//! The test bed most platform scenarios share: `wrenn up`, one sandbox with
+//! the bench upstream running, optionally nginx in front of it.
+
+use std::net::SocketAddr;
+
+use crate::nginx::Nginx;
+use crate::platform::{Client, Platform};
+use crate::sandbox::{self, UPSTREAM_PORT};
+
+/// `wrenn up` with one sandbox serving the bench upstream on port 8080.
+pub struct Bed {
+    pub platform: Platform,
+    pub client: Client,
+    pub id: String,
+    /// The upstream at the sandbox's own address (the direct door).
+    pub upstream: SocketAddr,
+    pub nginx: Option<Nginx>,
+}
+
+/// How a client reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Door {
+    /// The sandbox address itself.
+    Direct,
+    /// wrenn's proxy, `/proxy/<id>/8080/…`.
+    Path,
+    /// wrenn's proxy, `Host: 8080-<id>.localhost`.
+    Subdomain,
+    /// nginx configured like the proxy (path form).
+    Nginx,
+}
+
+impl Door {
+    pub fn name(self) -> &'static str {
+        match self {
+            Door::Direct => "direct",
+            Door::Path => "wrenn path",
+            Door::Subdomain => "wrenn subdomain",
+            Door::Nginx => "nginx",
+        }
+    }
+}
+
+impl Bed {
+    /// Starts the platform, a sandbox with `vcpus` cores and the upstream
+    /// (as many threads), and nginx when asked. On failure everything
+    /// started so far is stopped.
+    pub async fn start(scenario: &str, vcpus: u32, with_nginx: bool) -> anyhow::Result<Bed> {
+        let t = std::time::Instant::now();
+        let bin = crate::paths::upstream_bin()?;
+        let platform = Platform::start(scenario).await?;
+        let up = t.elapsed();
+        let mut client = platform.client().await?;
+        let sb = sandbox::create(&mut client, sandbox::spec(vcpus)).await?;
+        let created = t.elapsed();
+        let upstream = sandbox::deploy_upstream(&mut client, &sb, &bin, vcpus).await?;
+        let nginx = if with_nginx {
+            Some(Nginx::start(&platform.dir, crate::cores(), upstream).await?)
+        } else {
+            None
+        };
+        println!(
+            "{scenario}: wrenn up ready in {:.1} s, sandbox {} in {:.0} ms, upstream (and nginx) in {:.0} ms",
+            up.as_secs_f64(),
+            sb.id,
+            (created - up).as_secs_f64() * 1e3,
+            (t.elapsed() - created).as_secs_f64() * 1e3
+        );
+        Ok(Bed {
+            platform,
+            client,
+            id: sb.id,
+            upstream,
+            nginx,
+        })
+    }
+
+    /// Where to connect for `door` and the request target and Host header to send.
+    pub fn target(&self, door: Door, path: &str) -> (SocketAddr, String, String) {
+        let proxy = self.platform.proxy;
+        match door {
+            Door::Direct => (self.upstream, path.to_owned(), self.upstream.to_string()),
+            Door::Path => (
+                proxy,
+                format!("/proxy/{}/{UPSTREAM_PORT}{path}", self.id),
+                proxy.to_string(),
+            ),
+            Door::Subdomain => (
+                proxy,
+                path.to_owned(),
+                format!("{UPSTREAM_PORT}-{}.localhost:{}", self.id, proxy.port()),
+            ),
+            Door::Nginx => {
+                let n = self.nginx.as_ref().map_or(proxy, |n| n.listen);
+                (
+                    n,
+                    format!("/proxy/{}/{UPSTREAM_PORT}{path}", self.id),
+                    n.to_string(),
+                )
+            }
+        }
+    }
+
+    /// Stops nginx and the platform (every sandbox is destroyed).
+    pub fn stop(self) -> anyhow::Result<()> {
+        drop(self.nginx);
+        drop(self.client);
+        self.platform.stop()
+    }
+}

@@ -1,0 +1,264 @@
+//! `lifecycle`: sandboxes through the control plane, as a client sees them.
+//!
+//! 1. **Latency** — 200 sandboxes (`base` template) one after another:
+//!    `Create` until it returns a running sandbox (the agent waits for the
+//!    guest), one `Exec` of `true` (round trip through control → agent →
+//!    guest), then `Destroy` of each; p50/p99. Target: create → ready p50
+//!    ≤ 50 ms.
+//! 2. **Density** — idle sandboxes created 16 at a time up to 1000 (bounded
+//!    by the slot range and the time budget), with create latency against
+//!    the count and host memory per sandbox: the growth of the kernel's
+//!    non-cache memory plus the anonymous and file memory of the sandboxes'
+//!    cgroups (as the `runtime` scenario measures it).
+//!
+//! The slot range is `WRENN_BENCH_SLOTS` (default 6500-6999, 500 slots);
+//! 1000 sandboxes need `WRENN_BENCH_SLOTS=5000-6999` and nothing else using
+//! the bench's range at the same time.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+use wrenn_proto::wrenn::v1::SandboxSpec;
+
+use crate::Opts;
+use crate::platform::{Client, Platform};
+use crate::report::{Report, Table, us};
+use crate::sandbox;
+use crate::stats::Latencies;
+use crate::svg::Chart;
+
+const TARGET_CREATE_P50: Duration = Duration::from_millis(50);
+const PARALLEL: usize = 16;
+
+fn spec() -> SandboxSpec {
+    SandboxSpec {
+        vcpus: 1,
+        memory_mb: 128,
+        disk_mb: 512,
+        ..sandbox::spec(1)
+    }
+}
+
+pub async fn run(opts: &Opts) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let platform = Platform::start("lifecycle").await?;
+    let result = measure(&platform, opts, started).await;
+    let stopped = platform.stop();
+    let report = result?;
+    stopped?;
+    report.finish(&opts.out)?;
+    Ok(())
+}
+
+async fn measure(p: &Platform, opts: &Opts, started: Instant) -> anyhow::Result<Report> {
+    let (latency_n, density_n, budget) = if opts.quick {
+        (15, 32, Duration::from_secs(12))
+    } else {
+        (200, 1000, Duration::from_secs(50))
+    };
+    let slots = p.slot_count();
+    let density_n = density_n.min(slots.saturating_sub(1));
+    let mut client = p.client().await?;
+    let mut report = Report::new("lifecycle", opts.quick);
+
+    let mut create = Latencies::new("create → ready", latency_n);
+    let mut exec = Latencies::new("exec round trip (true)", latency_n);
+    let mut destroy = Latencies::new("destroy", latency_n);
+    let mut ids = Vec::with_capacity(latency_n);
+    for _ in 0..latency_n {
+        let t = Instant::now();
+        let sb = sandbox::create(&mut client, spec()).await?;
+        create.record(t.elapsed());
+        let t = Instant::now();
+        sandbox::sh(&mut client, &sb.id, "true").await?;
+        exec.record(t.elapsed());
+        ids.push(sb.id);
+    }
+    for id in &ids {
+        let t = Instant::now();
+        sandbox::destroy(&mut client, id).await?;
+        destroy.record(t.elapsed());
+    }
+    let mut t = Table::new(
+        format!("One sandbox at a time through the control plane ({latency_n} sandboxes)"),
+        &["step", "p50", "p99", "max"],
+    );
+    for l in [&create, &exec, &destroy] {
+        let s = l.summary();
+        let v = |d: Duration| d.as_secs_f64() * 1e6;
+        t.row(vec![
+            l.name().into(),
+            us(v(s.p50)),
+            us(v(s.p99)),
+            us(v(s.max)),
+        ]);
+        report.result(
+            json!({"kind": "latency", "step": l.name(), "count": s.count,
+            "p50_us": v(s.p50), "p99_us": v(s.p99), "max_us": v(s.max)}),
+        );
+    }
+    report.table(t);
+    let p50 = create.summary().p50;
+    report.note(format!(
+        "target: create → ready p50 ≤ 50 ms: {} — {}",
+        us(p50.as_secs_f64() * 1e6),
+        if p50 <= TARGET_CREATE_P50 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    ));
+
+    density(&mut client, &mut report, density_n, started + budget, slots).await?;
+    Ok(report)
+}
+
+async fn density(
+    client: &mut Client,
+    report: &mut Report,
+    target: usize,
+    deadline: Instant,
+    slots: usize,
+) -> anyhow::Result<()> {
+    settle().await;
+    let before = crate::memory::MemInfo::read()?;
+    let fill = Instant::now();
+    let mut ids: Vec<String> = Vec::with_capacity(target);
+    // Create latency by how many sandboxes were already up.
+    let mut buckets: Vec<(usize, Latencies)> = Vec::new();
+    let bucket = (target / 5).max(PARALLEL);
+    let mut stopped_by = None;
+    while ids.len() < target {
+        if Instant::now() > deadline {
+            stopped_by = Some("the time budget".to_owned());
+            break;
+        }
+        let n = PARALLEL.min(target - ids.len());
+        let base = ids.len();
+        let creates = (0..n).map(|_| {
+            let mut c = client.clone();
+            async move {
+                let t = Instant::now();
+                sandbox::create(&mut c, spec())
+                    .await
+                    .map(|sb| (sb.id, t.elapsed()))
+            }
+        });
+        for r in futures::future::join_all(creates).await {
+            match r {
+                Ok((id, took)) => {
+                    let b = base / bucket * bucket;
+                    match buckets.iter_mut().find(|(k, _)| *k == b) {
+                        Some((_, l)) => l.record(took),
+                        None => {
+                            let mut l = Latencies::new(format!("{b}…"), bucket);
+                            l.record(took);
+                            buckets.push((b, l));
+                        }
+                    }
+                    ids.push(id);
+                }
+                Err(e) => stopped_by = Some(format!("{e:#}")),
+            }
+        }
+        if stopped_by.is_some() {
+            break;
+        }
+    }
+    let fill = fill.elapsed();
+    settle().await;
+    let after = crate::memory::MemInfo::read()?;
+    let user: u64 = ids
+        .iter()
+        .map(|id| crate::memory::sandbox_memory(id).unwrap_or(0))
+        .sum();
+    let up = ids.len();
+    let per = |b: u64| b as f64 / up.max(1) as f64 / f64::from(1 << 20);
+    let kernel = after.kernel.saturating_sub(before.kernel);
+    let host = per(kernel + user);
+    let mut t = Table::new(
+        format!(
+            "Density: {up} idle sandboxes, {PARALLEL} created at a time, in {:.1} s{}",
+            fill.as_secs_f64(),
+            stopped_by
+                .as_ref()
+                .map(|s| format!(" (stopped by {s})"))
+                .unwrap_or_default()
+        ),
+        &[
+            "sandboxes already up",
+            "creates",
+            "create p50",
+            "create p99",
+        ],
+    );
+    let mut chart = Chart {
+        title: "wrenn-bench lifecycle: create → ready against the number of sandboxes".into(),
+        y_label: "create latency (ms)".into(),
+        categories: Vec::new(),
+        series: vec![("p50".into(), Vec::new()), ("p99".into(), Vec::new())],
+    };
+    for (b, l) in &buckets {
+        let s = l.summary();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        t.row(vec![
+            format!("{b}–{}", b + bucket - 1),
+            s.count.to_string(),
+            us(ms(s.p50) * 1e3),
+            us(ms(s.p99) * 1e3),
+        ]);
+        chart.categories.push(format!("{b}+"));
+        chart.series[0].1.push(ms(s.p50));
+        chart.series[1].1.push(ms(s.p99));
+        report.result(
+            json!({"kind": "density_create", "already_up_from": b, "count": s.count,
+            "p50_us": ms(s.p50) * 1e3, "p99_us": ms(s.p99) * 1e3}),
+        );
+    }
+    report.result(
+        json!({"kind": "density", "sandboxes": up, "fill_s": fill.as_secs_f64(),
+        "host_mib_per_sandbox": host, "kernel_mib_per_sandbox": per(kernel),
+        "user_mib_per_sandbox": per(user),
+        "memavailable_mib_per_sandbox": per(before.available.saturating_sub(after.available)),
+        "stopped_by": stopped_by, "slots": slots}),
+    );
+    report.table(t);
+    report.note(format!(
+        "host memory per idle sandbox: {host:.2} MiB = kernel {:.2} MiB (unreclaimable slab, stacks, page tables, per-cpu) + sandbox processes and files {:.2} MiB; MemAvailable fell by {:.2} MiB per sandbox (noisy on a shared host)",
+        per(kernel),
+        per(user),
+        per(before.available.saturating_sub(after.available))
+    ));
+    if up < 1000 {
+        let why = match &stopped_by {
+            Some(s) => format!("stopped by {s}"),
+            None if target < 1000 && slots <= target + 1 => format!(
+                "the slot range holds {slots} sandboxes (WRENN_BENCH_SLOTS=5000-6999 allows 1000)"
+            ),
+            None => "--quick".to_owned(),
+        };
+        report.note(format!("density went to {up} sandboxes, not 1000: {why}"));
+    }
+    report.chart(chart);
+    let t = Instant::now();
+    for chunk in ids.chunks(PARALLEL) {
+        let destroys = chunk.iter().map(|id| {
+            let mut c = client.clone();
+            async move { sandbox::destroy(&mut c, id).await }
+        });
+        for r in futures::future::join_all(destroys).await {
+            r.context("destroying the density sandboxes")?;
+        }
+    }
+    println!(
+        "density: {up} sandboxes destroyed in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Lets freed memory and deferred kernel work settle before a reading.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}

@@ -1,0 +1,253 @@
+//! `proxy`: wrenn's data plane against a direct connection and nginx.
+//!
+//! One sandbox (2 vCPUs) runs the bench upstream (`bench/upstream`, static,
+//! uploaded with the files API and started as a background process). wrk
+//! loads it with 1 KiB and 64 KiB responses at 64, 256 and 1024 keep-alive
+//! connections through four doors, back to back for every load level so
+//! that they see the same machine:
+//!
+//! - **direct**: the sandbox address itself (the floor);
+//! - **path**: wrenn's proxy, `/proxy/<id>/8080/…`;
+//! - **subdomain**: wrenn's proxy, `Host: 8080-<id>.localhost`;
+//! - **nginx**: Debian's nginx configured like the proxy
+//!   (`conf/bench/nginx.conf`: as many workers as the proxy has threads,
+//!   keep-alive upstream pool, path form, access log).
+//!
+//! Reported per run: req/s, p50/p99/p99.9, the proxy's (or nginx's) CPU
+//! seconds per 10k requests from `/proc/<pid>/stat`, its RSS, and the ratios
+//! wrenn/nginx and wrenn/direct. With `--rounds N` every load level is
+//! measured N times (interleaved) and the median is reported with the spread.
+//! Targets (issue 6): path form ≥ 1.0× nginx req/s; added p99 over direct
+//! ≤ 0.5 ms at 256 connections.
+
+mod report;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::Opts;
+use crate::bed::{Bed, Door};
+use crate::report::{Report, si, us};
+use crate::wrk::{self, Load, WrkResult};
+
+const NEW_UPSTREAM: &str = "wrenn_proxy_upstream_connections_total{reused=\"false\"}";
+const DOORS: [Door; 4] = [Door::Direct, Door::Path, Door::Subdomain, Door::Nginx];
+
+/// One wrk run and what the proxy in the middle spent on it.
+#[derive(Debug, Clone, Serialize)]
+struct Run {
+    body: &'static str,
+    connections: usize,
+    door: Door,
+    round: usize,
+    rps: f64,
+    #[serde(flatten)]
+    wrk: WrkResult,
+    /// CPU seconds the proxy (or nginx, master + workers) used per 10k requests.
+    cpu_s_per_10k: Option<f64>,
+    /// Resident memory of the proxy (or nginx, all processes) after the run.
+    rss_mib: Option<f64>,
+    /// Upstream connections the proxy opened during the run (not from its pool).
+    new_upstream_connections: Option<f64>,
+}
+
+struct Plan {
+    bodies: &'static [&'static str],
+    connections: &'static [usize],
+    duration: Duration,
+    warmup: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                bodies: &["1k", "64k"],
+                connections: &[64],
+                duration: Duration::from_secs(1),
+                warmup: Duration::from_secs(1),
+            }
+        } else {
+            Plan {
+                bodies: &["1k", "64k"],
+                connections: &[64, 256, 1024],
+                duration: Duration::from_secs(2),
+                warmup: Duration::from_secs(1),
+            }
+        }
+    }
+}
+
+/// The bed and the pids of the processes in the middle.
+struct Doors<'a> {
+    bed: &'a Bed,
+    proxy_pid: i32,
+    nginx_pid: i32,
+}
+
+impl Doors<'_> {
+    /// The URL wrk connects to and the Host header it sends.
+    fn url(&self, door: Door, body: &str) -> (String, Option<String>) {
+        let (addr, target, host) = self.bed.target(door, &format!("/{body}"));
+        let host = (door == Door::Subdomain).then_some(host);
+        (format!("http://{addr}{target}"), host)
+    }
+
+    /// (cpu time, rss) of the process in the middle, if any.
+    fn middle(&self, door: Door) -> Option<(Duration, u64)> {
+        use crate::procstat::{cpu_time, rss, tree_cpu_time, tree_rss};
+        match door {
+            Door::Direct => None,
+            Door::Path | Door::Subdomain => Some((cpu_time(self.proxy_pid)?, rss(self.proxy_pid)?)),
+            Door::Nginx => Some((tree_cpu_time(self.nginx_pid)?, tree_rss(self.nginx_pid)?)),
+        }
+    }
+}
+
+pub async fn run(opts: &Opts) -> anyhow::Result<()> {
+    crate::raise_fd_limit();
+    let threads = crate::cores();
+    let bed = Bed::start("proxy", threads as u32, true).await?;
+    let result = measure(&bed, opts).await;
+    let stopped = bed.stop();
+    let report = result?;
+    stopped?;
+    report.finish(&opts.out)?;
+    Ok(())
+}
+
+async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
+    let plan = Plan::new(opts.quick);
+    let threads = crate::cores();
+    let nginx = bed.nginx.as_ref().context("nginx is not running")?;
+    let doors = Doors {
+        bed,
+        proxy_pid: bed.platform.proxy_pid()?,
+        nginx_pid: nginx.pid(),
+    };
+    let script = wrk::install_script(&bed.platform.dir)?;
+    println!(
+        "proxy: sandbox {} upstream {}; wrenn proxy {} (pid {}), nginx {} ({threads} workers); wrk {threads} threads; {} round(s) of {} s",
+        bed.id,
+        bed.upstream,
+        bed.platform.proxy,
+        doors.proxy_pid,
+        nginx.listen,
+        opts.rounds,
+        plan.duration.as_secs()
+    );
+    for door in DOORS {
+        let (url, host) = doors.url(door, "1k");
+        let load = Load {
+            url: &url,
+            host: host.as_deref(),
+            connections: 64,
+            threads,
+            duration: plan.warmup,
+        };
+        wrk::run(&script, &load)
+            .await
+            .with_context(|| format!("warming up {}", door.name()))?;
+    }
+    let mut runs = Vec::new();
+    for &body in plan.bodies {
+        for &connections in plan.connections {
+            for round in 0..opts.rounds {
+                for door in DOORS {
+                    let r = one(
+                        &doors,
+                        &script,
+                        door,
+                        body,
+                        connections,
+                        threads,
+                        plan.duration,
+                    )
+                    .await
+                    .with_context(|| {
+                        format!("{} {body} at {connections} connections", door.name())
+                    })?;
+                    println!(
+                        "  {body:>3} c={connections:<5} {:<16} {:>8} req/s  p50 {:>9}  p99 {:>9}  p99.9 {:>9}{}",
+                        door.name(),
+                        si(r.rps),
+                        us(r.wrk.p50_us as f64),
+                        us(r.wrk.p99_us as f64),
+                        us(r.wrk.p999_us as f64),
+                        r.cpu_s_per_10k
+                            .map(|c| format!("  cpu {c:.3} s/10k"))
+                            .unwrap_or_default()
+                    );
+                    runs.push(Run { round, ..r });
+                }
+            }
+        }
+    }
+    Ok(report::build(
+        runs,
+        &plan_desc(&plan, opts.rounds),
+        opts.quick,
+    ))
+}
+
+fn plan_desc(plan: &Plan, rounds: usize) -> String {
+    format!(
+        "{} s per run, {rounds} round(s), wrk with {} threads, keep-alive",
+        plan.duration.as_secs(),
+        crate::cores()
+    )
+}
+
+async fn one(
+    doors: &Doors<'_>,
+    script: &std::path::Path,
+    door: Door,
+    body: &'static str,
+    connections: usize,
+    threads: usize,
+    duration: Duration,
+) -> anyhow::Result<Run> {
+    let (url, host) = doors.url(door, body);
+    let new_conns = async || match door {
+        Door::Path | Door::Subdomain => doors.bed.platform.proxy_metric(NEW_UPSTREAM).await.ok(),
+        _ => None,
+    };
+    let conns_before = new_conns().await;
+    let before = doors.middle(door);
+    let w = wrk::run(
+        script,
+        &Load {
+            url: &url,
+            host: host.as_deref(),
+            connections,
+            threads,
+            duration,
+        },
+    )
+    .await?;
+    let after = doors.middle(door);
+    let conns_after = new_conns().await;
+    if w.errors() > 0 {
+        anyhow::bail!("{} errors in {} requests: {w:?}", w.errors(), w.requests);
+    }
+    let (cpu, rss) = match (before, after) {
+        (Some((c0, _)), Some((c1, rss))) => (
+            Some((c1 - c0).as_secs_f64() * 10_000.0 / w.requests as f64),
+            Some(rss as f64 / (1 << 20) as f64),
+        ),
+        _ => (None, None),
+    };
+    Ok(Run {
+        body,
+        connections,
+        door,
+        round: 0,
+        rps: w.rps(),
+        wrk: w,
+        cpu_s_per_10k: cpu,
+        rss_mib: rss,
+        new_upstream_connections: conns_before.zip(conns_after).map(|(a, b)| b - a),
+    })
+}

@@ -1,0 +1,210 @@
+//! The `proxy` scenario's tables, ratios, targets and chart.
+
+use serde_json::json;
+
+use super::{DOORS, Run};
+use crate::bed::Door;
+use crate::report::{Report, Table, si, us};
+use crate::svg::Chart;
+
+/// Target: the path form serves at least as many requests as nginx.
+const TARGET_RATIO_NGINX: f64 = 1.0;
+/// Target: p99 added over direct at 256 connections (1 KiB bodies), µs.
+const TARGET_ADDED_P99_US: f64 = 500.0;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn spread(v: &[f64]) -> String {
+    if v.len() < 2 {
+        return String::new();
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(0.0, f64::max);
+    format!(" ({}–{})", si(lo), si(hi))
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}×")
+    } else {
+        "–".into()
+    }
+}
+
+/// Runs of one (body, connections, door).
+fn cell<'a>(runs: &'a [Run], body: &str, c: usize, door: Door) -> Vec<&'a Run> {
+    runs.iter()
+        .filter(|r| r.body == body && r.connections == c && r.door == door)
+        .collect()
+}
+
+/// A per-round ratio of two doors' values, as a median over rounds.
+fn round_ratio(runs: &[Run], body: &str, c: usize, a: Door, b: Door, f: fn(&Run) -> f64) -> f64 {
+    let (xs, ys) = (cell(runs, body, c, a), cell(runs, body, c, b));
+    median(
+        xs.iter()
+            .filter_map(|x| ys.iter().find(|y| y.round == x.round).map(|y| f(x) / f(y)))
+            .collect(),
+    )
+}
+
+pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
+    let mut report = Report::new("proxy", quick);
+    let mut levels: Vec<(&'static str, usize)> = Vec::new();
+    for r in &runs {
+        if !levels.contains(&(r.body, r.connections)) {
+            levels.push((r.body, r.connections));
+        }
+    }
+    let mut t = Table::new(
+        format!("Requests through each door ({desc})"),
+        &[
+            "body",
+            "conns",
+            "door",
+            "req/s",
+            "p50",
+            "p99",
+            "p99.9",
+            "CPU s / 10k req",
+            "RSS MiB",
+            "new upstream conns",
+        ],
+    );
+    let mut ratios = Table::new(
+        "wrenn against nginx and direct (same rounds, median of per-round ratios)",
+        &[
+            "body",
+            "conns",
+            "path / nginx req/s",
+            "subdomain / nginx req/s",
+            "path / direct req/s",
+            "p99 added over direct (path)",
+            "CPU path / nginx",
+        ],
+    );
+    let mut chart = Chart {
+        title: "wrenn-bench proxy: requests per second".into(),
+        y_label: "requests / s".into(),
+        categories: levels.iter().map(|(b, c)| format!("{b} × {c}")).collect(),
+        series: DOORS
+            .iter()
+            .map(|d| (d.name().to_owned(), Vec::new()))
+            .collect(),
+    };
+    let mut missed = Vec::new();
+    for &(body, c) in &levels {
+        for (di, door) in DOORS.into_iter().enumerate() {
+            let rs = cell(&runs, body, c, door);
+            let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
+            let m = |f: fn(&Run) -> f64| median(rs.iter().map(|r| f(r)).collect());
+            let cpu = m(|r| r.cpu_s_per_10k.unwrap_or(f64::NAN));
+            let rss = rs.iter().filter_map(|r| r.rss_mib).fold(f64::NAN, f64::max);
+            chart.series[di].1.push(median(rps.clone()));
+            t.row(vec![
+                body.into(),
+                c.to_string(),
+                door.name().into(),
+                format!("{}{}", si(median(rps.clone())), spread(&rps)),
+                us(m(|r| r.wrk.p50_us as f64)),
+                us(m(|r| r.wrk.p99_us as f64)),
+                us(m(|r| r.wrk.p999_us as f64)),
+                if cpu.is_finite() {
+                    format!("{cpu:.3}")
+                } else {
+                    "–".into()
+                },
+                if rss.is_finite() {
+                    format!("{rss:.0}")
+                } else {
+                    "–".into()
+                },
+                {
+                    let n = m(|r| r.new_upstream_connections.unwrap_or(f64::NAN));
+                    if n.is_finite() {
+                        format!("{n:.0}")
+                    } else {
+                        "–".into()
+                    }
+                },
+            ]);
+        }
+        let path_nginx = round_ratio(&runs, body, c, Door::Path, Door::Nginx, |r| r.rps);
+        let sub_nginx = round_ratio(&runs, body, c, Door::Subdomain, Door::Nginx, |r| r.rps);
+        let path_direct = round_ratio(&runs, body, c, Door::Path, Door::Direct, |r| r.rps);
+        let cpu_ratio = round_ratio(&runs, body, c, Door::Path, Door::Nginx, |r| {
+            r.cpu_s_per_10k.unwrap_or(f64::NAN)
+        });
+        let added_p99 = median(
+            cell(&runs, body, c, Door::Path)
+                .iter()
+                .filter_map(|p| {
+                    cell(&runs, body, c, Door::Direct)
+                        .into_iter()
+                        .find(|d| d.round == p.round)
+                        .map(|d| p.wrk.p99_us as f64 - d.wrk.p99_us as f64)
+                })
+                .collect(),
+        );
+        ratios.row(vec![
+            body.into(),
+            c.to_string(),
+            ratio(path_nginx),
+            ratio(sub_nginx),
+            ratio(path_direct),
+            us(added_p99.max(0.0)),
+            ratio(cpu_ratio),
+        ]);
+        report.result(json!({
+            "kind": "ratios",
+            "body": body,
+            "connections": c,
+            "path_over_nginx_rps": path_nginx,
+            "subdomain_over_nginx_rps": sub_nginx,
+            "path_over_direct_rps": path_direct,
+            "added_p99_us": added_p99,
+            "path_over_nginx_cpu": cpu_ratio,
+        }));
+        if path_nginx < TARGET_RATIO_NGINX {
+            missed.push(format!("path/nginx {} at {body} × {c}", ratio(path_nginx)));
+        }
+        if body == "1k" && c == 256 {
+            let verdict = if added_p99 <= TARGET_ADDED_P99_US {
+                "met"
+            } else {
+                "MISSED"
+            };
+            report.note(format!(
+                "target: p99 added over direct ≤ 0.5 ms at 256 connections (1 KiB): {} — {verdict}",
+                us(added_p99.max(0.0))
+            ));
+        }
+    }
+    report.note(if missed.is_empty() {
+        "target: wrenn (path form) ≥ 1.0× nginx req/s at every load level — met".to_owned()
+    } else {
+        format!(
+            "target: wrenn (path form) ≥ 1.0× nginx req/s — MISSED: {}",
+            missed.join(", ")
+        )
+    });
+    for r in runs {
+        report.result(r);
+    }
+    report.table(t);
+    report.table(ratios);
+    report.chart(chart);
+    report
+}
