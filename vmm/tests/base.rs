@@ -82,6 +82,26 @@ async fn base_template_is_built_once_and_runs_python_and_sudo() {
         let out = guest::sh(h.guest_addr, tool).await;
         assert_eq!(out.exit_code, 0, "{tool}: {out:?}");
     }
+    // The host's own CAs (a TLS-inspecting gateway's, a company's) are
+    // trusted inside: the system bundle holds each of them.
+    let bundle = guest::sh(h.guest_addr, "cat /etc/ssl/certs/ca-certificates.crt").await;
+    for e in std::fs::read_dir("/usr/local/share/ca-certificates")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if !e.file_name().to_string_lossy().ends_with(".crt") {
+            continue;
+        }
+        let pem = std::fs::read_to_string(e.path()).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let in_bundle: String = bundle.stdout.lines().collect();
+        assert!(
+            in_bundle.contains(&body),
+            "host CA {} is not in the sandbox's bundle",
+            e.path().display()
+        );
+    }
     env.finish().await;
     leftovers::assert_clean("basepy", env.path(), &env.slots()).await;
 }

@@ -73,11 +73,62 @@ fn recipe_id() -> String {
         "{DEBIAN_SUITE} {DEBIAN_MIRROR} {} v{RECIPE_VERSION}",
         BASE_PACKAGES.join(",")
     );
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(text.as_bytes());
+    for (name, pem) in host_local_cas() {
+        feed(name.as_bytes());
+        feed(&pem);
     }
     format!("{h:016x}")
+}
+
+/// Where Debian keeps a machine's own CA certificates.
+const LOCAL_CA_DIR: &str = "usr/local/share/ca-certificates";
+
+/// The host's local CA certificates (`/usr/local/share/ca-certificates/*.crt`),
+/// sorted by name. A host behind a TLS-inspecting gateway trusts its CA
+/// there; sandboxes built on that host must trust it too, or `pip` and `curl`
+/// inside them fail with "self-signed certificate".
+fn host_local_cas() -> Vec<(String, Vec<u8>)> {
+    let mut cas: Vec<(String, Vec<u8>)> = fs::read_dir(Path::new("/").join(LOCAL_CA_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".crt"))
+        .filter_map(|e| {
+            let pem = fs::read(e.path()).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), pem))
+        })
+        .collect();
+    cas.sort();
+    cas
+}
+
+/// Copies the host's local CAs into the tree and rebuilds its bundle.
+fn install_host_cas(root: &Path) -> Result<()> {
+    let cas = host_local_cas();
+    if cas.is_empty() {
+        return Ok(());
+    }
+    let dir = root.join(LOCAL_CA_DIR);
+    fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    for (name, pem) in &cas {
+        let p = dir.join(name);
+        fs::write(&p, pem).map_err(io_err("write", &p))?;
+    }
+    run(
+        Command::new("chroot")
+            .arg(root)
+            .args(["update-ca-certificates", "--fresh"]),
+        root,
+        &[],
+    )
+    .map(|_| ())
 }
 
 /// Builds the `base` template into `wrenn_dir` (if it is not there yet),
@@ -107,6 +158,7 @@ pub fn build_base(wrenn_dir: &Path, progress: &mut dyn FnMut(&BuildProgress)) ->
         );
     } else {
         debootstrap_image(&cache, &cached, &mut report)?;
+        remove_stale_images(&cache, &cached);
     }
     report.send(
         BuildStep::Image,
@@ -220,6 +272,7 @@ fn customize(root: &Path) -> Result<()> {
             &[],
         )?;
     }
+    install_host_cas(root)?;
     let sudoers = root.join("etc/sudoers.d/wrenn-user");
     fs::write(&sudoers, "wrenn-user ALL=(ALL:ALL) NOPASSWD:ALL\n")
         .map_err(io_err("write", &sudoers))?;
@@ -243,6 +296,26 @@ fn customize(root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Cached base images of older recipes are never used again.
+fn remove_stale_images(cache: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("base-") && name.ends_with(".ext4") && e.path() != keep {
+            match fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(image = %e.path().display(), "removed a cached base image of an older recipe")
+                }
+                Err(err) => {
+                    tracing::warn!(image = %e.path().display(), error = %err, "cannot remove a stale cached base image")
+                }
+            }
+        }
+    }
 }
 
 /// Removes the regular files directly in `dir` (apt's caches).
