@@ -1,6 +1,7 @@
 //! Where the static `wrenn-guest` binary is: `WRENN_GUEST_BIN`, else next to
 //! the running executable, else the newer of the workspace's musl release and
 //! debug builds (so a stale release build does not shadow a fresh debug one).
+//! Dynamically linked candidates are skipped by the search.
 
 use std::path::{Path, PathBuf};
 
@@ -16,16 +17,23 @@ pub fn resolve(configured: Option<&Path>) -> Result<PathBuf, Error> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_owned));
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let explicit = configured.is_some() || from_env.is_some();
     let candidates = candidates(configured, from_env, exe_dir.as_deref(), &workspace);
+    // The search skips dynamically linked builds (e.g. a host-target
+    // `target/release/wrenn-guest` next to `wrenn`): they cannot run in a
+    // sandbox's rootfs. An explicit choice is taken as given; the runtime
+    // refuses it with the build command if it is not static.
+    let usable = |p: &PathBuf| explicit || !wrenn_vmm::validate::has_interpreter(p);
     let newest_build = candidates
         .iter()
+        .filter(|p| usable(p))
         .filter(|p| p.starts_with(&workspace))
         .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
         .max()
         .map(|(_, p)| p.clone());
     candidates
         .iter()
-        .find(|p| !p.starts_with(&workspace) && p.is_file())
+        .find(|p| !p.starts_with(&workspace) && p.is_file() && usable(p))
         .cloned()
         .or(newest_build)
         .ok_or_else(|| Error::GuestBinNotFound {
