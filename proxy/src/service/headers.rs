@@ -1,12 +1,12 @@
 //! Header edits on the way up (prefix stripping, forwarded headers, Host
 //! policy, the in-flight cap) and on the way down (Location and friends).
 
-use http::header;
+use http::{HeaderValue, header};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
-use super::{RequestCtx, WrennProxy};
+use super::{RequestCtx, WrennProxy, names};
 use crate::rewrite::RewriteCtx;
 use crate::routes::{HostPolicy, PrefixPolicy};
 use crate::target::Form;
@@ -39,20 +39,20 @@ impl WrennProxy {
         match session.client_addr().and_then(|a| a.as_inet()) {
             Some(addr) => up.insert_header("x-forwarded-for", addr.ip().to_string())?,
             None => {
-                up.remove_header("x-forwarded-for");
+                up.remove_header(&names::X_FORWARDED_FOR);
             }
         }
-        up.insert_header("x-forwarded-proto", "http")?;
+        up.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         if ctx.form == Some(Form::Path) && strip {
             up.insert_header(
                 "x-forwarded-prefix",
                 format!("/proxy/{}/{}", route.id, ctx.port),
             )?;
-        } else {
-            up.remove_header("x-forwarded-prefix");
+        } else if up.headers.contains_key(&names::X_FORWARDED_PREFIX) {
+            up.remove_header(&names::X_FORWARDED_PREFIX);
         }
         if !ctx.upgrade && ctx.in_flight > self.max_in_flight {
-            up.insert_header(header::CONNECTION, "close")?;
+            up.insert_header(header::CONNECTION, HeaderValue::from_static("close"))?;
             self.metrics.forced_close.inc();
         }
         Ok(())
@@ -103,7 +103,7 @@ impl WrennProxy {
         }
         if let Some(new) = resp
             .headers
-            .get("refresh")
+            .get(&names::REFRESH)
             .and_then(|v| rw.refresh(v.as_bytes()))
         {
             resp.insert_header("refresh", new)?;

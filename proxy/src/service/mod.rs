@@ -13,6 +13,7 @@
 //! - Everything the proxy writes itself goes through [`Failure`].
 
 mod headers;
+mod names;
 mod outcome;
 mod routing;
 

@@ -24,7 +24,9 @@ impl WrennProxy {
         let req = session.req_header();
         let html = failure::wants_html(
             req.headers.get(header::ACCEPT).map(|v| v.as_bytes()),
-            req.headers.get("sec-fetch-mode").map(|v| v.as_bytes()),
+            req.headers
+                .get(&super::names::SEC_FETCH_MODE)
+                .map(|v| v.as_bytes()),
         );
         let (head, body) = f.response(html);
         let status = f.status();

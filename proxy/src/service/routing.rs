@@ -1,11 +1,12 @@
 //! Which sandbox a request goes to (`request_filter`) and the peer of each
 //! connect attempt (`upstream_peer`, with the retry backoff).
 
+use http::HeaderName;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
-use super::{RequestCtx, WrennProxy};
+use super::{RequestCtx, WrennProxy, names};
 use crate::failure::{self, Failure};
 use crate::routes::RouteState;
 use crate::target::{self, Parsed, RequestView};
@@ -15,12 +16,13 @@ impl WrennProxy {
     /// answered itself (308, 400, 403, 404, 409).
     pub(super) async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        let h = |name: &str| req.headers.get(name).map(|v| v.as_bytes());
+        // Pre-parsed names: a `&str` name is parsed again on every lookup.
+        let h = |name: &HeaderName| req.headers.get(name).map(|v| v.as_bytes());
         let view = RequestView {
-            host: h("host"),
+            host: h(&http::header::HOST),
             target: req.raw_path(),
-            id_header: h("wrenn-sandbox-id").or_else(|| h("e2b-sandbox-id")),
-            port_header: h("wrenn-sandbox-port").or_else(|| h("e2b-sandbox-port")),
+            id_header: h(&names::WRENN_SANDBOX_ID).or_else(|| h(&names::E2B_SANDBOX_ID)),
+            port_header: h(&names::WRENN_SANDBOX_PORT).or_else(|| h(&names::E2B_SANDBOX_PORT)),
         };
         let t = match target::parse(&self.domain, view) {
             Parsed::Target(t) => t,
