@@ -138,4 +138,21 @@ fn chromium_browses_a_sandbox_http_server_through_both_url_forms() {
         let shot = std::fs::metadata(r["screenshot"].as_str().unwrap()).unwrap();
         assert!(shot.len() > 1000, "screenshot too small: {r}");
     }
+    // One access line per request, in the proxy's log file and not on `wrenn
+    // up`'s terminal (where they would bury everything else).
+    let log = std::fs::read_to_string(p.dir.join("logs/proxy.log")).unwrap();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("\"wrenn_proxy::access\"") && l.contains(&sb.id))
+        .count();
+    assert!(
+        lines >= 4,
+        "{lines} access lines for {} in proxy.log",
+        sb.id
+    );
+    assert!(
+        !p.output().contains("wrenn_proxy::access"),
+        "access lines on wrenn up's output:\n{}",
+        p.output()
+    );
 }
