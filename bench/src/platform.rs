@@ -80,6 +80,11 @@ impl Platform {
         let dir = paths::scratch_dir(scenario)?;
         let [control, agent, proxy, proxy_admin] = free_ports::<4>()?;
         let log = std::fs::File::create(dir.join("up.log"))?;
+        // The proxy keeps as many keep-alive connections per upstream as
+        // nginx's `keepalive 1024` in conf/bench/nginx.conf (wrenn's
+        // default, 256, would close the rest at 1024 clients).
+        let proxy_config = dir.join("proxy.toml");
+        std::fs::write(&proxy_config, "upstream_max_in_flight = 1024\n")?;
         let child = Command::new(&wrenn)
             .arg("up")
             .arg("--dir")
@@ -92,6 +97,7 @@ impl Platform {
             .env("WRENN_PREFIX", PREFIX)
             .env("WRENN_SLOTS", format!("{}-{}", slots.0, slots.1))
             .env("WRENN_GUEST_BIN", &guest)
+            .env("WRENN_PROXY_CONFIG", &proxy_config)
             // wrenn's default; WRENN_BENCH_LOG_LEVEL measures other settings
             // (e.g. `info,wrenn_proxy::access=off`: the access log's cost).
             .env(

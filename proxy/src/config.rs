@@ -44,7 +44,7 @@ pub const DEFAULT_POOL_SIZE: usize = 1024;
 /// Requests in flight to one upstream (sandbox, port) above which the proxy
 /// asks for `Connection: close`, so no more than about this many idle sockets
 /// per upstream are pooled.
-pub const DEFAULT_UPSTREAM_MAX_IN_FLIGHT: u32 = 64;
+pub const DEFAULT_UPSTREAM_MAX_IN_FLIGHT: u32 = 256;
 /// Time in-flight requests get to finish after shutdown begins.
 pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 /// Reconnect delay after the agent stream is lost; doubles up to the cap.
