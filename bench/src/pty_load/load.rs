@@ -36,6 +36,16 @@ pub struct Background {
     pub requests: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// The proxied clients' own threads (see [`proxied`]).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Background {
@@ -47,6 +57,7 @@ impl Background {
                 requests: Arc::default(),
                 stop,
                 tasks: JoinSet::new(),
+                runtime: None,
             },
             rx,
         )
@@ -87,28 +98,56 @@ fn offset(i: usize, n: usize, period: Duration) -> Duration {
     period.mul_f64(i as f64 / n.max(1) as f64)
 }
 
-/// `n` clients through wrenn's proxy (path form), all connected before this returns.
+/// `n` clients through wrenn's proxy (path form), all connected before this
+/// returns. They run on threads of their own, as browsers are processes of
+/// their own: on the PTY's runtime their work would delay the echo timing in
+/// this process, not in wrenn.
 pub async fn proxied(bed: &Bed, n: usize) -> anyhow::Result<Background> {
     let (mut bg, stop) = Background::new();
-    let pollers = n / 2;
-    for i in 0..pollers {
-        let (addr, target, host) = bed.target(Door::Path, "/1k");
-        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
-        let tcp = connect(addr).await?;
-        let (bytes, requests, stop) = (bg.bytes.clone(), bg.requests.clone(), stop.clone());
-        let start = offset(i, pollers, POLL_EVERY);
-        bg.tasks
-            .spawn(poll_http(tcp, addr, request, start, bytes, requests, stop));
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-load")
+        .enable_all()
+        .build()?;
+    let poll = bed.target(Door::Path, "/1k");
     let path = format!(
         "/ws/stream?size={STREAM_CHUNK}&every_ms={}",
         STREAM_EVERY.as_millis()
     );
+    let stream = bed.target(Door::Path, &path);
+    let (bytes, requests) = (bg.bytes.clone(), bg.requests.clone());
+    let connected = runtime.spawn(connect_clients(n, poll, stream, bytes, requests, stop));
+    bg.runtime = Some(runtime);
+    bg.tasks = connected.await??;
+    Ok(bg)
+}
+
+type Target = (SocketAddr, String, String);
+
+/// Connects the clients of [`proxied`] and starts them on the current runtime.
+async fn connect_clients(
+    n: usize,
+    poll: Target,
+    stream: Target,
+    bytes: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinSet<anyhow::Result<()>>> {
+    let mut tasks = JoinSet::new();
+    let pollers = n / 2;
+    for i in 0..pollers {
+        let (addr, target, host) = poll.clone();
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+        let tcp = connect(addr).await?;
+        let (bytes, requests, stop) = (bytes.clone(), requests.clone(), stop.clone());
+        let start = offset(i, pollers, POLL_EVERY);
+        tasks.spawn(poll_http(tcp, addr, request, start, bytes, requests, stop));
+    }
     for _ in pollers..n {
-        let (addr, target, host) = bed.target(Door::Path, &path);
+        let (addr, target, host) = stream.clone();
         let mut ws = open_stream(addr, &target, &host).await?;
-        let (bytes, mut stop) = (bg.bytes.clone(), stop.clone());
-        bg.tasks.spawn(async move {
+        let (bytes, mut stop) = (bytes.clone(), stop.clone());
+        tasks.spawn(async move {
             loop {
                 tokio::select! {
                     () = stopped(&mut stop) => return Ok(()),
@@ -123,7 +162,7 @@ pub async fn proxied(bed: &Bed, n: usize) -> anyhow::Result<Background> {
             }
         });
     }
-    Ok(bg)
+    Ok(tasks)
 }
 
 /// A WebSocket stream through the proxy that delivered its first message;
