@@ -5,7 +5,10 @@
 //!    guest), one `Exec` of `true` (round trip through control → agent →
 //!    guest), then `Destroy` of each; p50/p99. Target: create → ready p50
 //!    ≤ 50 ms.
-//! 2. **Density** — idle sandboxes created 16 at a time up to 1000 (bounded
+//! 2. **Exec** — `true` 500 times in one running sandbox through the
+//!    in-process client (target p50 ≤ 5 ms), and 100 runs of the whole
+//!    `wrenn exec <id> -- true` command.
+//! 3. **Density** — idle sandboxes created 16 at a time up to 1000 (bounded
 //!    by the slot range and the time budget), with create latency against
 //!    the count and host memory per sandbox: the growth of the kernel's
 //!    non-cache memory plus the anonymous and file memory of the sandboxes'
@@ -29,6 +32,7 @@ use crate::stats::Latencies;
 use crate::svg::Chart;
 
 const TARGET_CREATE_P50: Duration = Duration::from_millis(50);
+const TARGET_EXEC_P50: Duration = Duration::from_millis(5);
 const PARALLEL: usize = 16;
 
 fn spec() -> SandboxSpec {
@@ -63,7 +67,7 @@ async fn measure(p: &Platform, opts: &Opts, started: Instant) -> anyhow::Result<
     let mut report = Report::new("lifecycle", opts.quick);
 
     let mut create = Latencies::new("create → ready", latency_n);
-    let mut exec = Latencies::new("exec round trip (true)", latency_n);
+    let mut exec = Latencies::new("first exec of `true`", latency_n);
     let mut destroy = Latencies::new("destroy", latency_n);
     let mut ids = Vec::with_capacity(latency_n);
     for _ in 0..latency_n {
@@ -71,7 +75,7 @@ async fn measure(p: &Platform, opts: &Opts, started: Instant) -> anyhow::Result<
         let sb = sandbox::create(&mut client, spec()).await?;
         create.record(t.elapsed());
         let t = Instant::now();
-        sandbox::sh(&mut client, &sb.id, "true").await?;
+        sandbox::run(&mut client, &sb.id, "true", &[]).await?;
         exec.record(t.elapsed());
         ids.push(sb.id);
     }
@@ -110,8 +114,81 @@ async fn measure(p: &Platform, opts: &Opts, started: Instant) -> anyhow::Result<
         }
     ));
 
+    warm_exec(p, &mut client, &mut report, opts.quick).await?;
     density(&mut client, &mut report, density_n, started + budget, slots).await?;
     Ok(report)
+}
+
+/// `true` again and again in one running sandbox: the in-process client
+/// (`Exec` through control → agent → guest) and the whole `wrenn exec`
+/// command (process start, key, connection, exec, exit), as a person sees it.
+async fn warm_exec(
+    p: &Platform,
+    client: &mut Client,
+    report: &mut Report,
+    quick: bool,
+) -> anyhow::Result<()> {
+    let (n_rpc, n_cli) = if quick { (50, 10) } else { (500, 100) };
+    let sb = sandbox::create(client, spec()).await?;
+    let result = async {
+        let mut rpc = Latencies::new("Exec `true`, in-process client", n_rpc);
+        for _ in 0..n_rpc {
+            let t = Instant::now();
+            sandbox::run(client, &sb.id, "true", &[]).await?;
+            rpc.record(t.elapsed());
+        }
+        let wrenn = crate::paths::wrenn_bin()?;
+        let control = format!("http://{}", p.control);
+        let mut cli = Latencies::new("`wrenn exec <id> -- true`, whole CLI", n_cli);
+        for _ in 0..n_cli {
+            let t = Instant::now();
+            let out = tokio::process::Command::new(&wrenn)
+                .args(["exec", "--control", &control, &sb.id, "--", "true"])
+                .env("WRENN_DIR", &p.dir)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await?;
+            cli.record(t.elapsed());
+            anyhow::ensure!(
+                out.status.success(),
+                "wrenn exec failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        anyhow::Ok((rpc, cli))
+    }
+    .await;
+    sandbox::destroy(client, &sb.id).await?;
+    let (rpc, cli) = result?;
+    let mut t = Table::new(
+        "Exec round trip of `true` in one running sandbox".to_owned(),
+        &["client", "runs", "p50", "p99", "max"],
+    );
+    let v = |d: Duration| d.as_secs_f64() * 1e6;
+    for l in [&rpc, &cli] {
+        let s = l.summary();
+        t.row(vec![
+            l.name().into(),
+            s.count.to_string(),
+            us(v(s.p50)),
+            us(v(s.p99)),
+            us(v(s.max)),
+        ]);
+        report.result(json!({"kind": "exec", "client": l.name(), "count": s.count,
+            "p50_us": v(s.p50), "p99_us": v(s.p99), "max_us": v(s.max)}));
+    }
+    report.table(t);
+    let p50 = rpc.summary().p50;
+    report.note(format!(
+        "target: exec round trip p50 ≤ 5 ms (in-process client): {} — {}",
+        us(v(p50)),
+        if p50 <= TARGET_EXEC_P50 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    ));
+    Ok(())
 }
 
 async fn density(

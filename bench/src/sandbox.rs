@@ -97,13 +97,29 @@ pub async fn upload(
 
 /// Runs `sh -c script` in the sandbox and fails unless it exits 0.
 pub async fn sh(client: &mut Client, id: &str, script: &str) -> anyhow::Result<ExecResponse> {
+    run(client, id, "/bin/sh", &["-c", script]).await
+}
+
+/// Runs `cmd args…` in the sandbox (unary `Exec`) and fails unless it exits 0.
+pub async fn run(
+    client: &mut Client,
+    id: &str,
+    cmd: &str,
+    args: &[&str],
+) -> anyhow::Result<ExecResponse> {
+    let script = [cmd]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
     let r = client
         .exec(ExecRequest {
             sandbox_id: id.to_owned(),
             start: Some(StartRequest {
                 process: Some(ProcessConfig {
-                    cmd: "/bin/sh".into(),
-                    args: vec!["-c".into(), script.to_owned()],
+                    cmd: cmd.into(),
+                    args: args.iter().map(|a| (*a).to_owned()).collect(),
                     ..Default::default()
                 }),
                 stdin: Some(false),
