@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +42,7 @@ use wrenn_proxy::netns::Home;
 use wrenn_proxy::{
     NetnsConnector, Proxy, ProxyConfig, Route, RouteOptions, RouteState, RouteTable,
 };
-use wrenn_vmm::{Backend, Runtime, RuntimeConfig, SandboxHandle, SandboxId, SandboxSpec};
+use wrenn_vmm::{Runtime, SandboxHandle, SandboxId, SandboxSpec};
 
 use crate::Opts;
 
@@ -61,8 +61,8 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
         bail!("the forward benchmark needs root (namespace sandboxes)");
     }
     which_wrk()?;
-    let cfg = config()?;
-    clean(&cfg).await?;
+    let cfg = crate::namespace::config(DIR, PREFIX, SLOTS)?;
+    crate::namespace::clean(&cfg).await?;
     std::fs::create_dir_all(&cfg.dir)?;
     wrenn_vmm::image::build_busybox(&cfg.dir, "busybox")?;
     let runtime = wrenn_vmm::build(cfg.clone())?;
@@ -72,7 +72,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
         let _ = runtime.destroy(&h.id).await;
     }
     runtime.shutdown(Duration::from_secs(30)).await?;
-    clean(&cfg).await?;
+    crate::namespace::clean(&cfg).await?;
     std::fs::remove_dir_all(&cfg.dir)?;
     result
 }
@@ -111,7 +111,7 @@ async fn measure(runtime: &Arc<dyn Runtime>, opts: &Opts) -> anyhow::Result<()> 
                 format!(
                     "the guest of {} never forwarded port {port}: is {} older than the forwarder?",
                     fwd.id,
-                    guest_bin().unwrap_or_default().display()
+                    crate::paths::guest_bin().unwrap_or_default().display()
                 )
             })?;
     }
@@ -444,44 +444,4 @@ async fn wrk(url: &str, secs: u64) -> anyhow::Result<Wrk> {
         connections: 0,
         sandbox_cpu_us: 0,
     })
-}
-
-fn config() -> anyhow::Result<RuntimeConfig> {
-    Ok(RuntimeConfig {
-        backend: Backend::Namespace,
-        dir: PathBuf::from(DIR),
-        prefix: PREFIX.into(),
-        slots: SLOTS,
-        guest_bin: guest_bin()?,
-        firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
-        kernel: None,
-    })
-}
-
-/// Adopt-or-clean whatever an earlier (killed) run left, then destroy it.
-async fn clean(cfg: &RuntimeConfig) -> anyhow::Result<()> {
-    if !cfg.dir.exists() {
-        return Ok(());
-    }
-    let runtime = wrenn_vmm::build(cfg.clone())?;
-    for h in runtime.recover().await?.adopted {
-        runtime.destroy(&h.id).await?;
-    }
-    runtime.shutdown(Duration::from_secs(30)).await?;
-    Ok(())
-}
-
-/// `WRENN_GUEST_BIN`, else the newer of the workspace's musl builds.
-fn guest_bin() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("WRENN_GUEST_BIN") {
-        return Ok(bin.into());
-    }
-    let musl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-musl");
-    ["release", "debug"]
-        .iter()
-        .map(|p| musl.join(p).join("wrenn-guest"))
-        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-        .max()
-        .map(|(_, p)| p)
-        .context("wrenn-guest not found: build it with `cargo build --release -p wrenn-guest --target x86_64-unknown-linux-musl` or set WRENN_GUEST_BIN")
 }

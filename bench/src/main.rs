@@ -14,6 +14,7 @@ mod forward;
 mod guest;
 mod lifecycle;
 mod memory;
+mod namespace;
 mod nginx;
 mod paths;
 mod platform;

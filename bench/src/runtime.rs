@@ -17,7 +17,6 @@
 //! runtime's own adopt-or-clean). Template: the busybox test image.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use anyhow::{Context, bail};
 use tonic::transport::Endpoint;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-use wrenn_vmm::{Backend, Runtime, RuntimeConfig, SandboxId, SandboxSpec};
+use wrenn_vmm::{Runtime, SandboxId, SandboxSpec};
 
 use crate::Opts;
 use crate::stats::Latencies;
@@ -40,8 +39,8 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
         bail!("the runtime benchmark needs root (namespaces, mounts, cgroups)");
     }
     let (latency_n, density_n) = if opts.quick { (20, 50) } else { (200, 1000) };
-    let cfg = config()?;
-    clean(&cfg).await?;
+    let cfg = crate::namespace::config(DIR, PREFIX, SLOTS)?;
+    crate::namespace::clean(&cfg).await?;
     std::fs::create_dir_all(&cfg.dir)?;
     wrenn_vmm::image::build_busybox(&cfg.dir, "busybox")?;
     let runtime = wrenn_vmm::build(cfg.clone())?;
@@ -59,7 +58,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
         let _ = runtime.destroy(&h.id).await;
     }
     runtime.shutdown(Duration::from_secs(30)).await?;
-    clean(&cfg).await?;
+    crate::namespace::clean(&cfg).await?;
     std::fs::remove_dir_all(&cfg.dir)?;
     result
 }
@@ -240,48 +239,4 @@ async fn wait_healthy(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()>
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
-}
-
-fn config() -> anyhow::Result<RuntimeConfig> {
-    Ok(RuntimeConfig {
-        backend: Backend::Namespace,
-        dir: PathBuf::from(DIR),
-        prefix: PREFIX.into(),
-        slots: SLOTS,
-        guest_bin: guest_bin()?,
-        firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
-        kernel: None,
-    })
-}
-
-/// Adopt-or-clean whatever an earlier (killed) run left, then destroy it.
-async fn clean(cfg: &RuntimeConfig) -> anyhow::Result<()> {
-    if !cfg.dir.exists() {
-        return Ok(());
-    }
-    let runtime = wrenn_vmm::build(cfg.clone())?;
-    for h in runtime.recover().await?.adopted {
-        runtime.destroy(&h.id).await?;
-    }
-    runtime.shutdown(Duration::from_secs(30)).await?;
-    Ok(())
-}
-
-/// `WRENN_GUEST_BIN`, the musl builds in `target/`, or next to this
-/// executable (in `target/release` that one is usually the glibc build).
-fn guest_bin() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("WRENN_GUEST_BIN") {
-        return Ok(bin.into());
-    }
-    let beside = std::env::current_exe()?.with_file_name("wrenn-guest");
-    let musl = |profile: &str| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/x86_64-unknown-linux-musl")
-            .join(profile)
-            .join("wrenn-guest")
-    };
-    [musl("release"), musl("debug"), beside]
-        .into_iter()
-        .find(|p| p.is_file())
-        .context("wrenn-guest not found: build it with `cargo build --release -p wrenn-guest --target x86_64-unknown-linux-musl` or set WRENN_GUEST_BIN")
 }
