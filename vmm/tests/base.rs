@@ -46,6 +46,21 @@ async fn base_template_is_built_once_and_runs_python_and_sudo() {
     .unwrap();
     assert_eq!(again, vec![BuildStep::Cached]);
 
+    // An image built from another recipe (an older wrenn) is replaced.
+    let marker = env.path().join("images/base/recipe");
+    let recipe = std::fs::read_to_string(&marker).unwrap();
+    std::fs::write(&marker, "0000000000000000\n").unwrap();
+    let dir = env.path().to_owned();
+    let replaced = tokio::task::spawn_blocking(move || {
+        let mut steps = Vec::new();
+        build_base(&dir, &mut |p| steps.push(p.step)).unwrap();
+        steps
+    })
+    .await
+    .unwrap();
+    assert_eq!(replaced.last(), Some(&BuildStep::Done), "{replaced:?}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), recipe);
+
     let h = env
         .up(SandboxSpec {
             template: "base".into(),

@@ -131,14 +131,32 @@ fn install_host_cas(root: &Path) -> Result<()> {
     .map(|_| ())
 }
 
-/// Builds the `base` template into `wrenn_dir` (if it is not there yet),
-/// reporting progress. Returns the image path.
+/// Beside the installed image: the recipe it was built from.
+const RECIPE_FILE: &str = "recipe";
+
+/// Builds the `base` template into `wrenn_dir` (if it is not there yet, or
+/// was built from an older recipe: a wrenn upgrade gets the new packages and
+/// CAs), reporting progress. Returns the image path.
+///
+/// A replaced image is swapped in by rename: sandboxes kept from an earlier
+/// run keep the old file they have mounted.
 pub fn build_base(wrenn_dir: &Path, progress: &mut dyn FnMut(&BuildProgress)) -> Result<PathBuf> {
     let dest = template_path(wrenn_dir, "base");
+    let marker = dest.with_file_name(RECIPE_FILE);
+    let recipe = recipe_id();
     let mut report = Reporter::new(progress);
     if dest.is_file() {
-        report.send(BuildStep::Cached, 1.0, format!("{} exists", dest.display()));
-        return Ok(dest);
+        let built_from = fs::read_to_string(&marker).unwrap_or_default();
+        if built_from.trim() == recipe {
+            report.send(BuildStep::Cached, 1.0, format!("{} exists", dest.display()));
+            return Ok(dest);
+        }
+        tracing::info!(
+            image = %dest.display(),
+            built_from = built_from.trim(),
+            recipe,
+            "the base image was built from another recipe; replacing it"
+        );
     }
     let cache = cache_dir();
     fs::create_dir_all(&cache).map_err(io_err("create", &cache))?;
@@ -149,7 +167,7 @@ pub fn build_base(wrenn_dir: &Path, progress: &mut dyn FnMut(&BuildProgress)) ->
         path: lock_path.clone(),
         source: e.into(),
     })?;
-    let cached = cache.join(format!("base-{}.ext4", recipe_id()));
+    let cached = cache.join(format!("base-{recipe}.ext4"));
     if cached.is_file() {
         report.send(
             BuildStep::Cached,
@@ -166,6 +184,7 @@ pub fn build_base(wrenn_dir: &Path, progress: &mut dyn FnMut(&BuildProgress)) ->
         format!("installing {}", dest.display()),
     );
     install_copy(&cached, &dest)?;
+    fs::write(&marker, format!("{recipe}\n")).map_err(io_err("write", &marker))?;
     report.send(BuildStep::Done, 1.0, format!("{} ready", dest.display()));
     Ok(dest)
 }
