@@ -17,9 +17,13 @@
 //! seconds per 10k requests from `/proc/<pid>/stat`, its RSS, and the ratios
 //! wrenn/nginx and wrenn/direct. With `--rounds N` every load level is
 //! measured N times (interleaved) and the median is reported with the spread.
-//! Targets (issue 6): path form ≥ 1.0× nginx req/s; added p99 over direct
-//! ≤ 0.5 ms at 256 connections.
+//! Then a paced run ([`paced`]): 256 connections at a steady 2000 req/s in
+//! all through direct, path and nginx, for the added latency at moderate
+//! load. Targets (issue 6): path form ≥ 1.0× nginx req/s; added p99 over
+//! direct ≤ 0.5 ms at 256 connections (judged on the paced run: wrk's
+//! percentiles at 256 connections are queueing at saturation).
 
+mod paced;
 mod report;
 
 use std::time::Duration;
@@ -58,6 +62,8 @@ struct Plan {
     connections: &'static [usize],
     duration: Duration,
     warmup: Duration,
+    /// Length of each paced run ([`paced`]).
+    paced: Duration,
 }
 
 impl Plan {
@@ -68,6 +74,7 @@ impl Plan {
                 connections: &[64],
                 duration: Duration::from_secs(1),
                 warmup: Duration::from_secs(1),
+                paced: Duration::from_secs(1),
             }
         } else {
             Plan {
@@ -75,6 +82,7 @@ impl Plan {
                 connections: &[64, 256, 1024],
                 duration: Duration::from_secs(2),
                 warmup: Duration::from_secs(1),
+                paced: Duration::from_secs(3),
             }
         }
     }
@@ -185,11 +193,27 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
             }
         }
     }
-    Ok(report::build(
-        runs,
-        &plan_desc(&plan, opts.rounds),
-        opts.quick,
-    ))
+    let mut paced_runs = Vec::new();
+    for round in 0..opts.rounds {
+        for door in [Door::Direct, Door::Path, Door::Nginx] {
+            let s = paced::run(bed, door, plan.paced)
+                .await
+                .with_context(|| format!("paced load through {}", door.name()))?;
+            println!(
+                "  paced {} req/s over {} connections, {:<16} p50 {:>9}  p99 {:>9}  max {:>9}",
+                paced::RATE,
+                paced::CONNECTIONS,
+                door.name(),
+                us(s.p50.as_secs_f64() * 1e6),
+                us(s.p99.as_secs_f64() * 1e6),
+                us(s.max.as_secs_f64() * 1e6),
+            );
+            paced_runs.push(report::Paced::new(door, round, &s));
+        }
+    }
+    let mut report = report::build(runs, &plan_desc(&plan, opts.rounds), opts.quick);
+    report::paced(&mut report, paced_runs);
+    Ok(report)
 }
 
 fn plan_desc(plan: &Plan, rounds: usize) -> String {

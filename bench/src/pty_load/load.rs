@@ -193,7 +193,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let tcp = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -232,7 +232,11 @@ async fn poll_http(
 }
 
 /// One keep-alive GET; returns the body length.
-async fn get(tcp: &mut TcpStream, buf: &mut Vec<u8>, request: &[u8]) -> anyhow::Result<usize> {
+pub(crate) async fn get(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    request: &[u8],
+) -> anyhow::Result<usize> {
     tcp.write_all(request).await?;
     buf.clear();
     loop {

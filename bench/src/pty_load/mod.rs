@@ -18,7 +18,7 @@
 //! degradation. N = 0 is measured first and last; the baseline is their
 //! lower p99.
 
-mod load;
+pub(crate) mod load;
 mod pty;
 
 use std::time::{Duration, Instant};
