@@ -73,8 +73,9 @@ impl Plan {
                 bodies: &["1k", "64k"],
                 connections: &[64],
                 duration: Duration::from_secs(1),
-                warmup: Duration::from_secs(1),
-                paced: Duration::from_secs(1),
+                // --quick checks that everything runs, within 15 s.
+                warmup: Duration::ZERO,
+                paced: Duration::from_millis(500),
             }
         } else {
             Plan {
@@ -146,7 +147,7 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
         opts.rounds,
         plan.duration.as_secs()
     );
-    for door in DOORS {
+    for door in DOORS.into_iter().filter(|_| !plan.warmup.is_zero()) {
         let (url, host) = doors.url(door, "1k");
         let load = Load {
             url: &url,
