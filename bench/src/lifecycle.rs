@@ -248,7 +248,7 @@ async fn density(
     let after = crate::memory::MemInfo::read()?;
     let user: u64 = ids
         .iter()
-        .map(|id| crate::memory::sandbox_memory(id).unwrap_or(0))
+        .map(|id| crate::memory::sandbox_memory(crate::platform::PREFIX, id).unwrap_or(0))
         .sum();
     let up = ids.len();
     let per = |b: u64| b as f64 / up.max(1) as f64 / f64::from(1 << 20);

@@ -1,5 +1,4 @@
-//! Host memory readings for density measurements (as the `runtime`
-//! scenario takes them).
+//! Host memory readings for density measurements (`runtime`, `lifecycle`).
 
 /// Host-wide memory readings (bytes).
 pub struct MemInfo {
@@ -30,14 +29,15 @@ impl MemInfo {
 }
 
 /// Anonymous and file memory charged to a sandbox's memory cgroup (kernel
-/// objects are counted host-wide in [`MemInfo::kernel`] instead).
-pub fn sandbox_memory(id: &str) -> anyhow::Result<u64> {
+/// objects are counted host-wide in [`MemInfo::kernel`] instead), under the
+/// runtime `prefix`'s cgroup.
+pub fn sandbox_memory(prefix: &str, id: &str) -> anyhow::Result<u64> {
     use wrenn_vmm::cgroup::{Controller, Layout};
     let layout = Layout::detect()?;
     let stat = std::fs::read_to_string(
         layout
             .root(Controller::Memory)
-            .join(crate::platform::PREFIX)
+            .join(prefix)
             .join(id)
             .join("memory.stat"),
     )?;

@@ -27,6 +27,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use wrenn_vmm::{Runtime, SandboxId, SandboxSpec};
 
 use crate::Opts;
+use crate::memory::{MemInfo, sandbox_memory};
 use crate::stats::Latencies;
 
 const PREFIX: &str = "wrenn-tb";
@@ -123,7 +124,10 @@ async fn density(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {
     settle().await;
     let after = MemInfo::read()?;
     let ids: Vec<_> = runtime.list().into_iter().map(|h| h.id).collect();
-    let user: u64 = ids.iter().map(|id| user_memory(id).unwrap_or(0)).sum();
+    let user: u64 = ids
+        .iter()
+        .map(|id| sandbox_memory(PREFIX, id.as_str()).unwrap_or(0))
+        .sum();
     let n = up_count.max(1) as f64;
     let mib = |b: u64| b as f64 / n / f64::from(1 << 20);
     let kernel = after.kernel.saturating_sub(before.kernel);
@@ -160,58 +164,6 @@ async fn density(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Host-wide memory readings (bytes).
-struct MemInfo {
-    available: u64,
-    /// Kernel memory that is not cache: unreclaimable slab, kernel stacks,
-    /// page tables, per-cpu allocations.
-    kernel: u64,
-}
-
-impl MemInfo {
-    fn read() -> anyhow::Result<MemInfo> {
-        let text = std::fs::read_to_string("/proc/meminfo")?;
-        let field = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        Ok(MemInfo {
-            available: field("MemAvailable"),
-            kernel: field("SUnreclaim")
-                + field("KernelStack")
-                + field("PageTables")
-                + field("Percpu"),
-        })
-    }
-}
-
-/// Anonymous and file memory charged to a sandbox's memory cgroup (kernel
-/// objects are counted host-wide in [`MemInfo::kernel`] instead).
-fn user_memory(id: &SandboxId) -> anyhow::Result<u64> {
-    use wrenn_vmm::cgroup::{Controller, Layout};
-    let layout = Layout::detect()?;
-    let stat = std::fs::read_to_string(
-        layout
-            .root(Controller::Memory)
-            .join(PREFIX)
-            .join(id.as_str())
-            .join("memory.stat"),
-    )?;
-    let get = |k: &str| -> u64 {
-        stat.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    Ok(match layout {
-        Layout::V1 { .. } => get("total_rss") + get("total_cache"),
-        Layout::V2 { .. } => get("anon") + get("file"),
-    })
 }
 
 /// Lets freed memory and deferred kernel work settle before a reading.
