@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 
+use crate::Opts;
 use crate::nginx::Nginx;
 use crate::platform::{Client, Platform};
+use crate::report::Report;
 use crate::sandbox::{self, UPSTREAM_PORT};
 
 /// `wrenn up` with one sandbox serving the bench upstream on port 8080.
@@ -40,6 +42,25 @@ impl Door {
             Door::Nginx => "nginx",
         }
     }
+}
+
+/// Runs a scenario on a bed of its own: starts it (`vcpus` = the host's
+/// cores), measures, stops it — also when the measurement failed — and
+/// writes the report.
+pub async fn run_scenario(
+    scenario: &'static str,
+    with_nginx: bool,
+    opts: &Opts,
+    measure: impl AsyncFnOnce(&Bed, &Opts) -> anyhow::Result<Report>,
+) -> anyhow::Result<()> {
+    crate::raise_fd_limit();
+    let bed = Bed::start(scenario, crate::cores() as u32, with_nginx).await?;
+    let result = measure(&bed, opts).await;
+    let stopped = bed.stop();
+    let report = result?;
+    stopped?;
+    report.finish(&opts.out)?;
+    Ok(())
 }
 
 impl Bed {

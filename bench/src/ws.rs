@@ -103,14 +103,7 @@ struct Throughput {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::raise_fd_limit();
-    let bed = Bed::start("ws", crate::cores() as u32, true).await?;
-    let result = measure(&bed, opts).await;
-    let stopped = bed.stop();
-    let report = result?;
-    stopped?;
-    report.finish(&opts.out)?;
-    Ok(())
+    crate::bed::run_scenario("ws", true, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

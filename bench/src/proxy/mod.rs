@@ -116,15 +116,7 @@ impl Doors<'_> {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::raise_fd_limit();
-    let threads = crate::cores();
-    let bed = Bed::start("proxy", threads as u32, true).await?;
-    let result = measure(&bed, opts).await;
-    let stopped = bed.stop();
-    let report = result?;
-    stopped?;
-    report.finish(&opts.out)?;
-    Ok(())
+    crate::bed::run_scenario("proxy", true, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

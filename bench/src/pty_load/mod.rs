@@ -63,14 +63,7 @@ struct Phase {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::raise_fd_limit();
-    let bed = Bed::start("pty-under-load", crate::cores() as u32, false).await?;
-    let result = measure(&bed, opts).await;
-    let stopped = bed.stop();
-    let report = result?;
-    stopped?;
-    report.finish(&opts.out)?;
-    Ok(())
+    crate::bed::run_scenario("pty-under-load", false, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

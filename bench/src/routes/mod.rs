@@ -48,14 +48,7 @@ struct Step {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::raise_fd_limit();
-    let bed = Bed::start("routes", crate::cores() as u32, false).await?;
-    let result = measure(&bed, opts).await;
-    let stopped = bed.stop();
-    let report = result?;
-    stopped?;
-    report.finish(&opts.out)?;
-    Ok(())
+    crate::bed::run_scenario("routes", false, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
