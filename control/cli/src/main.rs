@@ -96,6 +96,7 @@ fn main() {
             code
         }
     };
+    logging::flush();
     std::process::exit(code);
 }
 

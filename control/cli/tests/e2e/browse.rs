@@ -139,12 +139,21 @@ fn chromium_browses_a_sandbox_http_server_through_both_url_forms() {
         assert!(shot.len() > 1000, "screenshot too small: {r}");
     }
     // One access line per request, in the proxy's log file and not on `wrenn
-    // up`'s terminal (where they would bury everything else).
-    let log = std::fs::read_to_string(p.dir.join("logs/proxy.log")).unwrap();
-    let lines = log
-        .lines()
-        .filter(|l| l.contains("\"wrenn_proxy::access\"") && l.contains(&sb.id))
-        .count();
+    // up`'s terminal (where they would bury everything else). They are
+    // written in batches, at most 100 ms late.
+    let access_lines = || {
+        std::fs::read_to_string(p.dir.join("logs/proxy.log"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"wrenn_proxy::access\"") && l.contains(&sb.id))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut lines = access_lines();
+    while lines < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        lines = access_lines();
+    }
     assert!(
         lines >= 4,
         "{lines} access lines for {} in proxy.log",
