@@ -1,10 +1,11 @@
 //! The test bed most platform scenarios share: `wrenn up`, one sandbox with
-//! the bench upstream running, optionally nginx in front of it.
+//! the bench upstream running, optionally nginx and bare Pingora in front of it.
 
 use std::net::SocketAddr;
 
 use crate::Opts;
 use crate::nginx::Nginx;
+use crate::pingora::Bare;
 use crate::platform::{Client, Platform};
 use crate::report::Report;
 use crate::sandbox::{self, UPSTREAM_PORT};
@@ -17,6 +18,29 @@ pub struct Bed {
     /// The upstream at the sandbox's own address (the direct door).
     pub upstream: SocketAddr,
     pub nginx: Option<Nginx>,
+    pub pingora: Option<Bare>,
+}
+
+/// The other proxies a scenario compares wrenn's with.
+#[derive(Debug, Clone, Copy)]
+pub struct Refs {
+    pub nginx: bool,
+    pub pingora: bool,
+}
+
+impl Refs {
+    pub const NONE: Refs = Refs {
+        nginx: false,
+        pingora: false,
+    };
+    pub const NGINX: Refs = Refs {
+        nginx: true,
+        pingora: false,
+    };
+    pub const ALL: Refs = Refs {
+        nginx: true,
+        pingora: true,
+    };
 }
 
 /// How a client reaches the upstream.
@@ -31,6 +55,8 @@ pub enum Door {
     Subdomain,
     /// nginx configured like the proxy (path form).
     Nginx,
+    /// Bare Pingora (path form): what Pingora costs without wrenn ([`crate::pingora`]).
+    Pingora,
 }
 
 impl Door {
@@ -40,6 +66,7 @@ impl Door {
             Door::Path => "wrenn path",
             Door::Subdomain => "wrenn subdomain",
             Door::Nginx => "nginx",
+            Door::Pingora => "bare pingora",
         }
     }
 }
@@ -49,12 +76,12 @@ impl Door {
 /// writes the report.
 pub async fn run_scenario(
     scenario: &'static str,
-    with_nginx: bool,
+    refs: Refs,
     opts: &Opts,
     measure: impl AsyncFnOnce(&Bed, &Opts) -> anyhow::Result<Report>,
 ) -> anyhow::Result<()> {
     crate::raise_fd_limit();
-    let bed = Bed::start(scenario, crate::cores() as u32, with_nginx).await?;
+    let bed = Bed::start(scenario, crate::cores() as u32, refs).await?;
     let result = measure(&bed, opts).await;
     let stopped = bed.stop();
     let report = result?;
@@ -65,9 +92,9 @@ pub async fn run_scenario(
 
 impl Bed {
     /// Starts the platform, a sandbox with `vcpus` cores and the upstream
-    /// (as many threads), and nginx when asked. On failure everything
-    /// started so far is stopped.
-    pub async fn start(scenario: &str, vcpus: u32, with_nginx: bool) -> anyhow::Result<Bed> {
+    /// (as many threads), and the reference proxies asked for. On failure
+    /// everything started so far is stopped.
+    pub async fn start(scenario: &str, vcpus: u32, refs: Refs) -> anyhow::Result<Bed> {
         let t = std::time::Instant::now();
         let bin = crate::paths::upstream_bin()?;
         let platform = Platform::start(scenario).await?;
@@ -76,8 +103,13 @@ impl Bed {
         let sb = sandbox::create(&mut client, sandbox::spec(vcpus)).await?;
         let created = t.elapsed();
         let upstream = sandbox::deploy_upstream(&mut client, &sb, &bin, vcpus).await?;
-        let nginx = if with_nginx {
+        let nginx = if refs.nginx {
             Some(Nginx::start(&platform.dir, crate::cores(), upstream).await?)
+        } else {
+            None
+        };
+        let pingora = if refs.pingora {
+            Some(Bare::start(crate::cores(), upstream).await?)
         } else {
             None
         };
@@ -94,6 +126,7 @@ impl Bed {
             id: sb.id,
             upstream,
             nginx,
+            pingora,
         })
     }
 
@@ -112,8 +145,12 @@ impl Bed {
                 path.to_owned(),
                 format!("{UPSTREAM_PORT}-{}.localhost:{}", self.id, proxy.port()),
             ),
-            Door::Nginx => {
-                let n = self.nginx.as_ref().map_or(proxy, |n| n.listen);
+            Door::Nginx | Door::Pingora => {
+                let n = match door {
+                    Door::Nginx => self.nginx.as_ref().map(|n| n.listen),
+                    _ => self.pingora.as_ref().map(|p| p.listen),
+                }
+                .unwrap_or(proxy);
                 (
                     n,
                     format!("/proxy/{}/{UPSTREAM_PORT}{path}", self.id),
@@ -123,9 +160,10 @@ impl Bed {
         }
     }
 
-    /// Stops nginx and the platform (every sandbox is destroyed).
+    /// Stops nginx, bare Pingora and the platform (every sandbox is destroyed).
     pub fn stop(self) -> anyhow::Result<()> {
         drop(self.nginx);
+        drop(self.pingora);
         drop(self.client);
         self.platform.stop()
     }

@@ -17,6 +17,7 @@ mod memory;
 mod namespace;
 mod nginx;
 mod paths;
+mod pingora;
 mod platform;
 mod procstat;
 mod proxy;
@@ -33,6 +34,11 @@ mod ws;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+
+// The allocator wrenn uses, so bare Pingora ([`pingora`]) differs from
+// wrenn's proxy in wrenn's code only.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "wrenn-bench")]
@@ -83,9 +89,20 @@ pub struct Opts {
     pub out: PathBuf,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> anyhow::Result<()> {
+    // The bare Pingora proxy's child process (`proxy` scenario): Pingora
+    // starts its own runtimes, so it runs before ours exists.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(pingora::SUBCOMMAND) {
+        return pingora::serve(&argv[2..]);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(Args::parse()))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let opts = Opts {
         quick: args.quick,
         rounds: args.rounds.into(),

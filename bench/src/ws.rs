@@ -103,7 +103,7 @@ struct Throughput {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::bed::run_scenario("ws", true, opts, measure).await
+    crate::bed::run_scenario("ws", crate::bed::Refs::NGINX, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

@@ -11,14 +11,17 @@
 //! - **subdomain**: wrenn's proxy, `Host: 8080-<id>.localhost`;
 //! - **nginx**: Debian's nginx configured like the proxy
 //!   (`conf/bench/nginx.conf`: as many workers as the proxy has threads,
-//!   keep-alive upstream pool, path form, access log).
+//!   keep-alive upstream pool, path form, access log);
+//! - **bare pingora**: Pingora's stock server with the least a path-form
+//!   proxy does and nothing of wrenn's ([`crate::pingora`]): what Pingora
+//!   itself costs, so the gap to nginx splits into Pingora's and wrenn's.
 //!
 //! Reported per run: req/s, p50/p99/p99.9, the proxy's (or nginx's) CPU
 //! seconds per 10k requests from `/proc/<pid>/stat`, its RSS, and the ratios
-//! wrenn/nginx and wrenn/direct. With `--rounds N` every load level is
+//! wrenn/nginx, wrenn/bare pingora and wrenn/direct. With `--rounds N` every load level is
 //! measured N times (interleaved) and the median is reported with the spread.
 //! Then a paced run ([`paced`]): 256 connections at a steady 2000 req/s in
-//! all through direct, path and nginx, for the added latency at moderate
+//! all through direct, path, nginx and bare pingora, for the added latency at moderate
 //! load. Targets (issue 6): path form ≥ 1.0× nginx req/s; added p99 over
 //! direct ≤ 0.5 ms at 256 connections (judged on the paced run: wrk's
 //! percentiles at 256 connections are queueing at saturation).
@@ -37,7 +40,15 @@ use crate::report::{Report, si, us};
 use crate::wrk::{self, Load, WrkResult};
 
 const NEW_UPSTREAM: &str = "wrenn_proxy_upstream_connections_total{reused=\"false\"}";
-const DOORS: [Door; 4] = [Door::Direct, Door::Path, Door::Subdomain, Door::Nginx];
+const DOORS: [Door; 5] = [
+    Door::Direct,
+    Door::Path,
+    Door::Subdomain,
+    Door::Nginx,
+    Door::Pingora,
+];
+/// The paced run's doors.
+const PACED_DOORS: [Door; 4] = [Door::Direct, Door::Path, Door::Nginx, Door::Pingora];
 
 /// One wrk run and what the proxy in the middle spent on it.
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +105,7 @@ struct Doors<'a> {
     bed: &'a Bed,
     proxy_pid: i32,
     nginx_pid: i32,
+    pingora_pid: i32,
 }
 
 impl Doors<'_> {
@@ -111,31 +123,38 @@ impl Doors<'_> {
             Door::Direct => None,
             Door::Path | Door::Subdomain => Some((cpu_time(self.proxy_pid)?, rss(self.proxy_pid)?)),
             Door::Nginx => Some((tree_cpu_time(self.nginx_pid)?, tree_rss(self.nginx_pid)?)),
+            Door::Pingora => Some((cpu_time(self.pingora_pid)?, rss(self.pingora_pid)?)),
         }
     }
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::bed::run_scenario("proxy", true, opts, measure).await
+    crate::bed::run_scenario("proxy", crate::bed::Refs::ALL, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
     let plan = Plan::new(opts.quick);
     let threads = crate::cores();
     let nginx = bed.nginx.as_ref().context("nginx is not running")?;
+    let pingora = bed
+        .pingora
+        .as_ref()
+        .context("bare pingora is not running")?;
     let doors = Doors {
         bed,
         proxy_pid: bed.platform.proxy_pid()?,
         nginx_pid: nginx.pid(),
+        pingora_pid: pingora.pid(),
     };
     let script = wrk::install_script(&bed.platform.dir)?;
     println!(
-        "proxy: sandbox {} upstream {}; wrenn proxy {} (pid {}), nginx {} ({threads} workers); wrk {threads} threads; {} round(s) of {} s",
+        "proxy: sandbox {} upstream {}; wrenn proxy {} (pid {}), nginx {} ({threads} workers), bare pingora {} ({threads} threads); wrk {threads} threads; {} round(s) of {} s",
         bed.id,
         bed.upstream,
         bed.platform.proxy,
         doors.proxy_pid,
         nginx.listen,
+        pingora.listen,
         opts.rounds,
         plan.duration.as_secs()
     );
@@ -188,7 +207,7 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
     }
     let mut paced_runs = Vec::new();
     for round in 0..opts.rounds {
-        for door in [Door::Direct, Door::Path, Door::Nginx] {
+        for door in PACED_DOORS {
             let s = paced::run(bed, door, plan.paced)
                 .await
                 .with_context(|| format!("paced load through {}", door.name()))?;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{DOORS, Run};
+use super::{DOORS, PACED_DOORS, Run};
 use crate::bed::Door;
 use crate::report::{Report, Table, si, us};
 use crate::svg::Chart;
@@ -85,12 +85,14 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
         ],
     );
     let mut ratios = Table::new(
-        "wrenn against nginx and direct (same rounds, median of per-round ratios)",
+        "wrenn against nginx, bare Pingora and direct (same rounds, median of per-round ratios)",
         &[
             "body",
             "conns",
             "path / nginx req/s",
             "subdomain / nginx req/s",
+            "path / bare pingora req/s",
+            "bare pingora / nginx req/s",
             "path / direct req/s",
             "p99 added over direct (path)",
             "CPU path / nginx",
@@ -145,6 +147,8 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
         let path_nginx = round_ratio(&runs, body, c, Door::Path, Door::Nginx, |r| r.rps);
         let sub_nginx = round_ratio(&runs, body, c, Door::Subdomain, Door::Nginx, |r| r.rps);
         let path_direct = round_ratio(&runs, body, c, Door::Path, Door::Direct, |r| r.rps);
+        let path_pingora = round_ratio(&runs, body, c, Door::Path, Door::Pingora, |r| r.rps);
+        let pingora_nginx = round_ratio(&runs, body, c, Door::Pingora, Door::Nginx, |r| r.rps);
         let cpu_ratio = round_ratio(&runs, body, c, Door::Path, Door::Nginx, |r| {
             r.cpu_s_per_10k.unwrap_or(f64::NAN)
         });
@@ -164,6 +168,8 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
             c.to_string(),
             ratio(path_nginx),
             ratio(sub_nginx),
+            ratio(path_pingora),
+            ratio(pingora_nginx),
             ratio(path_direct),
             us(added_p99.max(0.0)),
             ratio(cpu_ratio),
@@ -175,6 +181,8 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
             "path_over_nginx_rps": path_nginx,
             "subdomain_over_nginx_rps": sub_nginx,
             "path_over_direct_rps": path_direct,
+            "path_over_pingora_rps": path_pingora,
+            "pingora_over_nginx_rps": pingora_nginx,
             "added_p99_us": added_p99,
             "path_over_nginx_cpu": cpu_ratio,
         }));
@@ -252,7 +260,7 @@ pub fn paced(report: &mut Report, runs: Vec<Paced>) {
         &["door", "p50", "p99", "max", "p99 added over direct"],
     );
     let direct_p99 = median(Door::Direct, |r| r.p99_us);
-    for door in [Door::Direct, Door::Path, Door::Nginx] {
+    for door in PACED_DOORS {
         let p99 = median(door, |r| r.p99_us);
         t.row(vec![
             door.name().into(),

@@ -63,7 +63,7 @@ struct Phase {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::bed::run_scenario("pty-under-load", false, opts, measure).await
+    crate::bed::run_scenario("pty-under-load", crate::bed::Refs::NONE, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

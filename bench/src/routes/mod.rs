@@ -48,7 +48,7 @@ struct Step {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::bed::run_scenario("routes", false, opts, measure).await
+    crate::bed::run_scenario("routes", crate::bed::Refs::NONE, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

@@ -320,7 +320,11 @@ mod tests {
         access.write_all(b"a2\n").unwrap();
         assert_eq!(read(), "", "access lines are written in batches");
         other.write_all(b"o1\n").unwrap();
-        assert_eq!(read(), "a1\na2\no1\n", "a direct line goes after the buffered ones");
+        assert_eq!(
+            read(),
+            "a1\na2\no1\n",
+            "a direct line goes after the buffered ones"
+        );
         access.write_all(b"a3\n").unwrap();
         log.flush();
         assert_eq!(read(), "a1\na2\no1\na3\n");
