@@ -149,7 +149,8 @@ pub fn serve(args: &[String]) -> anyhow::Result<()> {
     let threads: usize = threads.parse().context("threads")?;
     let conf = ServerConf {
         threads,
-        // wrenn-bench sets the proxy's pool and nginx's keepalive to 1024.
+        // Per thread, like nginx's `keepalive 1024` per worker; wrenn-bench
+        // gives wrenn's proxy the same total.
         upstream_keepalive_pool_size: 1024,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),

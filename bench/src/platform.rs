@@ -82,9 +82,17 @@ impl Platform {
         let log = std::fs::File::create(dir.join("up.log"))?;
         // The proxy keeps as many keep-alive connections per upstream as
         // nginx's `keepalive 1024` in conf/bench/nginx.conf (wrenn's
-        // default, 256, would close the rest at 1024 clients).
+        // default, 256, would close the rest at 1024 clients), and as many
+        // idle ones in all: nginx's `keepalive` counts per worker, wrenn's
+        // `pool_size` for the whole proxy.
         let proxy_config = dir.join("proxy.toml");
-        std::fs::write(&proxy_config, "upstream_max_in_flight = 1024\n")?;
+        std::fs::write(
+            &proxy_config,
+            format!(
+                "upstream_max_in_flight = 1024\npool_size = {}\n",
+                1024 * crate::cores()
+            ),
+        )?;
         let child = Command::new(&wrenn)
             .arg("up")
             .arg("--dir")

@@ -27,14 +27,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// The log file. Access lines are buffered and written in batches (at most
 /// [`FLUSH_EVERY`] late); every other line is written at once, after the
 /// buffered ones, so the file stays in order.
+/// Two locks: a request appending its access line takes only `buf`, for
+/// a copy, and never waits for the disk; writing takes `file` first, then
+/// empties `buf` into it, so batches and direct lines stay in order.
 struct LogFile {
     path: PathBuf,
-    inner: Mutex<Inner>,
-}
-
-struct Inner {
-    file: File,
-    buf: Vec<u8>,
+    file: Mutex<File>,
+    buf: Mutex<Vec<u8>>,
 }
 
 /// How long an access line may wait in the buffer.
@@ -46,33 +45,46 @@ fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-impl Inner {
-    fn write_buffered(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let r = self.file.write_all(&self.buf);
-        // A line that cannot be written now is not retried forever.
-        self.buf.clear();
-        r
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LogFile {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn new(path: PathBuf, file: File) -> Self {
+        LogFile {
+            path,
+            file: Mutex::new(file),
+            buf: Mutex::new(Vec::with_capacity(BUF_CAP)),
+        }
+    }
+
+    /// Writes the buffered lines, then `line`, holding the file lock.
+    fn write_out(&self, file: &mut File, line: &[u8]) -> std::io::Result<()> {
+        let batch = std::mem::take(&mut *lock(&self.buf));
+        // A batch that cannot be written now is not retried forever.
+        let r = if batch.is_empty() {
+            Ok(())
+        } else {
+            file.write_all(&batch)
+        };
+        if line.is_empty() {
+            r
+        } else {
+            file.write_all(line).and(r)
+        }
     }
 
     fn reopen(&self) -> std::io::Result<()> {
         let f = open(&self.path)?;
-        let mut inner = self.lock();
-        let _ = inner.write_buffered();
-        inner.file = f;
+        let mut file = lock(&self.file);
+        let _ = self.write_out(&mut file, b"");
+        *file = f;
         Ok(())
     }
 
     fn flush(&self) {
-        let _ = self.lock().write_buffered();
+        let mut file = lock(&self.file);
+        let _ = self.write_out(&mut file, b"");
     }
 }
 
@@ -99,16 +111,19 @@ impl Write for FileWriter {
         Ok(buf.len())
     }
     fn write_all(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let mut inner = self.log.lock();
         if self.buffered {
-            inner.buf.extend_from_slice(line);
-            if inner.buf.len() >= BUF_CAP {
-                inner.write_buffered()?;
+            let full = {
+                let mut buf = lock(&self.log.buf);
+                buf.extend_from_slice(line);
+                buf.len() >= BUF_CAP
+            };
+            if full {
+                self.log.flush();
             }
             return Ok(());
         }
-        let r = inner.write_buffered();
-        inner.file.write_all(line).and(r)
+        let mut file = lock(&self.log.file);
+        self.log.write_out(&mut file, line)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -185,13 +200,7 @@ pub fn init(component: &str, dir: Option<&Path>) -> Result<()> {
                 .with_context(|| format!("create log directory {}", logs.display()))?;
             let path = logs.join(format!("{component}.log"));
             let file = open(&path).with_context(|| format!("open log file {}", path.display()))?;
-            let log = Arc::new(LogFile {
-                path,
-                inner: Mutex::new(Inner {
-                    file,
-                    buf: Vec::with_capacity(BUF_CAP),
-                }),
-            });
+            let log = Arc::new(LogFile::new(path, file));
             watch_sighup(log.clone())?;
             start_flusher(log.clone())?;
             let _ = LOG_FILE.set(log.clone());
@@ -285,13 +294,7 @@ mod tests {
     fn log_in(dir: &Path) -> Arc<LogFile> {
         let path = dir.join("t.log");
         let file = open(&path).unwrap();
-        Arc::new(LogFile {
-            path,
-            inner: Mutex::new(Inner {
-                file,
-                buf: Vec::new(),
-            }),
-        })
+        Arc::new(LogFile::new(path, file))
     }
 
     /// The only test in this binary that installs the global subscriber.
