@@ -49,6 +49,9 @@ async fn create_get_list_destroy() {
         .await
         .unwrap()
         .into_inner();
+    // The list is ordered by creation time (milliseconds), then id: with the
+    // fake agent two creates can land in the same millisecond.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let b = c
         .sandboxes
         .create(create(&[("team", "web")]))
