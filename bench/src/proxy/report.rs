@@ -112,10 +112,14 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
         for (di, door) in DOORS.into_iter().enumerate() {
             let rs = cell(&runs, body, c, door);
             let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
+            chart.series[di].1.push(median(rps.clone()));
+            if rs.is_empty() {
+                // Not loaded at this level (`--quick`).
+                continue;
+            }
             let m = |f: fn(&Run) -> f64| median(rs.iter().map(|r| f(r)).collect());
             let cpu = m(|r| r.cpu_s_per_10k.unwrap_or(f64::NAN));
             let rss = rs.iter().filter_map(|r| r.rss_mib).fold(f64::NAN, f64::max);
-            chart.series[di].1.push(median(rps.clone()));
             t.row(vec![
                 body.into(),
                 c.to_string(),
