@@ -26,10 +26,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// The log file. Access lines are buffered and written in batches (at most
 /// [`FLUSH_EVERY`] late); every other line is written at once, after the
-/// buffered ones, so the file stays in order.
-/// Two locks: a request appending its access line takes only `buf`, for
-/// a copy, and never waits for the disk; writing takes `file` first, then
-/// empties `buf` into it, so batches and direct lines stay in order.
+/// buffered ones. A request appending its access line takes only the `buf`
+/// lock, for a copy, and never waits for the disk; whoever writes takes
+/// `file` first and empties `buf` into it, so the file stays in order.
 struct LogFile {
     path: PathBuf,
     file: Mutex<File>,
