@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -71,16 +70,7 @@ impl Bare {
 impl Drop for Bare {
     fn drop(&mut self) {
         // SIGINT: Pingora's fast shutdown.
-        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::procstat::stop(&mut self.child, Signal::SIGINT, Duration::from_secs(5));
     }
 }
 

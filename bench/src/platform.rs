@@ -14,8 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -206,21 +205,8 @@ impl Platform {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let pid = Pid::from_raw(child.id() as i32);
         let stopping = Instant::now();
-        let _ = kill(pid, Signal::SIGINT);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break Some(s);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = crate::procstat::stop(&mut child, Signal::SIGINT, STOP_TIMEOUT);
         let tail = self.log_tail(2000);
         println!(
             "wrenn up stopped in {:.1} s",

@@ -1,6 +1,28 @@
-//! CPU time and memory of processes, from `/proc`.
+//! CPU time and memory of processes, from `/proc`, and stopping the ones
+//! the bench started.
 
-use std::time::Duration;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Sends `signal` to `child` and waits up to `grace` for it to exit; kills
+/// it after that. The exit status, when it exited by itself.
+pub fn stop(child: &mut Child, signal: Signal, grace: Duration) -> Option<ExitStatus> {
+    let _ = kill(Pid::from_raw(child.id() as i32), signal);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
 
 /// User + system CPU time of one process (all its threads).
 pub fn cpu_time(pid: i32) -> Option<Duration> {

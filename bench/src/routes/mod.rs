@@ -301,16 +301,10 @@ impl WatchingProxy {
 
 impl Drop for WatchingProxy {
     fn drop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        let _ = kill(nix::unistd::Pid::from_raw(self.pid()), Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::procstat::stop(
+            &mut self.child,
+            nix::sys::signal::Signal::SIGINT,
+            Duration::from_secs(15),
+        );
     }
 }

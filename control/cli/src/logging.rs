@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tracing::Metadata;
 use tracing::level_filters::LevelFilter;
+use tracing_log::AsLog;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
@@ -231,14 +232,7 @@ pub fn init(component: &str, dir: Option<&Path>) -> Result<()> {
 
 /// The `log` crate's equivalent of a `tracing` maximum (unknown: TRACE).
 fn log_level(max: Option<LevelFilter>) -> log::LevelFilter {
-    match max {
-        Some(l) if l == LevelFilter::OFF => log::LevelFilter::Off,
-        Some(l) if l == LevelFilter::ERROR => log::LevelFilter::Error,
-        Some(l) if l == LevelFilter::WARN => log::LevelFilter::Warn,
-        Some(l) if l == LevelFilter::INFO => log::LevelFilter::Info,
-        Some(l) if l == LevelFilter::DEBUG => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    }
+    max.unwrap_or(LevelFilter::TRACE).as_log()
 }
 
 /// Reopens the log file on SIGHUP, on a thread of its own so it works in
@@ -297,6 +291,13 @@ mod tests {
     }
 
     /// The only test in this binary that installs the global subscriber.
+    fn writer(log: &Arc<LogFile>, buffered: bool) -> FileWriter {
+        FileWriter {
+            log: log.clone(),
+            buffered,
+        }
+    }
+
     #[test]
     fn pingora_debug_records_stop_at_the_log_crate() {
         let expected = filter().unwrap().max_level_hint().unwrap();
@@ -310,14 +311,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = log_in(dir.path());
         let read = || std::fs::read_to_string(dir.path().join("t.log")).unwrap();
-        let mut access = FileWriter {
-            log: log.clone(),
-            buffered: true,
-        };
-        let mut other = FileWriter {
-            log: log.clone(),
-            buffered: false,
-        };
+        let mut access = writer(&log, true);
+        let mut other = writer(&log, false);
         access.write_all(b"a1\n").unwrap();
         access.write_all(b"a2\n").unwrap();
         assert_eq!(read(), "", "access lines are written in batches");
@@ -336,10 +331,7 @@ mod tests {
     fn a_full_buffer_is_written_by_the_line_that_fills_it() {
         let dir = tempfile::tempdir().unwrap();
         let log = log_in(dir.path());
-        let mut access = FileWriter {
-            log: log.clone(),
-            buffered: true,
-        };
+        let mut access = writer(&log, true);
         let line = vec![b'x'; 1023];
         let lines = BUF_CAP / 1024;
         for _ in 0..lines - 1 {
@@ -357,10 +349,7 @@ mod tests {
     fn reopening_writes_the_buffer_to_the_old_file_first() {
         let dir = tempfile::tempdir().unwrap();
         let log = log_in(dir.path());
-        let mut access = FileWriter {
-            log: log.clone(),
-            buffered: true,
-        };
+        let mut access = writer(&log, true);
         access.write_all(b"before\n").unwrap();
         std::fs::rename(dir.path().join("t.log"), dir.path().join("t.log.1")).unwrap();
         log.reopen().unwrap();
