@@ -35,15 +35,17 @@
 //! - **Connect retry**: up to `connect_attempts` (3) for connect failures only,
 //!   sleeping 100 ms then 200 ms, each attempt limited to `connect_timeout_ms` (2 s).
 //! - **Upstream pool**: HTTP/1.1 only, keyed per (sandbox id, generation,
-//!   port) through Pingora's `group_key`, idle 4 s, global size `pool_size`;
+//!   port) through Pingora's `group_key`, idle 4 s, `pool_size` in all (split
+//!   between the threads);
 //!   above `upstream_max_in_flight` requests to one upstream, requests carry
 //!   `Connection: close` so the pool keeps at most about that many sockets for it.
 //! - **Client connections**: a 10 s deadline for request headers (Pingora has
 //!   none; see `deadline.rs`), 620 s keep-alive idle, 1000 requests per
 //!   connection, WebSockets exempt from the 60 s read timeout (1 h idle).
-//! - **Isolation**: the proxy runs on its own runtime and threads
-//!   ([`Proxy::start`], [`run`]); its upstream pool never carries RPC and the
-//!   watcher's tonic channel never carries proxied bytes.
+//! - **Isolation**: the proxy runs on its own threads, one current-thread
+//!   runtime and upstream pool each, like nginx's workers ([`Proxy::start`],
+//!   [`run`]); its pools never carry RPC and the watcher's tonic channel
+//!   never carries proxied bytes.
 //! - **Upstream connect** is one trait, [`UpstreamConnector`]: by default
 //!   [`NetnsConnector`] (the sandbox's address, then its loopback from inside
 //!   its netns, so apps bound to `127.0.0.1` answer the moment they listen;

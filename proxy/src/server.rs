@@ -1,16 +1,24 @@
-//! Starting and stopping a proxy instance on its own runtime and threads.
+//! Starting and stopping a proxy instance on its own runtimes and threads.
 //!
 //! # Design
-//! The proxy runs Pingora's `HttpProxy` on a dedicated multi-threaded tokio
-//! runtime (`threads` workers, named `wrenn-proxy`), fed by wrenn's own
-//! accept loop (`listener.rs`). Pingora's `Server` is not used: it sleeps
-//! its whole grace period even when idle, handles signals itself and can
-//! `exit` the process. Here shutdown is: stop accepting, wake idle keep-alive
-//! connections so they close, wait until the open connections drain or the
-//! grace period ends, then drop what is left.
+//! The proxy runs Pingora's `HttpProxy` the way nginx runs workers: `threads`
+//! threads (`wrenn-proxy-<n>`), each a current-thread tokio runtime with its
+//! own `HttpProxy` (so its own upstream keep-alive pool, a `threads`-th of
+//! `pool_size`) and its own accept loop (`listener.rs`) on the shared
+//! listening socket. A client connection and the upstream sockets it uses
+//! stay on the thread that accepted it. A work-stealing runtime hands tasks
+//! and I/O readiness between its workers: at 2000 req/s that was 1.3 futex
+//! wake-ups per request, each a cross-CPU wake-up, and 20 % fewer req/s flat
+//! out on this 2-core machine. Routes, metrics, in-flight counts and the
+//! connector are shared. Pingora's `Server` is not used: it sleeps its whole
+//! grace period even when idle, handles signals itself and can `exit` the
+//! process. Shutdown is: stop accepting, wake idle keep-alive connections so
+//! they close, wait until the open connections drain or the grace period
+//! ends, then drop what is left.
 //!
-//! The route watcher and the admin listener run on the same runtime; the
-//! watcher's tonic channel is its own (no proxied bytes on it).
+//! The route watcher, the admin listener and the shutdown run on a small
+//! runtime of their own (`wrenn-proxy-ctl`); the watcher's tonic channel is
+//! its own (no proxied bytes on it).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -100,12 +108,14 @@ impl Proxy {
         crate::bridge_pingora_logs();
         raise_fd_limit();
         let threads = c.worker_threads();
+        let runtime_err = |threads, source| ProxyError::Runtime { threads, source };
+        // Admin listener, route watcher and shutdown: off the request path.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("wrenn-proxy")
+            .worker_threads(1)
+            .thread_name("wrenn-proxy-ctl")
             .enable_all()
             .build()
-            .map_err(|source| ProxyError::Runtime { threads, source })?;
+            .map_err(|source| runtime_err(1, source))?;
         let _enter = runtime.enter();
 
         let listener = bind("proxy", c.listen)?;
@@ -127,7 +137,8 @@ impl Proxy {
         };
 
         // Total attempts per request: connect attempts plus room for one
-        // stale-pooled-connection retry (`error_while_proxy`).
+        // stale-pooled-connection retry (`error_while_proxy`). Each thread
+        // has its own pool, a share of the configured total.
         let conf = Arc::new(ServerConf {
             threads,
             max_retries: c.connect_attempts as usize + 2,
@@ -135,7 +146,6 @@ impl Proxy {
             ..ServerConf::default()
         });
         let logic = WrennProxy::new(&c, routes.clone(), metrics.clone(), connector);
-        let app: Arc<App> = Arc::new(pingora_proxy::http_proxy(&conf, logic));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = Arc::new(Tracker::default());
@@ -144,14 +154,33 @@ impl Proxy {
             keepalive_idle_secs: c.keepalive_idle_secs,
             keepalive_requests: c.keepalive_requests,
         });
-        runtime.spawn(accept_loop(
-            listener,
-            app.clone(),
-            settings,
-            tracker.clone(),
-            metrics.clone(),
-            shutdown_rx.clone(),
-        ));
+        let listener = listener.into_std().map_err(|source| ProxyError::Bind {
+            what: "proxy",
+            addr: listen,
+            source,
+        })?;
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let app: Arc<App> = Arc::new(pingora_proxy::http_proxy(&conf, logic.clone()));
+            let listener = listener.try_clone().map_err(|source| ProxyError::Bind {
+                what: "proxy",
+                addr: listen,
+                source,
+            })?;
+            let (a, settings, tracker, metrics, shutdown) = (
+                app.clone(),
+                settings.clone(),
+                tracker.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            );
+            let worker = Worker::start(i, app, listener, move |l| {
+                accept_loop(l, a, settings, tracker, metrics, shutdown)
+            })
+            .map_err(|source| runtime_err(threads, source))?;
+            workers.push(worker);
+        }
+        drop(listener);
         if let Some(l) = admin_listener {
             let admin = Admin {
                 metrics: metrics.clone(),
@@ -177,8 +206,8 @@ impl Proxy {
         drop(_enter);
         Ok(ProxyHandle {
             runtime: Some(runtime),
+            workers,
             shutdown,
-            app,
             tracker,
             listen,
             admin,
@@ -189,12 +218,83 @@ impl Proxy {
     }
 }
 
+/// One proxy thread: a current-thread runtime with its own `HttpProxy`, so
+/// its own upstream pool, and its own accept loop on the shared listening
+/// socket. A connection, its upstream sockets and their wake-ups stay on one
+/// thread, as in nginx's workers: no hand-offs between threads per request.
+struct Worker {
+    app: Arc<App>,
+    /// Dropped (or sent) to stop the thread, which then drops its tasks.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts thread `wrenn-proxy-<i>` serving `listener` with `serve`.
+    fn start<F>(
+        i: usize,
+        app: Arc<App>,
+        listener: std::net::TcpListener,
+        serve: impl FnOnce(TcpListener) -> F,
+    ) -> std::io::Result<Worker>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        {
+            let _enter = runtime.enter();
+            listener.set_nonblocking(true)?;
+            runtime.spawn(serve(TcpListener::from_std(listener)?));
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("wrenn-proxy-{i}"))
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+                // Dropping the runtime drops what is left: connections close.
+                drop(runtime);
+            })?;
+        Ok(Worker {
+            app,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Tells the thread to stop; it drops its connections and exits.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Stops every worker and waits up to `wait` for their threads to end.
+fn stop_workers(workers: &mut [Worker], wait: Duration) {
+    for w in workers.iter_mut() {
+        w.stop();
+    }
+    let deadline = Instant::now() + wait;
+    for w in workers.iter_mut() {
+        let Some(t) = w.thread.take() else { continue };
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A running proxy. Dropping it stops the proxy at once; [`ProxyHandle::shutdown`]
 /// stops it gracefully.
 pub struct ProxyHandle {
+    /// Admin listener, route watcher, shutdown.
     runtime: Option<Runtime>,
+    workers: Vec<Worker>,
     shutdown: watch::Sender<bool>,
-    app: Arc<App>,
     tracker: Arc<Tracker>,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
@@ -241,10 +341,13 @@ impl ProxyHandle {
         let runtime = self.runtime.take()?;
         let _ = self.shutdown.send(true);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (app, tracker, grace) = (self.app.clone(), self.tracker.clone(), self.grace);
+        let apps: Vec<Arc<App>> = self.workers.iter().map(|w| w.app.clone()).collect();
+        let (tracker, grace) = (self.tracker.clone(), self.grace);
         runtime.spawn(async move {
             // Wakes keep-alive connections idling in a header read so they close.
-            app.http_cleanup().await;
+            for app in apps {
+                app.http_cleanup().await;
+            }
             let drained = tokio::time::timeout(grace, tracker.drained()).await.is_ok();
             let _ = tx.send(drained);
         });
@@ -281,6 +384,7 @@ impl ProxyHandle {
         };
         let drained = rx.blocking_recv().unwrap_or(false);
         let report = self.report(drained, started);
+        stop_workers(&mut self.workers, Duration::from_secs(1));
         runtime.shutdown_timeout(Duration::from_secs(1));
         report
     }
@@ -297,6 +401,7 @@ impl ProxyHandle {
         };
         let drained = rx.await.unwrap_or(false);
         let report = self.report(drained, started);
+        stop_workers(&mut self.workers, Duration::ZERO);
         runtime.shutdown_background();
         report
     }
@@ -308,6 +413,7 @@ impl Drop for ProxyHandle {
             let _ = self.shutdown.send(true);
             runtime.shutdown_background();
         }
+        stop_workers(&mut self.workers, Duration::ZERO);
     }
 }
 

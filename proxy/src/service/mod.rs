@@ -55,7 +55,9 @@ pub struct RequestCtx {
     failure: Option<Failure>,
 }
 
-/// The proxy logic; one instance serves every request.
+/// The proxy logic; one instance per proxy thread, sharing routes, metrics
+/// and the connector.
+#[derive(Clone)]
 pub struct WrennProxy {
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) metrics: Arc<Metrics>,

@@ -5,7 +5,9 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generations_at_the_same_address_never_share_a_pooled_socket() {
-    let h = Harness::start().await;
+    // Each proxy thread has its own pool and each `get` is a new client
+    // connection, which may land on either thread: one thread, one pool.
+    let h = Harness::start_with(|c| c.threads = 1).await;
     let up = Upstream::http().await;
     let target = format!("/proxy/sbgen/{}/", up.port());
     h.running("sbgen", 1).await;

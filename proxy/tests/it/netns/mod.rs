@@ -284,9 +284,10 @@ async fn connections_to_a_localhost_app_are_pooled() {
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
     // The first connect finds the app on loopback; from then on peers name
-    // loopback, so Pingora hands the pooled socket back.
+    // loopback, so Pingora hands the pooled socket back. Each of the
+    // proxy's two threads has its own pool.
     assert!(
-        app.accepted() <= 2,
+        app.accepted() <= 4,
         "{} upstream connections for 20 requests",
         app.accepted()
     );
