@@ -6,9 +6,12 @@
 //! `info,wrenn_proxy=debug`; `RUST_LOG` is read when `LOG_LEVEL` is unset.
 //! SIGHUP reopens the log file, so logrotate can rotate without copytruncate
 //! (`conf/logrotate/wrenn`). Records of the `log` crate (Pingora's) are bridged.
-//! The proxy's access lines reach the file in batches, at most 100 ms after
-//! their request (one `write` per request cost the proxy a tenth of its CPU);
+//! The proxy's access lines are formatted by a layer of their own
+//! (`access.rs`) and reach the file in batches, at most 100 ms after their
+//! request (one `write` per request cost the proxy a tenth of its CPU);
 //! everything else is written as it happens.
+
+mod access;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -17,7 +20,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tracing::Metadata;
 use tracing::level_filters::LevelFilter;
 use tracing_log::AsLog;
 use tracing_subscriber::EnvFilter;
@@ -86,6 +88,18 @@ impl LogFile {
         let mut file = lock(&self.file);
         let _ = self.write_out(&mut file, b"");
     }
+
+    /// Adds `line` to the batch; the line that fills it writes it.
+    fn append(&self, line: &[u8]) {
+        let full = {
+            let mut buf = lock(&self.buf);
+            buf.extend_from_slice(line);
+            buf.len() >= BUF_CAP
+        };
+        if full {
+            self.flush();
+        }
+    }
 }
 
 /// The installed log file, for [`flush`] at exit.
@@ -99,10 +113,10 @@ pub fn flush() {
     }
 }
 
+/// The JSON layer's writer: every line written at once (after the batch).
 #[derive(Clone)]
 struct FileWriter {
     log: Arc<LogFile>,
-    buffered: bool,
 }
 
 impl Write for FileWriter {
@@ -111,17 +125,6 @@ impl Write for FileWriter {
         Ok(buf.len())
     }
     fn write_all(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.buffered {
-            let full = {
-                let mut buf = lock(&self.log.buf);
-                buf.extend_from_slice(line);
-                buf.len() >= BUF_CAP
-            };
-            if full {
-                self.log.flush();
-            }
-            return Ok(());
-        }
         let mut file = lock(&self.log.file);
         self.log.write_out(&mut file, line)
     }
@@ -134,12 +137,6 @@ impl<'a> MakeWriter<'a> for FileWriter {
     type Writer = FileWriter;
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
-    }
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
-        FileWriter {
-            log: self.log.clone(),
-            buffered: meta.target() == ACCESS_TARGET,
-        }
     }
 }
 
@@ -204,15 +201,17 @@ pub fn init(component: &str, dir: Option<&Path>) -> Result<()> {
             watch_sighup(log.clone())?;
             start_flusher(log.clone())?;
             let _ = LOG_FILE.set(log.clone());
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_writer(FileWriter {
-                        log,
-                        buffered: false,
-                    }),
-            )
+            let access = access::AccessLayer { log: log.clone() }.with_filter(
+                tracing_subscriber::filter::filter_fn(|m| m.target() == ACCESS_TARGET),
+            );
+            let rest = tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_writer(FileWriter { log })
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    m.target() != ACCESS_TARGET
+                }));
+            Some(access.and_then(rest))
         }
         None => None,
     };
@@ -284,20 +283,13 @@ fn watch_sighup(log: Arc<LogFile>) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn log_in(dir: &Path) -> Arc<LogFile> {
+    pub(super) fn log_in(dir: &Path) -> Arc<LogFile> {
         let path = dir.join("t.log");
         let file = open(&path).unwrap();
         Arc::new(LogFile::new(path, file))
     }
 
     /// The only test in this binary that installs the global subscriber.
-    fn writer(log: &Arc<LogFile>, buffered: bool) -> FileWriter {
-        FileWriter {
-            log: log.clone(),
-            buffered,
-        }
-    }
-
     #[test]
     fn pingora_debug_records_stop_at_the_log_crate() {
         let expected = filter().unwrap().max_level_hint().unwrap();
@@ -311,10 +303,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = log_in(dir.path());
         let read = || std::fs::read_to_string(dir.path().join("t.log")).unwrap();
-        let mut access = writer(&log, true);
-        let mut other = writer(&log, false);
-        access.write_all(b"a1\n").unwrap();
-        access.write_all(b"a2\n").unwrap();
+        let mut other = FileWriter { log: log.clone() };
+        log.append(b"a1\n");
+        log.append(b"a2\n");
         assert_eq!(read(), "", "access lines are written in batches");
         other.write_all(b"o1\n").unwrap();
         assert_eq!(
@@ -322,7 +313,7 @@ mod tests {
             "a1\na2\no1\n",
             "a direct line goes after the buffered ones"
         );
-        access.write_all(b"a3\n").unwrap();
+        log.append(b"a3\n");
         log.flush();
         assert_eq!(read(), "a1\na2\no1\na3\n");
     }
@@ -331,17 +322,15 @@ mod tests {
     fn a_full_buffer_is_written_by_the_line_that_fills_it() {
         let dir = tempfile::tempdir().unwrap();
         let log = log_in(dir.path());
-        let mut access = writer(&log, true);
-        let line = vec![b'x'; 1023];
+        let mut line = vec![b'x'; 1023];
+        line.push(b'\n');
         let lines = BUF_CAP / 1024;
         for _ in 0..lines - 1 {
-            access.write_all(&line).unwrap();
-            access.write_all(b"\n").unwrap();
+            log.append(&line);
         }
         let len = || std::fs::metadata(dir.path().join("t.log")).unwrap().len();
         assert_eq!(len(), 0);
-        access.write_all(&line).unwrap();
-        access.write_all(b"\n").unwrap();
+        log.append(&line);
         assert_eq!(len(), BUF_CAP as u64);
     }
 
@@ -349,11 +338,10 @@ mod tests {
     fn reopening_writes_the_buffer_to_the_old_file_first() {
         let dir = tempfile::tempdir().unwrap();
         let log = log_in(dir.path());
-        let mut access = writer(&log, true);
-        access.write_all(b"before\n").unwrap();
+        log.append(b"before\n");
         std::fs::rename(dir.path().join("t.log"), dir.path().join("t.log.1")).unwrap();
         log.reopen().unwrap();
-        access.write_all(b"after\n").unwrap();
+        log.append(b"after\n");
         log.flush();
         let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
         assert_eq!(read("t.log.1"), "before\n");
