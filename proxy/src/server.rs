@@ -19,6 +19,14 @@
 //! The route watcher, the admin listener and the shutdown run on a small
 //! runtime of their own (`wrenn-proxy-ctl`); the watcher's tonic channel is
 //! its own (no proxied bytes on it).
+//!
+//! # Limitations
+//! - Every thread's accept loop wakes for each new connection (tokio cannot
+//!   register with `EPOLLEXCLUSIVE`); the least busy thread accepts first,
+//!   which balances the load at a few threads. With many threads,
+//!   `SO_REUSEPORT` listeners per thread would save those wake-ups.
+//! - Connections never move between threads: a thread busy with one heavy
+//!   stream is shared by the other connections it accepted, as in nginx.
 
 use std::future::Future;
 use std::net::SocketAddr;
