@@ -124,6 +124,8 @@ impl Proxy {
             .enable_all()
             .build()
             .map_err(|source| runtime_err(1, source))?;
+        let mut ctl = Background(Some(runtime));
+        let runtime = ctl.0.as_ref().expect("just built");
         let _enter = runtime.enter();
 
         let listener = bind("proxy", c.listen)?;
@@ -213,7 +215,7 @@ impl Proxy {
         tracing::info!(%listen, admin = ?admin, threads, domain = %c.domain, agent = %c.agent, "proxy listening");
         drop(_enter);
         Ok(ProxyHandle {
-            runtime: Some(runtime),
+            runtime: ctl.0.take(),
             workers,
             shutdown,
             tracker,
@@ -223,6 +225,18 @@ impl Proxy {
             metrics,
             grace: c.grace_period(),
         })
+    }
+}
+
+/// Shuts its runtime down without waiting when dropped: a start-up error
+/// can return inside an async caller, where dropping a runtime panics.
+struct Background(Option<Runtime>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

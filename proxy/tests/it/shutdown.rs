@@ -152,3 +152,27 @@ fn run_rejects_a_bad_config_naming_the_key() {
     let err = wrenn_proxy::run(c, async {}).unwrap_err();
     assert!(err.to_string().contains("`domain`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_a_clear_error_and_leaves_nothing_bound() {
+    let agent = FakeAgent::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = free.local_addr().unwrap();
+    drop(free);
+    let mut c = config(&agent);
+    c.listen = listen;
+    c.admin_listen = Some(taken.local_addr().unwrap());
+    // Returned, not panicked: the start-up error surfaces inside this async test.
+    let err = match wrenn_proxy::Proxy::new(c).start() {
+        Ok(_) => panic!("started on a port in use"),
+        Err(e) => e,
+    };
+    let shown = format!("{err}");
+    assert!(
+        shown.contains("admin") && shown.contains(&taken.local_addr().unwrap().to_string()),
+        "{shown}"
+    );
+    // The proxy listener bound before the failure is released.
+    std::net::TcpListener::bind(listen).expect("the proxy port is free again");
+}
