@@ -129,11 +129,9 @@ impl Proxy {
         let _enter = runtime.enter();
 
         let listener = bind("proxy", c.listen)?;
-        let listen = listener.local_addr().map_err(|source| ProxyError::Bind {
-            what: "proxy",
-            addr: c.listen,
-            source,
-        })?;
+        let listen = listener
+            .local_addr()
+            .map_err(bind_error("proxy", c.listen))?;
         let admin_listener = c.admin_listen.map(|a| bind("admin", a)).transpose()?;
         let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
@@ -164,19 +162,11 @@ impl Proxy {
             keepalive_idle_secs: c.keepalive_idle_secs,
             keepalive_requests: c.keepalive_requests,
         });
-        let listener = listener.into_std().map_err(|source| ProxyError::Bind {
-            what: "proxy",
-            addr: listen,
-            source,
-        })?;
+        let listener = listener.into_std().map_err(bind_error("proxy", listen))?;
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
             let app: Arc<App> = Arc::new(pingora_proxy::http_proxy(&conf, logic.clone()));
-            let listener = listener.try_clone().map_err(|source| ProxyError::Bind {
-                what: "proxy",
-                addr: listen,
-                source,
-            })?;
+            let listener = listener.try_clone().map_err(bind_error("proxy", listen))?;
             let (a, settings, tracker, metrics, shutdown) = (
                 app.clone(),
                 settings.clone(),
@@ -458,9 +448,16 @@ pub fn run(
     Ok(handle.shutdown())
 }
 
+fn bind_error(
+    what: &'static str,
+    addr: SocketAddr,
+) -> impl Fn(std::io::Error) -> ProxyError + Copy {
+    move |source| ProxyError::Bind { what, addr, source }
+}
+
 /// A listening socket with `SO_REUSEADDR` and a deep accept backlog.
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
-    let err = |source| ProxyError::Bind { what, addr, source };
+    let err = bind_error(what, addr);
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
