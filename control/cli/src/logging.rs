@@ -31,11 +31,18 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// [`FLUSH_EVERY`] late); every other line is written at once, after the
 /// buffered ones. A request appending its access line takes only the `buf`
 /// lock, for a copy, and never waits for the disk; whoever writes takes
-/// `file` first and empties `buf` into it, so the file stays in order.
+/// `out` first and swaps `buf` with its spare buffer, so the file stays in
+/// order and neither buffer is grown again from empty after each batch.
 struct LogFile {
     path: PathBuf,
-    file: Mutex<File>,
+    out: Mutex<Out>,
     buf: Mutex<Vec<u8>>,
+}
+
+struct Out {
+    file: File,
+    /// The batch being written; empty, with its capacity, in between.
+    spare: Vec<u8>,
 }
 
 /// How long an access line may wait in the buffer.
@@ -55,38 +62,41 @@ impl LogFile {
     fn new(path: PathBuf, file: File) -> Self {
         LogFile {
             path,
-            file: Mutex::new(file),
+            out: Mutex::new(Out {
+                file,
+                spare: Vec::with_capacity(BUF_CAP),
+            }),
             buf: Mutex::new(Vec::with_capacity(BUF_CAP)),
         }
     }
 
-    /// Writes the buffered lines, then `line`, holding the file lock.
-    fn write_out(&self, file: &mut File, line: &[u8]) -> std::io::Result<()> {
-        let batch = std::mem::take(&mut *lock(&self.buf));
+    /// Writes the buffered lines, then `line`, holding the `out` lock.
+    fn write_out(&self, out: &mut Out, line: &[u8]) -> std::io::Result<()> {
+        std::mem::swap(&mut *lock(&self.buf), &mut out.spare);
         // A batch that cannot be written now is not retried forever.
-        let r = if batch.is_empty() {
+        let r = if out.spare.is_empty() {
             Ok(())
         } else {
-            file.write_all(&batch)
+            out.file.write_all(&out.spare)
         };
+        out.spare.clear();
         if line.is_empty() {
             r
         } else {
-            file.write_all(line).and(r)
+            out.file.write_all(line).and(r)
         }
     }
 
     fn reopen(&self) -> std::io::Result<()> {
         let f = open(&self.path)?;
-        let mut file = lock(&self.file);
-        let _ = self.write_out(&mut file, b"");
-        *file = f;
+        let mut out = lock(&self.out);
+        let _ = self.write_out(&mut out, b"");
+        out.file = f;
         Ok(())
     }
 
     fn flush(&self) {
-        let mut file = lock(&self.file);
-        let _ = self.write_out(&mut file, b"");
+        let _ = self.write_out(&mut lock(&self.out), b"");
     }
 
     /// Adds `line` to the batch; the line that fills it writes it.
@@ -125,8 +135,7 @@ impl Write for FileWriter {
         Ok(buf.len())
     }
     fn write_all(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let mut file = lock(&self.log.file);
-        self.log.write_out(&mut file, line)
+        self.log.write_out(&mut lock(&self.log.out), line)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
