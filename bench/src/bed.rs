@@ -1,12 +1,13 @@
 //! The test bed most platform scenarios share: `wrenn up`, one sandbox with
-//! the bench upstream running, optionally nginx and bare Pingora in front of it.
+//! the bench upstream running, optionally nginx, bare Pingora and the lean
+//! tokio forwarder in front of it.
 
 use std::net::SocketAddr;
 
 use crate::Opts;
 use crate::nginx::Nginx;
-use crate::pingora::Bare;
 use crate::platform::{Client, Platform};
+use crate::reference::RefProxy;
 use crate::report::Report;
 use crate::sandbox::{self, UPSTREAM_PORT};
 
@@ -18,7 +19,8 @@ pub struct Bed {
     /// The upstream at the sandbox's own address (the direct door).
     pub upstream: SocketAddr,
     pub nginx: Option<Nginx>,
-    pub pingora: Option<Bare>,
+    pub pingora: Option<RefProxy>,
+    pub lean: Option<RefProxy>,
 }
 
 /// The other proxies a scenario compares wrenn's with.
@@ -26,20 +28,24 @@ pub struct Bed {
 pub struct Refs {
     pub nginx: bool,
     pub pingora: bool,
+    pub lean: bool,
 }
 
 impl Refs {
     pub const NONE: Refs = Refs {
         nginx: false,
         pingora: false,
+        lean: false,
     };
     pub const NGINX: Refs = Refs {
         nginx: true,
         pingora: false,
+        lean: false,
     };
     pub const ALL: Refs = Refs {
         nginx: true,
         pingora: true,
+        lean: true,
     };
 }
 
@@ -57,6 +63,9 @@ pub enum Door {
     Nginx,
     /// Bare Pingora (path form): what Pingora costs without wrenn ([`crate::pingora`]).
     Pingora,
+    /// The lean tokio forwarder (path form): what the same work costs
+    /// without Pingora ([`crate::lean`]).
+    Lean,
 }
 
 impl Door {
@@ -67,6 +76,7 @@ impl Door {
             Door::Subdomain => "wrenn subdomain",
             Door::Nginx => "nginx",
             Door::Pingora => "bare pingora",
+            Door::Lean => "lean tokio",
         }
     }
 }
@@ -109,7 +119,12 @@ impl Bed {
             None
         };
         let pingora = if refs.pingora {
-            Some(Bare::start(crate::cores(), upstream).await?)
+            Some(crate::pingora::start(crate::cores(), upstream).await?)
+        } else {
+            None
+        };
+        let lean = if refs.lean {
+            Some(crate::lean::start(crate::cores(), upstream).await?)
         } else {
             None
         };
@@ -127,6 +142,7 @@ impl Bed {
             upstream,
             nginx,
             pingora,
+            lean,
         })
     }
 
@@ -145,10 +161,11 @@ impl Bed {
                 path.to_owned(),
                 format!("{UPSTREAM_PORT}-{}.localhost:{}", self.id, proxy.port()),
             ),
-            Door::Nginx | Door::Pingora => {
+            Door::Nginx | Door::Pingora | Door::Lean => {
                 let n = match door {
                     Door::Nginx => self.nginx.as_ref().map(|n| n.listen),
-                    _ => self.pingora.as_ref().map(|p| p.listen),
+                    Door::Pingora => self.pingora.as_ref().map(|p| p.listen),
+                    _ => self.lean.as_ref().map(|p| p.listen),
                 }
                 .unwrap_or(proxy);
                 (
@@ -160,10 +177,11 @@ impl Bed {
         }
     }
 
-    /// Stops nginx, bare Pingora and the platform (every sandbox is destroyed).
+    /// Stops the reference proxies and the platform (every sandbox is destroyed).
     pub fn stop(self) -> anyhow::Result<()> {
         drop(self.nginx);
         drop(self.pingora);
+        drop(self.lean);
         drop(self.client);
         self.platform.stop()
     }

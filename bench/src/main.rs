@@ -12,6 +12,7 @@
 mod bed;
 mod forward;
 mod guest;
+mod lean;
 mod lifecycle;
 mod memory;
 mod namespace;
@@ -22,6 +23,7 @@ mod platform;
 mod procstat;
 mod proxy;
 mod pty_load;
+mod reference;
 mod report;
 mod routes;
 mod runtime;
@@ -90,11 +92,13 @@ pub struct Opts {
 }
 
 fn main() -> anyhow::Result<()> {
-    // The bare Pingora proxy's child process (`proxy` scenario): Pingora
-    // starts its own runtimes, so it runs before ours exists.
+    // The reference proxies' child processes (`proxy` scenario): they start
+    // their own runtimes, so they run before ours exists.
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some(pingora::SUBCOMMAND) {
-        return pingora::serve(&argv[2..]);
+    match argv.get(1).map(String::as_str) {
+        Some(pingora::SUBCOMMAND) => return pingora::serve(&argv[2..]),
+        Some(lean::SUBCOMMAND) => return lean::serve(&argv[2..]),
+        _ => {}
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,72 +6,26 @@
 //! Pingora itself costs from what wrenn adds on top.
 //!
 //! It runs as a child process of `wrenn-bench` (the hidden subcommand
-//! [`SUBCOMMAND`]), so its CPU time is its own, like nginx's.
+//! [`SUBCOMMAND`], see [`crate::reference`]).
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
-use nix::sys::signal::Signal;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::reference::{RefProxy, strip_prefix};
+
 /// `wrenn-bench __pingora-bare <upstream> <listen> <threads>`.
 pub const SUBCOMMAND: &str = "__pingora-bare";
 
-/// The bare Pingora proxy, running; stopped on drop.
-pub struct Bare {
-    child: Child,
-    pub listen: SocketAddr,
-}
-
-impl Bare {
-    /// Starts it with `threads` worker threads in front of `upstream`.
-    pub async fn start(threads: usize, upstream: SocketAddr) -> anyhow::Result<Self> {
-        let [listen] = crate::platform::free_ports::<1>()?;
-        let child = Command::new(std::env::current_exe()?)
-            .args([
-                SUBCOMMAND,
-                &upstream.to_string(),
-                &listen.to_string(),
-                &threads.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the bare Pingora proxy")?;
-        let mut bare = Bare { child, listen };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = bare.child.try_wait()? {
-                bail!("the bare Pingora proxy exited at start ({status})");
-            }
-            if tokio::net::TcpStream::connect(listen).await.is_ok() {
-                return Ok(bare);
-            }
-            if Instant::now() > deadline {
-                bail!("the bare Pingora proxy did not listen on {listen} within 10 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Bare {
-    fn drop(&mut self) {
-        // SIGINT: Pingora's fast shutdown.
-        crate::procstat::stop(&mut self.child, Signal::SIGINT, Duration::from_secs(5));
-    }
+/// Starts bare Pingora with `threads` worker threads in front of `upstream`.
+pub async fn start(threads: usize, upstream: SocketAddr) -> anyhow::Result<RefProxy> {
+    RefProxy::start("the bare Pingora proxy", SUBCOMMAND, threads, upstream).await
 }
 
 struct BareProxy {
@@ -122,14 +76,6 @@ impl ProxyHttp for BareProxy {
     }
 }
 
-/// `/proxy/<id>/<port>/rest` → `/rest` (with the query), as nginx's location does.
-fn strip_prefix(target: &str) -> Option<&str> {
-    let after = target.strip_prefix("/proxy/")?;
-    let (_id, after) = after.split_once('/')?;
-    let slash = after.find('/')?;
-    Some(&after[slash..])
-}
-
 /// The child process: serves until SIGINT or SIGTERM.
 pub fn serve(args: &[String]) -> anyhow::Result<()> {
     let [upstream, listen, threads] = args else {
@@ -153,17 +99,4 @@ pub fn serve(args: &[String]) -> anyhow::Result<()> {
     service.add_tcp(listen);
     server.add_service(service);
     server.run_forever()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_prefix;
-
-    #[test]
-    fn the_path_form_prefix_is_stripped_like_nginx_does() {
-        assert_eq!(strip_prefix("/proxy/abc/8080/1k"), Some("/1k"));
-        assert_eq!(strip_prefix("/proxy/abc/8080/a/b?q=1"), Some("/a/b?q=1"));
-        assert_eq!(strip_prefix("/proxy/abc/8080"), None);
-        assert_eq!(strip_prefix("/1k"), None);
-    }
 }

@@ -14,15 +14,18 @@
 //!   keep-alive upstream pool, path form, access log);
 //! - **bare pingora**: Pingora's stock server with the least a path-form
 //!   proxy does and nothing of wrenn's ([`crate::pingora`]): what Pingora
-//!   itself costs, so the gap to nginx splits into Pingora's and wrenn's.
+//!   itself costs, so the gap to nginx splits into Pingora's and wrenn's;
+//! - **lean tokio**: the same least work written straight on tokio in the
+//!   worker model wrenn's proxy uses, without Pingora ([`crate::lean`]): what
+//!   tokio, Rust and this kernel cost, so the gap splits further.
 //!
 //! Reported per run: req/s, p50/p99/p99.9, the proxy's (or nginx's) CPU
 //! seconds per 10k requests from `/proc/<pid>/stat`, its RSS, and the ratios
-//! wrenn/nginx, wrenn/bare pingora and wrenn/direct. With `--rounds N` every load level is
-//! measured N times (interleaved) and the median is reported with the spread.
-//! Then a paced run ([`paced`]): 256 connections at a steady 2000 req/s in
-//! all through direct, path, nginx and bare pingora, for the added latency at moderate
-//! load. Targets (issue 6): path form ≥ 1.0× nginx req/s; added p99 over
+//! wrenn/nginx, wrenn/bare pingora, lean tokio/nginx and wrenn/direct. With
+//! `--rounds N` every load level is measured N times (interleaved) and the
+//! median is reported with the spread. Then a paced run ([`paced`]): 256
+//! connections at a steady 2000 req/s in all through every door but the
+//! subdomain form, for the added latency at moderate load. Targets (issue 6): path form ≥ 1.0× nginx req/s; added p99 over
 //! direct ≤ 0.5 ms at 256 connections (judged on the paced run: wrk's
 //! percentiles at 256 connections are queueing at saturation).
 
@@ -40,15 +43,22 @@ use crate::report::{Report, si, us};
 use crate::wrk::{self, Load, WrkResult};
 
 const NEW_UPSTREAM: &str = "wrenn_proxy_upstream_connections_total{reused=\"false\"}";
-const DOORS: [Door; 5] = [
+const DOORS: [Door; 6] = [
     Door::Direct,
     Door::Path,
     Door::Subdomain,
     Door::Nginx,
     Door::Pingora,
+    Door::Lean,
 ];
 /// The paced run's doors.
-const PACED_DOORS: [Door; 4] = [Door::Direct, Door::Path, Door::Nginx, Door::Pingora];
+const PACED_DOORS: [Door; 5] = [
+    Door::Direct,
+    Door::Path,
+    Door::Nginx,
+    Door::Pingora,
+    Door::Lean,
+];
 
 /// One wrk run and what the proxy in the middle spent on it.
 #[derive(Debug, Clone, Serialize)]
@@ -115,6 +125,7 @@ struct Doors<'a> {
     proxy_pid: i32,
     nginx_pid: i32,
     pingora_pid: i32,
+    lean_pid: i32,
 }
 
 impl Doors<'_> {
@@ -133,6 +144,7 @@ impl Doors<'_> {
             Door::Path | Door::Subdomain => Some((cpu_time(self.proxy_pid)?, rss(self.proxy_pid)?)),
             Door::Nginx => Some((tree_cpu_time(self.nginx_pid)?, tree_rss(self.nginx_pid)?)),
             Door::Pingora => Some((cpu_time(self.pingora_pid)?, rss(self.pingora_pid)?)),
+            Door::Lean => Some((cpu_time(self.lean_pid)?, rss(self.lean_pid)?)),
         }
     }
 }
@@ -149,21 +161,24 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
         .pingora
         .as_ref()
         .context("bare pingora is not running")?;
+    let lean = bed.lean.as_ref().context("lean tokio is not running")?;
     let doors = Doors {
         bed,
         proxy_pid: bed.platform.proxy_pid()?,
         nginx_pid: nginx.pid(),
         pingora_pid: pingora.pid(),
+        lean_pid: lean.pid(),
     };
     let script = wrk::install_script(&bed.platform.dir)?;
     println!(
-        "proxy: sandbox {} upstream {}; wrenn proxy {} (pid {}), nginx {} ({threads} workers), bare pingora {} ({threads} threads); wrk {threads} threads; {} round(s) of {} s",
+        "proxy: sandbox {} upstream {}; wrenn proxy {} (pid {}), nginx {} ({threads} workers), bare pingora {} and lean tokio {} ({threads} threads each); wrk {threads} threads; {} round(s) of {} s",
         bed.id,
         bed.upstream,
         bed.platform.proxy,
         doors.proxy_pid,
         nginx.listen,
         pingora.listen,
+        lean.listen,
         opts.rounds,
         plan.duration.as_secs()
     );

@@ -85,7 +85,7 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
         ],
     );
     let mut ratios = Table::new(
-        "wrenn against nginx, bare Pingora and direct (same rounds, median of per-round ratios)",
+        "wrenn against nginx, bare Pingora and direct, and the lean tokio forwarder against nginx (same rounds, median of per-round ratios)",
         &[
             "body",
             "conns",
@@ -93,6 +93,7 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
             "subdomain / nginx req/s",
             "path / bare pingora req/s",
             "bare pingora / nginx req/s",
+            "lean tokio / nginx req/s",
             "path / direct req/s",
             "p99 added over direct (path)",
             "CPU path / nginx",
@@ -153,6 +154,7 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
         let path_direct = round_ratio(&runs, body, c, Door::Path, Door::Direct, |r| r.rps);
         let path_pingora = round_ratio(&runs, body, c, Door::Path, Door::Pingora, |r| r.rps);
         let pingora_nginx = round_ratio(&runs, body, c, Door::Pingora, Door::Nginx, |r| r.rps);
+        let lean_nginx = round_ratio(&runs, body, c, Door::Lean, Door::Nginx, |r| r.rps);
         let cpu_ratio = round_ratio(&runs, body, c, Door::Path, Door::Nginx, |r| {
             r.cpu_s_per_10k.unwrap_or(f64::NAN)
         });
@@ -174,6 +176,7 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
             ratio(sub_nginx),
             ratio(path_pingora),
             ratio(pingora_nginx),
+            ratio(lean_nginx),
             ratio(path_direct),
             us(added_p99.max(0.0)),
             ratio(cpu_ratio),
@@ -187,6 +190,7 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
             "path_over_direct_rps": path_direct,
             "path_over_pingora_rps": path_pingora,
             "pingora_over_nginx_rps": pingora_nginx,
+            "lean_over_nginx_rps": lean_nginx,
             "added_p99_us": added_p99,
             "path_over_nginx_cpu": cpu_ratio,
         }));

@@ -1,0 +1,88 @@
+//! Reference proxies the `proxy` scenario measures next to wrenn's: bare
+//! Pingora ([`crate::pingora`]) and a lean tokio forwarder ([`crate::lean`]).
+//! Each runs as a child process of `wrenn-bench` (a hidden subcommand), so
+//! its CPU time is its own, like nginx's.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::Signal;
+
+/// A reference proxy, running; stopped on drop.
+pub struct RefProxy {
+    child: Child,
+    pub listen: SocketAddr,
+}
+
+impl RefProxy {
+    /// Starts `wrenn-bench <subcommand> <upstream> <listen> <threads>` and
+    /// waits until it accepts connections; `what` names it in errors.
+    pub async fn start(
+        what: &str,
+        subcommand: &str,
+        threads: usize,
+        upstream: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let [listen] = crate::platform::free_ports::<1>()?;
+        let child = Command::new(std::env::current_exe()?)
+            .args([
+                subcommand,
+                &upstream.to_string(),
+                &listen.to_string(),
+                &threads.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        let mut proxy = RefProxy { child, listen };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = proxy.child.try_wait()? {
+                bail!("{what} exited at start ({status})");
+            }
+            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                return Ok(proxy);
+            }
+            if Instant::now() > deadline {
+                bail!("{what} did not listen on {listen} within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for RefProxy {
+    fn drop(&mut self) {
+        // SIGINT: Pingora's fast shutdown; it ends the lean forwarder too.
+        crate::procstat::stop(&mut self.child, Signal::SIGINT, Duration::from_secs(5));
+    }
+}
+
+/// `/proxy/<id>/<port>/rest` → `/rest` (with the query), as nginx's location does.
+pub fn strip_prefix(target: &str) -> Option<&str> {
+    let after = target.strip_prefix("/proxy/")?;
+    let (_id, after) = after.split_once('/')?;
+    let slash = after.find('/')?;
+    Some(&after[slash..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_prefix;
+
+    #[test]
+    fn the_path_form_prefix_is_stripped_like_nginx_does() {
+        assert_eq!(strip_prefix("/proxy/abc/8080/1k"), Some("/1k"));
+        assert_eq!(strip_prefix("/proxy/abc/8080/a/b?q=1"), Some("/a/b?q=1"));
+        assert_eq!(strip_prefix("/proxy/abc/8080"), None);
+        assert_eq!(strip_prefix("/1k"), None);
+    }
+}
