@@ -8,8 +8,10 @@
 //! back, and appends an access-log line to a 64 KiB buffer (nginx's
 //! `buffer=64k`, written to an unlinked file).
 //!
-//! It is a measuring stick, not a proxy: no routing, rewriting, retries,
-//! timeouts, error pages, request bodies, chunked responses or upgrades. It
+//! It is a measuring stick, not a proxy: GETs only (no request bodies, and
+//! no HEAD, whose Content-Length has no body), no routing, rewriting,
+//! retries, timeouts, error pages, chunked responses or upgrades; a request
+//! it cannot pass closes the connection. It
 //! answers what the `proxy` scenario's gap to nginx is made of: measured on
 //! the same bed, it shows what tokio, Rust and this kernel cost for the same
 //! work, so the rest of wrenn's (and bare Pingora's) time is their own

@@ -3,7 +3,7 @@
 //! One sandbox (2 vCPUs) runs the bench upstream (`bench/upstream`, static,
 //! uploaded with the files API and started as a background process). wrk
 //! loads it with 1 KiB and 64 KiB responses at 64, 256 and 1024 keep-alive
-//! connections through four doors, back to back for every load level so
+//! connections through six doors, back to back for every load level so
 //! that they see the same machine:
 //!
 //! - **direct**: the sandbox address itself (the floor);
