@@ -247,20 +247,19 @@ async fn exchange(
                 up
             }
         };
-        match forward(&mut up, head, resp, client).await {
-            Ok(Some(done)) => {
+        match forward(&mut up, head, resp, client).await? {
+            Some(done) => {
                 t.pool.borrow_mut().push(up);
                 return Ok(done);
             }
             // The upstream closed a pooled connection before answering: try a new one.
-            Ok(None) if reused => continue,
-            Ok(None) => {
+            None if reused => continue,
+            None => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the upstream closed without answering",
                 ));
             }
-            Err(e) => return Err(e),
         }
     }
 }

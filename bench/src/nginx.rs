@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use nix::sys::signal::Signal;
 
 const TEMPLATE: &str = include_str!("../../conf/bench/nginx.conf");
@@ -42,29 +42,25 @@ impl Nginx {
             listen,
             prefix,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = n.child.try_wait()? {
-                let log = std::fs::read_to_string(n.prefix.join("error.log")).unwrap_or_default();
-                bail!("nginx exited at start ({status}): {log}");
-            }
-            if tokio::net::TcpStream::connect(listen).await.is_ok() && n.workers().len() >= workers
-            {
-                return Ok(n);
-            }
-            if Instant::now() > deadline {
-                bail!("nginx did not listen on {listen} within 10 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (pid, error_log) = (n.pid(), n.prefix.join("error.log"));
+        crate::reference::wait_listening(
+            &mut n.child,
+            "nginx",
+            listen,
+            || crate::procstat::children(pid).len() >= workers,
+            || {
+                format!(
+                    ": {}",
+                    std::fs::read_to_string(&error_log).unwrap_or_default()
+                )
+            },
+        )
+        .await?;
+        Ok(n)
     }
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
-    }
-
-    pub fn workers(&self) -> Vec<i32> {
-        crate::procstat::children(self.pid())
     }
 }
 

@@ -39,19 +39,8 @@ impl RefProxy {
             .spawn()
             .with_context(|| format!("starting {what}"))?;
         let mut proxy = RefProxy { child, listen };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = proxy.child.try_wait()? {
-                bail!("{what} exited at start ({status})");
-            }
-            if tokio::net::TcpStream::connect(listen).await.is_ok() {
-                return Ok(proxy);
-            }
-            if Instant::now() > deadline {
-                bail!("{what} did not listen on {listen} within 10 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_listening(&mut proxy.child, what, listen, || true, String::new).await?;
+        Ok(proxy)
     }
 
     pub fn pid(&self) -> i32 {
@@ -63,6 +52,31 @@ impl Drop for RefProxy {
     fn drop(&mut self) {
         // SIGINT: Pingora's fast shutdown; it ends the lean forwarder too.
         crate::procstat::stop(&mut self.child, Signal::SIGINT, Duration::from_secs(5));
+    }
+}
+
+/// Waits up to 10 s until `listen` accepts connections and `ready()` holds;
+/// fails, naming `what`, if `child` exits first (with `exit_detail()`) or
+/// the time runs out.
+pub async fn wait_listening(
+    child: &mut Child,
+    what: &str,
+    listen: SocketAddr,
+    ready: impl Fn() -> bool,
+    exit_detail: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited at start ({status}){}", exit_detail());
+        }
+        if tokio::net::TcpStream::connect(listen).await.is_ok() && ready() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not listen on {listen} within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
