@@ -89,6 +89,9 @@ pub struct ProxyConfig {
     pub denied_ports: Vec<u16>,
     /// How upstream connections are opened; see [`UpstreamConnect`].
     pub upstream_connect: UpstreamConnect,
+    /// Serve plain `GET`/`HEAD` requests on wrenn's own HTTP/1.1 fast path
+    /// (`fast.rs`); `false` sends every request through Pingora's `HttpProxy`.
+    pub fast_path: bool,
 }
 
 /// How the proxy opens upstream connections (`upstream_connect`).
@@ -133,6 +136,7 @@ impl Default for ProxyConfig {
             watch_backoff_max_ms: DEFAULT_WATCH_BACKOFF_MAX_MS,
             access_log: true,
             denied_ports: vec![wrenn_types::GUEST_PORT],
+            fast_path: true,
             upstream_connect: UpstreamConnect::Auto,
         }
     }

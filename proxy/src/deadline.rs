@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{
@@ -62,17 +63,20 @@ impl ConnState {
     }
 
     fn deadline_from_now(&self) -> u64 {
-        let at = self.base.elapsed() + self.timeout;
-        u64::try_from(at.as_millis())
-            .unwrap_or(IDLE - 1)
-            .min(IDLE - 2)
-            + 1
+        encode(self.base.elapsed() + self.timeout)
     }
 
     /// Starts the deadline now.
     pub(crate) fn arm(&self) {
         self.state
             .store(self.deadline_from_now(), Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Starts the deadline to end at `at`.
+    pub(crate) fn arm_until(&self, at: std::time::Instant) {
+        let at = Instant::from_std(at).saturating_duration_since(self.base);
+        self.state.store(encode(at), Ordering::Release);
         self.changed.notify_one();
     }
 
@@ -123,6 +127,14 @@ impl ConnState {
     }
 }
 
+/// The state value of a deadline `at` after `base`.
+fn encode(at: Duration) -> u64 {
+    u64::try_from(at.as_millis())
+        .unwrap_or(IDLE - 1)
+        .min(IDLE - 2)
+        + 1
+}
+
 /// Bytes of response written before they are sent. Pingora leaves a response
 /// head with a `Content-Length` unflushed so it leaves in one segment with the
 /// body; without a buffer that is two `send`s per response.
@@ -134,6 +146,9 @@ const WRITE_BUFFER: usize = 4096;
 pub(crate) struct DeadlineStream {
     inner: BufWriter<L4Stream>,
     conn: Arc<ConnState>,
+    /// Read before Pingora got the connection (the fast path reads each
+    /// request head first): returned by the next reads, before the socket's.
+    replay: Bytes,
 }
 
 impl DeadlineStream {
@@ -141,7 +156,17 @@ impl DeadlineStream {
         DeadlineStream {
             inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
             conn,
+            replay: Bytes::new(),
         }
+    }
+
+    /// Makes `bytes` the next bytes read, ahead of any still unread replay.
+    pub(crate) fn replay(&mut self, bytes: Bytes) {
+        self.replay = if self.replay.is_empty() {
+            bytes
+        } else {
+            [&bytes[..], &self.replay[..]].concat().into()
+        };
     }
 }
 
@@ -151,6 +176,12 @@ impl AsyncRead for DeadlineStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            let bytes = self.replay.split_to(n);
+            buf.put_slice(&bytes);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {

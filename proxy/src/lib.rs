@@ -64,6 +64,7 @@ pub mod config;
 pub mod connect;
 mod deadline;
 pub mod failure;
+mod fast;
 mod listener;
 pub mod metrics;
 pub mod netns;

@@ -2,25 +2,35 @@
 //! `HttpProxy`, so each connection gets the header deadline (`deadline.rs`),
 //! wrenn's idle and request limits, and is counted for graceful shutdown.
 //!
+//! With the fast path on (the default), the loop reads each request head
+//! itself, under the header deadline; the fast path (`fast.rs`) serves what
+//! it takes and the rest is replayed into `HttpProxy`, one request at a time,
+//! on the same connection. With it off, `HttpProxy` reads every request and
+//! the deadline is [`ConnState`]'s.
+//!
 //! # Limitations
 //! Plain HTTP/1.x only: no TLS (terminate it in front of the proxy) and no
 //! prior-knowledge h2c (browsers never use it).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest, TcpKeepalive};
 use pingora_proxy::HttpProxy;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::deadline::{ConnState, DeadlineStream};
+use crate::fast::{After, FastPath, MAX_REQUEST_HEAD, REQUEST_HEADERS, Scratch};
 use crate::metrics::Metrics;
 use crate::service::WrennProxy;
 
@@ -85,11 +95,17 @@ impl Drop for Tracked {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
+    fast: Option<Arc<FastPath>>,
     settings: Arc<ConnSettings>,
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) {
+    if let Some(fast) = &fast {
+        let fast = fast.clone();
+        // Ends with the thread's runtime.
+        tokio::spawn(async move { fast.sweep_idle().await });
+    }
     let mut stop = shutdown.clone();
     loop {
         tokio::select! {
@@ -98,10 +114,15 @@ pub(crate) async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
                     let tracked = Tracked::new(tracker.clone(), metrics.clone());
-                    let (app, settings, metrics, shutdown) =
-                        (app.clone(), settings.clone(), metrics.clone(), shutdown.clone());
+                    let (app, fast, settings, metrics, shutdown) = (
+                        app.clone(),
+                        fast.clone(),
+                        settings.clone(),
+                        metrics.clone(),
+                        shutdown.clone(),
+                    );
                     tokio::spawn(async move {
-                        serve(tcp, peer, app, &settings, &metrics, shutdown).await;
+                        serve(tcp, peer, app, fast, &settings, &metrics, shutdown).await;
                         drop(tracked);
                     });
                 }
@@ -121,11 +142,14 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Serves one client connection: HTTP/1.1 requests until it closes, idles
-/// out, reaches its request limit, misses a header deadline or the proxy shuts down.
+/// out, reaches its request limit, misses a header deadline or the proxy
+/// shuts down. Each request goes to the fast path when it takes it, else to
+/// Pingora's `HttpProxy`.
 async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     app: Arc<App>,
+    fast: Option<Arc<FastPath>>,
     settings: &ConnSettings,
     metrics: &Metrics,
     shutdown: watch::Receiver<bool>,
@@ -146,32 +170,204 @@ async fn serve(
     });
 
     let conn = Arc::new(ConnState::new(settings.header_timeout));
-    conn.arm();
-    let mut session = ServerSession::new_http1(Box::new(DeadlineStream::new(l4, conn.clone())));
-    session.set_keepalive(Some(settings.keepalive_idle_secs));
-    // Pingora counts reuses: the first request is not one.
-    session.set_keepalive_reuses_remaining(Some(settings.keepalive_requests.saturating_sub(1)));
+    let mut stream = Box::new(DeadlineStream::new(l4, conn.clone()));
+    let mut c = Conn {
+        peer,
+        peer_ip: peer.ip().to_string(),
+        app: &app,
+        fast: fast.as_deref(),
+        settings,
+        metrics,
+        conn: &conn,
+        shutdown: &shutdown,
+        read_ahead: BytesMut::new(),
+        scratch: Scratch::default(),
+        served: 0,
+        deadline: Instant::now() + settings.header_timeout,
+    };
+    if c.fast.is_none() {
+        conn.arm();
+    }
     loop {
-        // Delivered to the proxy's `on_connection_reuse`, which stops the deadline.
-        session.set_connection_user_context(Some(Box::new(conn.clone())));
-        let reused = tokio::select! {
-            biased;
-            r = app.process_new_http(session, &shutdown) => r,
-            // Counted before the select drops (closes) the connection.
-            () = async { conn.expired().await; metrics.header_timeouts.inc(); } => {
-                tracing::debug!(client = %peer, "request headers not received in time; closing");
-                return;
-            }
+        let next = if c.fast.is_some() {
+            // The fast path keeps the header deadline itself.
+            c.one_request(stream).await
+        } else {
+            c.deadlined(c.pingora(stream)).await
         };
-        let Some(reused) = reused else { return };
-        if *shutdown.borrow() {
+        let Some(next) = next else { return };
+        stream = next;
+        c.served += 1;
+        if c.served >= settings.keepalive_requests || *shutdown.borrow() {
             return;
         }
-        let (stream, persistent) = reused.consume();
-        session = ServerSession::new_http1(stream);
-        if let Some(p) = persistent {
-            p.apply_to_session(&mut session);
+        if c.fast.is_none() {
+            conn.idle();
         }
-        conn.idle();
     }
+}
+
+/// One client connection between requests.
+struct Conn<'a> {
+    peer: SocketAddr,
+    /// For `X-Forwarded-For`, formatted once.
+    peer_ip: String,
+    app: &'a Arc<App>,
+    fast: Option<&'a FastPath>,
+    settings: &'a ConnSettings,
+    metrics: &'a Metrics,
+    conn: &'a Arc<ConnState>,
+    shutdown: &'a watch::Receiver<bool>,
+    /// Client bytes read and not yet served.
+    read_ahead: BytesMut,
+    scratch: Scratch,
+    served: u32,
+    /// When the current request's head must be in (fast path).
+    deadline: Instant,
+}
+
+impl Conn<'_> {
+    /// Serves the next request on the fast path when it takes it, else on
+    /// Pingora; `None` when the connection is done.
+    async fn one_request(
+        &mut self,
+        mut stream: Box<DeadlineStream>,
+    ) -> Option<Box<DeadlineStream>> {
+        let fast = self.fast?;
+        let head = match self.read_head(&mut stream).await {
+            Head::Done => return None,
+            Head::TimedOut => {
+                self.metrics.header_timeouts.inc();
+                tracing::debug!(client = %self.peer, "request headers not received in time; closing");
+                return None;
+            }
+            Head::Complete(n) => Some(self.read_ahead.split_to(n).freeze()),
+            Head::ForPingora => None,
+        };
+        if let Some(plan) = head.as_ref().and_then(|h| fast.plan(h)) {
+            let last = self.served.saturating_add(1) >= self.settings.keepalive_requests;
+            let served = fast.serve(
+                plan,
+                &mut stream,
+                &self.peer_ip,
+                &mut self.read_ahead,
+                &mut self.scratch,
+                last,
+                self.shutdown,
+            );
+            return match served.await {
+                After::KeepAlive => Some(stream),
+                After::Close => None,
+            };
+        }
+        // Pingora reads what was read ahead first.
+        stream.replay(self.read_ahead.split().freeze());
+        match head {
+            // The head is all there: no deadline left to keep.
+            Some(head) => {
+                stream.replay(head);
+                self.pingora(stream).await
+            }
+            None => {
+                self.conn.arm_until(self.deadline);
+                self.deadlined(self.pingora(stream)).await
+            }
+        }
+    }
+
+    /// Runs `serve` until it ends or the header deadline of `conn` passes.
+    async fn deadlined<F>(&self, serve: F) -> Option<Box<DeadlineStream>>
+    where
+        F: Future<Output = Option<Box<DeadlineStream>>>,
+    {
+        tokio::select! {
+            biased;
+            s = serve => s,
+            // Counted before the select drops (closes) the connection.
+            () = self.conn.expired() => {
+                self.metrics.header_timeouts.inc();
+                tracing::debug!(client = %self.peer, "request headers not received in time; closing");
+                None
+            }
+        }
+    }
+
+    /// Serves one request on Pingora's `HttpProxy`.
+    async fn pingora(&self, stream: Box<DeadlineStream>) -> Option<Box<DeadlineStream>> {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(Some(self.settings.keepalive_idle_secs));
+        // Pingora counts reuses: the request it serves now is not one.
+        let left = self
+            .settings
+            .keepalive_requests
+            .saturating_sub(self.served + 1);
+        session.set_keepalive_reuses_remaining(Some(left));
+        // Delivered to the proxy's `on_connection_reuse`, which stops the deadline.
+        session.set_connection_user_context(Some(Box::new(self.conn.clone())));
+        let reused = self.app.process_new_http(session, self.shutdown).await?;
+        let (stream, _persistent) = reused.consume();
+        stream.into_any().downcast::<DeadlineStream>().ok()
+    }
+
+    /// Reads until `read_ahead` starts with a complete request head, within
+    /// the header deadline: from accept for the first request, from the first
+    /// byte for later ones, which may idle `keepalive_idle_secs` before it.
+    async fn read_head(&mut self, stream: &mut DeadlineStream) -> Head {
+        let buf = &mut self.read_ahead;
+        let mut started = self.served == 0;
+        let idle = Duration::from_secs(self.settings.keepalive_idle_secs);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if !buf.is_empty() {
+                if !started {
+                    started = true;
+                    self.deadline = Instant::now() + self.settings.header_timeout;
+                }
+                let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS];
+                match httparse::Request::new(&mut headers).parse(buf) {
+                    Ok(httparse::Status::Complete(n)) => return Head::Complete(n),
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_HEAD => {}
+                    _ => return Head::ForPingora,
+                }
+            }
+            buf.reserve(4096);
+            let n = if buf.is_empty() {
+                // Between requests (or before the first byte): the proxy
+                // shutting down ends the connection.
+                let wait = if started {
+                    tokio::time::sleep_until(self.deadline.into())
+                } else {
+                    tokio::time::sleep(idle)
+                };
+                tokio::select! {
+                    biased;
+                    r = stream.read_buf(buf) => r,
+                    () = stopped(&mut shutdown) => return Head::Done,
+                    () = wait => return if started { Head::TimedOut } else { Head::Done },
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    r = stream.read_buf(buf) => r,
+                    () = tokio::time::sleep_until(self.deadline.into()) => return Head::TimedOut,
+                }
+            };
+            match n {
+                Ok(0) | Err(_) => return Head::Done,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// How reading a request head ended.
+enum Head {
+    /// `read_ahead[..n]` is a complete head.
+    Complete(usize),
+    /// Too long or not parsable here: Pingora reads and answers it.
+    ForPingora,
+    /// The header deadline passed.
+    TimedOut,
+    /// Closed, idle too long, or the proxy is shutting down.
+    Done,
 }

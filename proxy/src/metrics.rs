@@ -37,6 +37,7 @@ pub struct Metrics {
     pub connect_attempts: IntCounter,
     pub connect_retries: IntCounter,
     pub forced_close: IntCounter,
+    pub fast_path: IntCounter,
     pub websocket_upgrades: IntCounter,
     pub request_bytes: IntCounter,
     pub response_bytes: IntCounter,
@@ -125,6 +126,11 @@ impl Metrics {
                 &r,
                 "wrenn_proxy_upstream_forced_close_total",
                 "Upstream requests sent with Connection: close because the upstream was at its in-flight cap",
+            )?,
+            fast_path: counter(
+                &r,
+                "wrenn_proxy_fast_path_requests_total",
+                "Requests served by the plain GET/HEAD fast path instead of Pingora's HttpProxy",
             )?,
             websocket_upgrades: counter(
                 &r,

@@ -38,6 +38,22 @@ impl RewriteCtx<'_> {
         format!("/proxy/{}/{}", self.id, self.port)
     }
 
+    /// The new value of the response header `name` (any case), when
+    /// rewriting changes it: `Location`, `Content-Location`, `Refresh` and
+    /// `Set-Cookie`; every other header stays as it is.
+    pub fn header(&self, name: &str, v: &[u8]) -> Option<Vec<u8>> {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("location") || is("content-location") {
+            self.location(v)
+        } else if is("refresh") {
+            self.refresh(v)
+        } else if is("set-cookie") {
+            self.set_cookie(v)
+        } else {
+            None
+        }
+    }
+
     /// Rewrites a `Location` or `Content-Location` value.
     pub fn location(&self, v: &[u8]) -> Option<Vec<u8>> {
         if v.starts_with(b"//") {

@@ -82,7 +82,12 @@ async fn access_log_lines_and_pingora_logs_reach_tracing() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let r = get(h.addr(), &format!("/proxy/sblog/{}/", broken.port()), &[]).await;
+    // A POST: Pingora's path, so Pingora's own error line too (a GET takes
+    // the fast path, which logs an access line like this one).
+    let mut c = Conn::open(h.addr()).await;
+    let r = c
+        .send("POST", &format!("/proxy/sblog/{}/", broken.port()), &[])
+        .await;
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"]["code"], "upstream_error");
 

@@ -11,7 +11,39 @@ use crate::rewrite::RewriteCtx;
 use crate::routes::{HostPolicy, PrefixPolicy};
 use crate::target::Form;
 
+/// How the request sent upstream differs from the client's, decided once for
+/// both the Pingora path and the fast path (`fast.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UpstreamEdits {
+    /// Path form with the prefix stripped: the upstream target starts at this
+    /// offset of the raw target.
+    pub strip_from: Option<usize>,
+    /// `Host: localhost:<port>` instead of the public host.
+    pub localhost_host: bool,
+    /// `X-Forwarded-Prefix: /proxy/<id>/<port>`; otherwise any client value is dropped.
+    pub prefix: bool,
+    /// `Connection: close`: the upstream is above its in-flight cap.
+    pub close: bool,
+}
+
 impl WrennProxy {
+    /// The edits for this request's upstream request; counts a forced close.
+    pub(crate) fn upstream_edits(&self, ctx: &RequestCtx) -> Option<UpstreamEdits> {
+        let route = ctx.route.as_ref()?;
+        // Path form: the prefix is stripped unless the app serves under it.
+        let strip = route.options.prefix_policy(ctx.port) == PrefixPolicy::Strip;
+        let close = !ctx.upgrade && ctx.in_flight > self.max_in_flight;
+        if close {
+            self.metrics.forced_close.inc();
+        }
+        Some(UpstreamEdits {
+            strip_from: ctx.path_offset.filter(|_| strip),
+            localhost_host: route.options.host_policy(ctx.port) == HostPolicy::Localhost,
+            prefix: ctx.form == Some(Form::Path) && strip,
+            close,
+        })
+    }
+
     /// Shapes the request sent upstream (after Pingora dropped hop-by-hop headers).
     pub(super) fn edit_upstream_request(
         &self,
@@ -20,19 +52,16 @@ impl WrennProxy {
         ctx: &RequestCtx,
     ) -> Result<()> {
         let req = session.req_header();
-        let route = ctx
-            .route
-            .as_ref()
+        let edits = self
+            .upstream_edits(ctx)
             .ok_or_else(|| Error::new_in(ErrorType::InternalError))?;
-        // Path form: the prefix is stripped unless the app serves under it.
-        let strip = route.options.prefix_policy(ctx.port) == PrefixPolicy::Strip;
-        if let Some(off) = ctx.path_offset.filter(|_| strip) {
+        if let Some(off) = edits.strip_from {
             up.set_raw_path(&req.raw_path()[off..])?;
         }
         if let Some(host) = req.headers.get(header::HOST) {
             up.insert_header("x-forwarded-host", host.clone())?;
         }
-        if route.options.host_policy(ctx.port) == HostPolicy::Localhost {
+        if edits.localhost_host {
             up.insert_header(header::HOST, format!("localhost:{}", ctx.port))?;
         }
         // The client's own address; whatever the client claimed is dropped.
@@ -43,17 +72,13 @@ impl WrennProxy {
             }
         }
         up.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
-        if ctx.form == Some(Form::Path) && strip {
-            up.insert_header(
-                "x-forwarded-prefix",
-                format!("/proxy/{}/{}", route.id, ctx.port),
-            )?;
+        if edits.prefix {
+            up.insert_header("x-forwarded-prefix", prefix_of(ctx))?;
         } else if up.headers.contains_key(&names::X_FORWARDED_PREFIX) {
             up.remove_header(&names::X_FORWARDED_PREFIX);
         }
-        if !ctx.upgrade && ctx.in_flight > self.max_in_flight {
+        if edits.close {
             up.insert_header(header::CONNECTION, HeaderValue::from_static("close"))?;
-            self.metrics.forced_close.inc();
         }
         Ok(())
     }
@@ -92,21 +117,14 @@ impl WrennProxy {
                 .get(header::HOST)
                 .map(|v| v.as_bytes()),
         };
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        for name in [header::LOCATION, header::CONTENT_LOCATION, names::REFRESH] {
             if let Some(new) = resp
                 .headers
                 .get(&name)
-                .and_then(|v| rw.location(v.as_bytes()))
+                .and_then(|v| rw.header(name.as_str(), v.as_bytes()))
             {
                 resp.insert_header(name, new)?;
             }
-        }
-        if let Some(new) = resp
-            .headers
-            .get(&names::REFRESH)
-            .and_then(|v| rw.refresh(v.as_bytes()))
-        {
-            resp.insert_header("refresh", new)?;
         }
         if form == Form::Path && resp.headers.contains_key(header::SET_COOKIE) {
             let cookies: Vec<Vec<u8>> = resp
@@ -114,7 +132,7 @@ impl WrennProxy {
                 .get_all(header::SET_COOKIE)
                 .iter()
                 .map(|v| {
-                    rw.set_cookie(v.as_bytes())
+                    rw.header("set-cookie", v.as_bytes())
                         .unwrap_or_else(|| v.as_bytes().to_vec())
                 })
                 .collect();
@@ -124,5 +142,13 @@ impl WrennProxy {
             }
         }
         Ok(())
+    }
+}
+
+/// `/proxy/<id>/<port>`: the path-form prefix of this request's sandbox port.
+fn prefix_of(ctx: &RequestCtx) -> String {
+    match &ctx.route {
+        Some(r) => format!("/proxy/{}/{}", r.id, ctx.port),
+        None => String::new(),
     }
 }

@@ -17,6 +17,9 @@ mod names;
 mod outcome;
 mod routing;
 
+pub(crate) use headers::UpstreamEdits;
+pub(crate) use outcome::Finished;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -37,22 +40,40 @@ use crate::routes::{Route, RouteTable};
 use crate::target::Form;
 use outcome::is_connect_error;
 
-/// Per-request state shared by the hooks.
+/// Per-request state shared by the hooks (and by the fast path, `fast.rs`).
 #[derive(Debug)]
 pub struct RequestCtx {
-    start: Instant,
-    route: Option<Arc<Route>>,
-    form: Option<Form>,
-    port: u16,
+    pub(crate) start: Instant,
+    pub(crate) route: Option<Arc<Route>>,
+    pub(crate) form: Option<Form>,
+    pub(crate) port: u16,
     /// Path form: where the upstream target starts in the raw request target.
-    path_offset: Option<usize>,
-    upgrade: bool,
-    attempts: u32,
-    connect_failures: u32,
-    reused: bool,
+    pub(crate) path_offset: Option<usize>,
+    pub(crate) upgrade: bool,
+    pub(crate) attempts: u32,
+    pub(crate) connect_failures: u32,
+    pub(crate) reused: bool,
     /// In-flight count of this request's upstream when it connected; 0 when not counted.
-    in_flight: u32,
-    failure: Option<Failure>,
+    pub(crate) in_flight: u32,
+    pub(crate) failure: Option<Failure>,
+}
+
+impl RequestCtx {
+    pub(crate) fn new() -> Self {
+        RequestCtx {
+            start: Instant::now(),
+            route: None,
+            form: None,
+            port: 0,
+            path_offset: None,
+            upgrade: false,
+            attempts: 0,
+            connect_failures: 0,
+            reused: false,
+            in_flight: 0,
+            failure: None,
+        }
+    }
 }
 
 /// The proxy logic; one instance per proxy thread, sharing routes, metrics
@@ -61,18 +82,18 @@ pub struct RequestCtx {
 pub struct WrennProxy {
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) metrics: Arc<Metrics>,
-    connector: Arc<dyn UpstreamConnector>,
-    peer: PeerSettings,
-    domain: String,
-    connect_attempts: u32,
-    backoff: Duration,
-    max_in_flight: u32,
-    keepalive_idle_secs: u64,
-    read_timeout: Duration,
-    write_timeout: Duration,
-    websocket_idle: Duration,
-    access_log: bool,
-    denied_ports: Vec<u16>,
+    pub(crate) connector: Arc<dyn UpstreamConnector>,
+    pub(crate) peer: PeerSettings,
+    pub(crate) domain: String,
+    pub(crate) connect_attempts: u32,
+    pub(crate) backoff: Duration,
+    pub(crate) max_in_flight: u32,
+    pub(crate) keepalive_idle_secs: u64,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) websocket_idle: Duration,
+    pub(crate) access_log: bool,
+    pub(crate) denied_ports: Vec<u16>,
 }
 
 impl WrennProxy {
@@ -101,24 +122,44 @@ impl WrennProxy {
     }
 }
 
+impl WrennProxy {
+    /// Counts a failed connect attempt; whether another attempt may follow
+    /// (connect failures only: nothing was sent upstream).
+    pub(crate) fn connect_failed(&self, ctx: &mut RequestCtx, e: &Error) -> bool {
+        ctx.connect_failures += 1;
+        self.metrics.connect_attempts.inc();
+        let retry = is_connect_error(e) && ctx.connect_failures < self.connect_attempts;
+        if retry {
+            self.metrics.connect_retries.inc();
+        }
+        retry
+    }
+
+    /// Counts an upstream connection in use: pool reuse, per-sandbox open
+    /// connections and the in-flight count of its (sandbox, port).
+    pub(crate) fn connected(&self, ctx: &mut RequestCtx, reused: bool) {
+        ctx.reused = reused;
+        if reused {
+            self.metrics.upstream_reused.inc();
+        } else {
+            self.metrics.upstream_new.inc();
+            self.metrics.connect_attempts.inc();
+        }
+        // A retry after a stale pooled connection connects again: count once.
+        self.release(ctx);
+        if let Some(r) = &ctx.route {
+            ctx.in_flight = r.in_flight.acquire(ctx.port);
+            r.open.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for WrennProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            start: Instant::now(),
-            route: None,
-            form: None,
-            port: 0,
-            path_offset: None,
-            upgrade: false,
-            attempts: 0,
-            connect_failures: 0,
-            reused: false,
-            in_flight: 0,
-            failure: None,
-        }
+        RequestCtx::new()
     }
 
     /// Runs once the request headers are in: stops the header deadline.
@@ -164,12 +205,7 @@ impl ProxyHttp for WrennProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.connect_failures += 1;
-        self.metrics.connect_attempts.inc();
-        let retry = is_connect_error(&e) && ctx.connect_failures < self.connect_attempts;
-        if retry {
-            self.metrics.connect_retries.inc();
-        }
+        let retry = self.connect_failed(ctx, &e);
         e.set_retry(retry);
         e
     }
@@ -183,19 +219,7 @@ impl ProxyHttp for WrennProxy {
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.reused = reused;
-        if reused {
-            self.metrics.upstream_reused.inc();
-        } else {
-            self.metrics.upstream_new.inc();
-            self.metrics.connect_attempts.inc();
-        }
-        // A retry after a stale pooled connection connects again: count once.
-        self.release(ctx);
-        if let Some(r) = &ctx.route {
-            ctx.in_flight = r.in_flight.acquire(ctx.port);
-            r.open.fetch_add(1, Ordering::Relaxed);
-        }
+        self.connected(ctx, reused);
         Ok(())
     }
 

@@ -36,7 +36,7 @@ impl WrennProxy {
     }
 
     /// The failure class of a Pingora error; `None` when the client is gone.
-    pub(super) fn classify(&self, e: &Error, ctx: &RequestCtx) -> Option<Failure> {
+    pub(crate) fn classify(&self, e: &Error, ctx: &RequestCtx) -> Option<Failure> {
         let (id, port) = match &ctx.route {
             Some(r) => (r.id.to_string(), ctx.port),
             None => return Some(Failure::Internal),
@@ -62,7 +62,7 @@ impl WrennProxy {
     }
 
     /// Takes this request off its upstream's in-flight counters.
-    pub(super) fn release(&self, ctx: &mut RequestCtx) {
+    pub(crate) fn release(&self, ctx: &mut RequestCtx) {
         if ctx.in_flight > 0
             && let Some(r) = &ctx.route
         {
@@ -72,41 +72,67 @@ impl WrennProxy {
         }
     }
 
-    /// Metrics and the one access-log line of a finished request.
+    /// Metrics and the one access-log line of a request Pingora served.
     pub(super) fn record(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+        let req = session.req_header();
+        self.finished(
+            ctx,
+            &Finished {
+                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                bytes_in: session.body_bytes_read(),
+                bytes_out: session.body_bytes_sent(),
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                error: e.map(|e| e.etype().as_str()),
+            },
+        );
+    }
+
+    /// Metrics and the one access-log line of a finished request, whichever
+    /// path served it.
+    pub(crate) fn finished(&self, ctx: &RequestCtx, f: &Finished<'_>) {
         let m = &self.metrics;
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
-        m.record_status(status);
+        m.record_status(f.status);
         m.duration.observe(elapsed.as_secs_f64());
-        let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
-        m.request_bytes.inc_by(bytes_in as u64);
-        m.response_bytes.inc_by(bytes_out as u64);
-        if let Some(f) = &ctx.failure {
-            m.record_failure(f);
+        m.request_bytes.inc_by(f.bytes_in as u64);
+        m.response_bytes.inc_by(f.bytes_out as u64);
+        if let Some(failure) = &ctx.failure {
+            m.record_failure(failure);
         }
         if !self.access_log {
             return;
         }
-        let req = session.req_header();
         tracing::info!(
             target: "wrenn_proxy::access",
             sandbox_id = ctx.route.as_ref().map(|r| r.id.as_str()),
             port = ctx.port,
             form = ctx.form.map(Form::as_str),
-            method = req.method.as_str(),
+            method = f.method,
             // The path only: queries carry tokens.
-            path = req.uri.path(),
-            status,
-            bytes_in,
-            bytes_out,
+            path = f.path,
+            status = f.status,
+            bytes_in = f.bytes_in,
+            bytes_out = f.bytes_out,
             duration_us = elapsed.as_micros() as u64,
             attempts = ctx.attempts,
             reused = ctx.reused,
             upgrade = ctx.upgrade,
-            error = ctx.failure.as_ref().map(Failure::code).or(e.map(|e| e.etype().as_str())),
+            error = ctx.failure.as_ref().map(Failure::code).or(f.error),
         );
     }
+}
+
+/// What the access log and the metrics need of a finished request.
+pub(crate) struct Finished<'a> {
+    /// 0: nothing was written.
+    pub status: u16,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    pub method: &'a str,
+    /// Without the query.
+    pub path: &'a str,
+    pub error: Option<&'static str>,
 }
 
 /// Writes a response the proxy made itself (no body for HEAD).

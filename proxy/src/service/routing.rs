@@ -103,7 +103,7 @@ impl WrennProxy {
     /// The peer for the next connect attempt. Before a retry it sleeps
     /// `failures × backoff` and re-reads the route: a sandbox destroyed (or
     /// paused) meanwhile is answered, not dialled; a replaced one is followed.
-    pub(super) async fn attempt_peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    pub(crate) async fn attempt_peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let mut route = ctx
             .route
             .clone()

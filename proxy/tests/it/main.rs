@@ -4,6 +4,7 @@
 
 mod common;
 
+mod fast;
 mod hardening;
 mod netns;
 mod pool;
