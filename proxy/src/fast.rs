@@ -95,7 +95,6 @@ pub(crate) struct Plan {
     /// The target's path (no query), for the access log.
     path: Range<usize>,
     host: Option<Range<usize>>,
-    edits: UpstreamEdits,
 }
 
 /// Buffers a client connection keeps between requests.
@@ -163,8 +162,15 @@ impl FastPath {
         }
     }
 
-    /// The plan for a complete request head, or `None` when Pingora serves it.
-    pub(crate) fn plan(&self, head: &Bytes) -> Option<Plan> {
+    /// The plan for a complete request head from `client_ip`, with the
+    /// upstream request head written to `scratch` (all but the edits that
+    /// depend on the connection); `None` when Pingora serves it.
+    pub(crate) fn plan(
+        &self,
+        head: &Bytes,
+        client_ip: &str,
+        scratch: &mut Scratch,
+    ) -> Option<Plan> {
         let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
@@ -249,6 +255,7 @@ impl FastPath {
             .map(|p| p.as_ptr() as usize - target_bytes.as_ptr() as usize);
         ctx.route = Some(route);
         let edits = self.proxy.upstream_edits(&ctx)?;
+        upstream_head(&req, &ctx, edits, client_ip, &mut scratch.head);
         let html = failure::wants_html(accept, fetch_mode);
         let host = host.map(at);
         Some(Plan {
@@ -259,12 +266,11 @@ impl FastPath {
             html,
             path,
             host,
-            edits,
         })
     }
 
-    /// Serves a planned request on `client` (whose address is `client_ip`);
-    /// `last` when the connection ends after it anyway (request cap); it also
+    /// Serves a planned request on `client`, with `scratch` as `plan` left
+    /// it; `last` when the connection ends after it anyway (request cap); it also
     /// ends when `shutdown` is true by the time the response starts. Bytes
     /// the client sends meanwhile are appended to `read_ahead`.
     #[allow(clippy::too_many_arguments)]
@@ -272,7 +278,6 @@ impl FastPath {
         &self,
         mut plan: Plan,
         client: &mut DeadlineStream,
-        client_ip: &str,
         read_ahead: &mut BytesMut,
         scratch: &mut Scratch,
         last: bool,
@@ -283,31 +288,28 @@ impl FastPath {
         let closing = || last || *shutdown.borrow();
         let mut sent = Sent::default();
         let result = self
-            .exchange(
-                &mut plan, client, client_ip, read_ahead, scratch, &closing, &mut sent,
-            )
+            .exchange(&mut plan, client, read_ahead, scratch, &closing, &mut sent)
             .await;
         let p = &self.proxy;
-        let answer = match result {
-            Err(Fail::Broke) => {
-                let id = plan.ctx.route.as_ref().map(|r| r.id.as_str());
-                tracing::warn!(
-                    sandbox_id = id,
-                    port = plan.ctx.port,
-                    "upstream response broken before its head ended"
-                );
-                Err(Fail::Answer(upstream_failure(&plan.ctx, |id, port| {
-                    Failure::UpstreamBroke { id, port }
-                })))
-            }
-            Err(Fail::Timeout) => Err(Fail::Answer(upstream_failure(&plan.ctx, |id, port| {
-                Failure::UpstreamTimeout { id, port }
-            }))),
-            r => r,
-        };
-        let (after, error) = match answer {
+        let (after, error) = match result {
             Ok(after) => (after, None),
-            Err(Fail::Answer(f)) => {
+            Err(Fail::ClientGone(why)) => (After::Close, Some(why)),
+            Err(Fail::Abort(why)) => {
+                warn_broken(&plan.ctx, why);
+                (After::Close, Some(why))
+            }
+            Err(fail) => {
+                let f = match fail {
+                    Fail::Answer(f) => f,
+                    Fail::Timeout => upstream_failure(&plan.ctx, |id, port| {
+                        Failure::UpstreamTimeout { id, port }
+                    }),
+                    // `Broke`; `Stale` never leaves `exchange` (a retry or `Broke`).
+                    _ => {
+                        warn_broken(&plan.ctx, "before its head ended");
+                        upstream_failure(&plan.ctx, |id, port| Failure::UpstreamBroke { id, port })
+                    }
+                };
                 let (head, body) = f.response(plan.html);
                 sent.status = f.status();
                 plan.ctx.failure = Some(f);
@@ -320,20 +322,6 @@ impl FastPath {
                 }
                 let _ = self.write(client, &out, &[]).await;
                 (After::Close, None)
-            }
-            Err(Fail::Abort(why)) => {
-                // Like Pingora's error line for an app that breaks mid-response.
-                let id = plan.ctx.route.as_ref().map(|r| r.id.as_str());
-                tracing::warn!(
-                    sandbox_id = id,
-                    port = plan.ctx.port,
-                    "upstream response broken: {why}"
-                );
-                (After::Close, Some(why))
-            }
-            Err(Fail::ClientGone(why)) => (After::Close, Some(why)),
-            Err(Fail::Stale | Fail::Broke | Fail::Timeout) => {
-                (After::Close, Some("upstream broke"))
             }
         };
         p.release(&mut plan.ctx);
@@ -360,23 +348,18 @@ impl FastPath {
         &self,
         plan: &mut Plan,
         client: &mut DeadlineStream,
-        client_ip: &str,
         read_ahead: &mut BytesMut,
         scratch: &mut Scratch,
         closing: &(dyn Fn() -> bool + Sync),
         sent: &mut Sent,
     ) -> Result<After, Fail> {
         let mut up = self.connect(&mut plan.ctx).await?;
-        let close_up = self
-            .proxy
-            .upstream_edits(&plan.ctx)
-            .is_some_and(|e| e.close);
+        let close_up = self.proxy.force_close(&plan.ctx);
         let Scratch {
             up: buf,
             head: out,
             resp,
         } = scratch;
-        upstream_head(&plan.head, &plan.ctx, plan.edits, client_ip, out);
         if close_up {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -768,20 +751,15 @@ impl ClientWatch<'_> {
 }
 
 /// Writes the upstream request head (no final CRLF) to `out`: the client's
-/// request line and headers from `head` minus hop-by-hop and forwarded ones,
-/// then wrenn's.
+/// request line and headers minus hop-by-hop and forwarded ones, then wrenn's.
 fn upstream_head(
-    head: &[u8],
+    req: &httparse::Request<'_, '_>,
     ctx: &RequestCtx,
     edits: UpstreamEdits,
     client_ip: &str,
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    // `plan` parsed this head already.
-    let _ = req.parse(head);
     let target = req.path.unwrap_or("/").as_bytes();
     out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
     out.push(b' ');
@@ -864,6 +842,16 @@ fn status_line(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
 
 fn trim(v: &[u8]) -> &[u8] {
     v.trim_ascii()
+}
+
+/// The warning Pingora's error line gives for an app that breaks a response.
+fn warn_broken(ctx: &RequestCtx, why: &str) {
+    let id = ctx.route.as_ref().map(|r| r.id.as_str());
+    tracing::warn!(
+        sandbox_id = id,
+        port = ctx.port,
+        "upstream response broken: {why}"
+    );
 }
 
 /// The failure `make` builds for this request's sandbox and port.

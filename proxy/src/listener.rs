@@ -236,20 +236,18 @@ impl Conn<'_> {
         let fast = self.fast?;
         let head = match self.read_head(&mut stream).await {
             Head::Done => return None,
-            Head::TimedOut => {
-                self.metrics.header_timeouts.inc();
-                tracing::debug!(client = %self.peer, "request headers not received in time; closing");
-                return None;
-            }
+            Head::TimedOut => return self.header_timed_out(),
             Head::Complete(n) => Some(self.read_ahead.split_to(n).freeze()),
             Head::ForPingora => None,
         };
-        if let Some(plan) = head.as_ref().and_then(|h| fast.plan(h)) {
+        let planned = head
+            .as_ref()
+            .and_then(|h| fast.plan(h, &self.peer_ip, &mut self.scratch));
+        if let Some(plan) = planned {
             let last = self.served.saturating_add(1) >= self.settings.keepalive_requests;
             let served = fast.serve(
                 plan,
                 &mut stream,
-                &self.peer_ip,
                 &mut self.read_ahead,
                 &mut self.scratch,
                 last,
@@ -283,13 +281,15 @@ impl Conn<'_> {
         tokio::select! {
             biased;
             s = serve => s,
-            // Counted before the select drops (closes) the connection.
-            () = self.conn.expired() => {
-                self.metrics.header_timeouts.inc();
-                tracing::debug!(client = %self.peer, "request headers not received in time; closing");
-                None
-            }
+            () = self.conn.expired() => self.header_timed_out(),
         }
+    }
+
+    /// Counts a missed header deadline; the connection closes.
+    fn header_timed_out(&self) -> Option<Box<DeadlineStream>> {
+        self.metrics.header_timeouts.inc();
+        tracing::debug!(client = %self.peer, "request headers not received in time; closing");
+        None
     }
 
     /// Serves one request on Pingora's `HttpProxy`.

@@ -27,20 +27,25 @@ fn fast(state: RouteState, options: RouteOptions) -> FastPath {
     FastPath::new(proxy, 8)
 }
 
-fn plan_of(f: &FastPath, head: &str) -> Option<Plan> {
-    f.plan(&Bytes::copy_from_slice(head.as_bytes()))
+/// The plan for `head` and the upstream head it wrote.
+fn planned(f: &FastPath, head: &str) -> Option<(Plan, String)> {
+    let mut scratch = Scratch::default();
+    let p = f.plan(
+        &Bytes::copy_from_slice(head.as_bytes()),
+        "192.0.2.7",
+        &mut scratch,
+    )?;
+    Some((p, String::from_utf8(scratch.head).unwrap()))
 }
 
-fn upstream(p: &Plan) -> String {
-    let mut out = Vec::new();
-    upstream_head(&p.head, &p.ctx, p.edits, "192.0.2.7", &mut out);
-    String::from_utf8(out).unwrap()
+fn plan_of(f: &FastPath, head: &str) -> Option<Plan> {
+    planned(f, head).map(|(p, _)| p)
 }
 
 #[test]
 fn path_form_get_is_taken_with_the_prefix_stripped_and_forwarded_headers() {
     let f = fast(RouteState::Running, RouteOptions::default());
-    let p = plan_of(
+    let (p, up) = planned(
         &f,
         "GET /proxy/abc123/8000/a%20b/?q=1 HTTP/1.1\r\nHost: localhost:7880\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive\r\nAccept: text/html\r\nCookie: x=1\r\n\r\n",
     )
@@ -48,7 +53,7 @@ fn path_form_get_is_taken_with_the_prefix_stripped_and_forwarded_headers() {
     assert!(p.html && !p.head_only && !p.client_close);
     assert_eq!(&p.head[p.path.clone()], b"/proxy/abc123/8000/a%20b/");
     assert_eq!(
-        upstream(&p),
+        up,
         "GET /a%20b/?q=1 HTTP/1.1\r\nHost: localhost:7880\r\nAccept: text/html\r\nCookie: x=1\r\n\
          x-forwarded-host: localhost:7880\r\nx-forwarded-for: 192.0.2.7\r\n\
          x-forwarded-proto: http\r\nx-forwarded-prefix: /proxy/abc123/8000\r\n"
@@ -62,14 +67,14 @@ fn subdomain_head_with_localhost_host_policy() {
         ..RouteOptions::default()
     };
     let f = fast(RouteState::Running, options);
-    let p = plan_of(
+    let (p, up) = planned(
         &f,
         "HEAD /x?y HTTP/1.1\r\nhost: 3000-ABC123.localhost\r\nconnection: Close\r\nX-Forwarded-Prefix: /evil\r\n\r\n",
     )
     .expect("taken");
     assert!(p.head_only && p.client_close);
     assert_eq!(
-        upstream(&p),
+        up,
         "HEAD /x?y HTTP/1.1\r\nhost: localhost:3000\r\nx-forwarded-host: 3000-ABC123.localhost\r\n\
          x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n"
     );

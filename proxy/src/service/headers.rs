@@ -22,26 +22,30 @@ pub(crate) struct UpstreamEdits {
     pub localhost_host: bool,
     /// `X-Forwarded-Prefix: /proxy/<id>/<port>`; otherwise any client value is dropped.
     pub prefix: bool,
-    /// `Connection: close`: the upstream is above its in-flight cap.
-    pub close: bool,
 }
 
 impl WrennProxy {
-    /// The edits for this request's upstream request; counts a forced close.
+    /// The edits for this request's upstream request, from its route and form.
     pub(crate) fn upstream_edits(&self, ctx: &RequestCtx) -> Option<UpstreamEdits> {
         let route = ctx.route.as_ref()?;
         // Path form: the prefix is stripped unless the app serves under it.
         let strip = route.options.prefix_policy(ctx.port) == PrefixPolicy::Strip;
-        let close = !ctx.upgrade && ctx.in_flight > self.max_in_flight;
-        if close {
-            self.metrics.forced_close.inc();
-        }
         Some(UpstreamEdits {
             strip_from: ctx.path_offset.filter(|_| strip),
             localhost_host: route.options.host_policy(ctx.port) == HostPolicy::Localhost,
             prefix: ctx.form == Some(Form::Path) && strip,
-            close,
         })
+    }
+
+    /// Whether the upstream request carries `Connection: close` because its
+    /// (sandbox, port) is above the in-flight cap (known once connected);
+    /// counts it.
+    pub(crate) fn force_close(&self, ctx: &RequestCtx) -> bool {
+        let close = !ctx.upgrade && ctx.in_flight > self.max_in_flight;
+        if close {
+            self.metrics.forced_close.inc();
+        }
+        close
     }
 
     /// Shapes the request sent upstream (after Pingora dropped hop-by-hop headers).
@@ -77,7 +81,7 @@ impl WrennProxy {
         } else if up.headers.contains_key(&names::X_FORWARDED_PREFIX) {
             up.remove_header(&names::X_FORWARDED_PREFIX);
         }
-        if edits.close {
+        if self.force_close(ctx) {
             up.insert_header(header::CONNECTION, HeaderValue::from_static("close"))?;
         }
         Ok(())
