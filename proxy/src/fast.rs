@@ -47,6 +47,7 @@ mod pool;
 
 use std::io;
 use std::ops::Range;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -55,6 +56,7 @@ use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::deadline::DeadlineStream;
 use crate::failure::{self, Failure};
@@ -106,6 +108,9 @@ pub(crate) struct Scratch {
     head: Vec<u8>,
     /// The client response head.
     resp: Vec<u8>,
+    /// The upstream read timeout, made at the first read and moved later for
+    /// each (see `listener::Conn::timer`).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// What the connection does after a request.
@@ -173,9 +178,12 @@ impl FastPath {
     ) -> Option<Plan> {
         let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
-            return None;
-        };
+        // The listener cut the head at its first blank line; a head that
+        // httparse ends elsewhere goes to Pingora, which reads it again.
+        match req.parse(head) {
+            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+            _ => return None,
+        }
         if req.version != Some(1) {
             return None;
         }
@@ -359,6 +367,7 @@ impl FastPath {
             up: buf,
             head: out,
             resp,
+            timer,
         } = scratch;
         if close_up {
             out.extend_from_slice(b"connection: close\r\n");
@@ -368,6 +377,7 @@ impl FastPath {
             client,
             read_ahead,
             open: true,
+            timer,
         };
         let head = loop {
             buf.clear();
@@ -712,6 +722,7 @@ struct ClientWatch<'a> {
     read_ahead: &'a mut BytesMut,
     /// Still watching: the client has sent nothing since the head.
     open: bool,
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
 }
 
 enum UpRead {
@@ -728,24 +739,40 @@ impl ClientWatch<'_> {
         timeout: Option<Duration>,
     ) -> Result<usize, UpRead> {
         buf.reserve(READ_SIZE);
+        let ClientWatch {
+            client,
+            read_ahead,
+            open,
+            timer,
+        } = self;
         let read = async {
             loop {
                 tokio::select! {
                     biased;
                     r = up.read_buf(buf) => return r.map_err(|_| UpRead::Io),
-                    r = self.client.read_buf(self.read_ahead), if self.open => match r {
+                    r = client.read_buf(*read_ahead), if *open => match r {
                         Ok(0) | Err(_) => return Err(UpRead::Client),
                         // Pipelined: kept for the next request; stop watching.
-                        Ok(_) => self.open = false,
+                        Ok(_) => *open = false,
                     },
                 }
             }
         };
-        match timeout {
-            None => read.await,
-            Some(t) => tokio::time::timeout(t, read)
-                .await
-                .unwrap_or(Err(UpRead::Timeout)),
+        let Some(t) = timeout else {
+            return read.await;
+        };
+        let until = tokio::time::Instant::now() + t;
+        let timer = match timer {
+            Some(timer) => {
+                timer.as_mut().reset(until);
+                timer
+            }
+            None => timer.insert(Box::pin(tokio::time::sleep_until(until))),
+        };
+        tokio::select! {
+            biased;
+            r = read => r,
+            () = timer.as_mut() => Err(UpRead::Timeout),
         }
     }
 }

@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use pingora_proxy::HttpProxy;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+use tokio::time::Sleep;
 
 use crate::deadline::{ConnState, DeadlineStream};
 use crate::fast::{After, FastPath, MAX_REQUEST_HEAD, REQUEST_HEADERS, Scratch};
@@ -99,13 +101,22 @@ pub(crate) async fn accept_loop(
     settings: Arc<ConnSettings>,
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
-    shutdown: watch::Receiver<bool>,
+    shutdown_global: watch::Receiver<bool>,
 ) {
     if let Some(fast) = &fast {
         let fast = fast.clone();
         // Ends with the thread's runtime.
         tokio::spawn(async move { fast.sweep_idle().await });
     }
+    // Connections watch a copy of the shutdown signal that belongs to this
+    // thread: the global channel's lock and wait list are shared by every
+    // proxy thread, and every request and idle wait touches them.
+    let (local_tx, shutdown) = watch::channel(*shutdown_global.borrow());
+    let mut global = shutdown_global;
+    tokio::spawn(async move {
+        stopped(&mut global).await;
+        let _ = local_tx.send(true);
+    });
     let mut stop = shutdown.clone();
     loop {
         tokio::select! {
@@ -171,6 +182,7 @@ async fn serve(
 
     let conn = Arc::new(ConnState::new(settings.header_timeout));
     let mut stream = Box::new(DeadlineStream::new(l4, conn.clone()));
+    let deadline = Instant::now() + settings.header_timeout;
     let mut c = Conn {
         peer,
         peer_ip: peer.ip().to_string(),
@@ -179,11 +191,12 @@ async fn serve(
         settings,
         metrics,
         conn: &conn,
-        shutdown: &shutdown,
+        shutdown,
         read_ahead: BytesMut::new(),
         scratch: Scratch::default(),
         served: 0,
-        deadline: Instant::now() + settings.header_timeout,
+        deadline,
+        timer: Box::pin(tokio::time::sleep_until(deadline.into())),
     };
     if c.fast.is_none() {
         conn.arm();
@@ -198,7 +211,7 @@ async fn serve(
         let Some(next) = next else { return };
         stream = next;
         c.served += 1;
-        if c.served >= settings.keepalive_requests || *shutdown.borrow() {
+        if c.served >= settings.keepalive_requests || *c.shutdown.borrow() {
             return;
         }
         if c.fast.is_none() {
@@ -217,13 +230,19 @@ struct Conn<'a> {
     settings: &'a ConnSettings,
     metrics: &'a Metrics,
     conn: &'a Arc<ConnState>,
-    shutdown: &'a watch::Receiver<bool>,
+    /// This thread's copy of the shutdown signal.
+    shutdown: watch::Receiver<bool>,
     /// Client bytes read and not yet served.
     read_ahead: BytesMut,
     scratch: Scratch,
     served: u32,
     /// When the current request's head must be in (fast path).
     deadline: Instant,
+    /// The wait for the next request's head (fast path). One per connection,
+    /// moved later for each request: tokio extends a registered timer's
+    /// deadline with a compare-and-swap, where a new timer per request went
+    /// into the runtime's timer wheel and out again.
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Conn<'_> {
@@ -251,7 +270,7 @@ impl Conn<'_> {
                 &mut self.read_ahead,
                 &mut self.scratch,
                 last,
-                self.shutdown,
+                &self.shutdown,
             );
             return match served.await {
                 After::KeepAlive => Some(stream),
@@ -304,7 +323,7 @@ impl Conn<'_> {
         session.set_keepalive_reuses_remaining(Some(left));
         // Delivered to the proxy's `on_connection_reuse`, which stops the deadline.
         session.set_connection_user_context(Some(Box::new(self.conn.clone())));
-        let reused = self.app.process_new_http(session, self.shutdown).await?;
+        let reused = self.app.process_new_http(session, &self.shutdown).await?;
         let (stream, _persistent) = reused.consume();
         stream.into_any().downcast::<DeadlineStream>().ok()
     }
@@ -316,40 +335,41 @@ impl Conn<'_> {
         let buf = &mut self.read_ahead;
         let mut started = self.served == 0;
         let idle = Duration::from_secs(self.settings.keepalive_idle_secs);
-        let mut shutdown = self.shutdown.clone();
         loop {
             if !buf.is_empty() {
                 if !started {
                     started = true;
                     self.deadline = Instant::now() + self.settings.header_timeout;
                 }
-                let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS];
-                match httparse::Request::new(&mut headers).parse(buf) {
-                    Ok(httparse::Status::Complete(n)) => return Head::Complete(n),
-                    Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_HEAD => {}
+                match head_len(buf) {
+                    Ok(Some(n)) => return Head::Complete(n),
+                    Ok(None) if buf.len() < MAX_REQUEST_HEAD => {}
                     _ => return Head::ForPingora,
                 }
             }
             buf.reserve(4096);
+            // The header deadline once the head has started, else the idle
+            // limit before it.
+            let until = if started {
+                self.deadline
+            } else {
+                Instant::now() + idle
+            };
+            self.timer.as_mut().reset(until.into());
             let n = if buf.is_empty() {
                 // Between requests (or before the first byte): the proxy
                 // shutting down ends the connection.
-                let wait = if started {
-                    tokio::time::sleep_until(self.deadline.into())
-                } else {
-                    tokio::time::sleep(idle)
-                };
                 tokio::select! {
                     biased;
                     r = stream.read_buf(buf) => r,
-                    () = stopped(&mut shutdown) => return Head::Done,
-                    () = wait => return if started { Head::TimedOut } else { Head::Done },
+                    () = stopped(&mut self.shutdown) => return Head::Done,
+                    () = self.timer.as_mut() => return if started { Head::TimedOut } else { Head::Done },
                 }
             } else {
                 tokio::select! {
                     biased;
                     r = stream.read_buf(buf) => r,
-                    () = tokio::time::sleep_until(self.deadline.into()) => return Head::TimedOut,
+                    () = self.timer.as_mut() => return Head::TimedOut,
                 }
             };
             match n {
@@ -357,6 +377,27 @@ impl Conn<'_> {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// The length of the complete request head at the start of `buf`, which
+/// ends at its first blank line (lines end in CRLF or, as httparse accepts,
+/// a bare LF): `Ok(None)` while incomplete, `Err` when it cannot be a
+/// request head. The fast path's parse then checks the length it finds.
+fn head_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+    for p in memchr::memchr_iter(b'\n', buf) {
+        match &buf[p + 1..] {
+            [b'\n', ..] => return Ok(Some(p + 2)),
+            [b'\r', b'\n', ..] => return Ok(Some(p + 3)),
+            _ => {}
+        }
+    }
+    // Not complete yet: refuse what is already not a request.
+    let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS];
+    match httparse::Request::new(&mut headers).parse(buf) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(()),
     }
 }
 
@@ -370,4 +411,40 @@ enum Head {
     TimedOut,
     /// Closed, idle too long, or the proxy is shutting down.
     Done,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_len;
+
+    #[test]
+    fn a_head_ends_at_its_first_blank_line() {
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(head_len(get), Ok(Some(get.len())));
+        // Pipelined: only the first head.
+        let two = [&get[..], &get[..]].concat();
+        assert_eq!(head_len(&two), Ok(Some(get.len())));
+        // Bare LFs, and a bare-LF head before a CRLF one.
+        let lf = b"GET / HTTP/1.1\nHost: a\n\n";
+        assert_eq!(head_len(&[&lf[..], &get[..]].concat()), Ok(Some(lf.len())));
+        let mixed = b"GET / HTTP/1.1\nHost: a\n\r\n";
+        assert_eq!(
+            head_len(&[&mixed[..], &get[..]].concat()),
+            Ok(Some(mixed.len()))
+        );
+        // The same lengths as httparse.
+        for head in [&get[..], &lf[..], &mixed[..]] {
+            let mut headers = [httparse::EMPTY_HEADER; 8];
+            let parsed = httparse::Request::new(&mut headers).parse(head).unwrap();
+            assert_eq!(parsed, httparse::Status::Complete(head.len()));
+        }
+    }
+
+    #[test]
+    fn an_unfinished_head_waits_and_garbage_is_refused_early() {
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), Ok(None));
+        assert_eq!(head_len(b"GET"), Ok(None));
+        assert_eq!(head_len(b"\x00\x01 binary"), Err(()));
+    }
 }
