@@ -825,27 +825,14 @@ fn upstream_head(
     if edits.prefix
         && let Some(route) = &ctx.route
     {
-        out.extend_from_slice(b"x-forwarded-prefix: /proxy/");
-        out.extend_from_slice(route.id.as_str().as_bytes());
-        out.push(b'/');
-        push_u16(out, ctx.port);
+        out.extend_from_slice(b"x-forwarded-prefix: ");
+        target::push_path_prefix(out, route.id.as_str(), ctx.port);
         out.extend_from_slice(b"\r\n");
     }
 }
 
 fn push_u16(out: &mut Vec<u8>, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn pool_key(ctx: &RequestCtx) -> Option<u64> {

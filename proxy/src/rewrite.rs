@@ -34,8 +34,10 @@ pub struct RewriteCtx<'a> {
 
 impl RewriteCtx<'_> {
     /// `/proxy/<id>/<port>`.
-    pub fn prefix(&self) -> String {
-        format!("/proxy/{}/{}", self.id, self.port)
+    pub fn prefix(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::target::push_path_prefix(&mut out, self.id, self.port);
+        out
     }
 
     /// The new value of the response header `name` (any case), when
@@ -92,7 +94,7 @@ impl RewriteCtx<'_> {
     /// A root-relative URL, per form; `None` when it stays.
     fn root_relative(&self, v: &[u8]) -> Option<Vec<u8>> {
         let prefix = self.prefix();
-        let prefix = prefix.as_bytes();
+        let prefix = &prefix[..];
         let rest = strip_prefix(v, prefix);
         match self.form {
             Form::Path if rest.is_some() => None,
@@ -192,14 +194,14 @@ impl RewriteCtx<'_> {
                 continue;
             }
             let value = trim(&part[eq + 1..]);
-            if value.first() != Some(&b'/') || strip_prefix(value, prefix.as_bytes()).is_some() {
+            if value.first() != Some(&b'/') || strip_prefix(value, &prefix).is_some() {
                 continue;
             }
             let value_start =
                 part_start + eq + 1 + (part[eq + 1..].len() - trim_start(&part[eq + 1..]).len());
             let mut new = Vec::with_capacity(v.len() + prefix.len());
             new.extend_from_slice(&v[..value_start]);
-            new.extend_from_slice(prefix.as_bytes());
+            new.extend_from_slice(&prefix);
             new.extend_from_slice(&v[value_start..]);
             out = Some(new);
             break;

@@ -78,6 +78,14 @@ pub struct RequestView<'a> {
 
 pub const PATH_PREFIX: &[u8] = b"/proxy/";
 
+/// Appends `/proxy/<id>/<port>`: the path form's prefix of a sandbox port.
+pub fn push_path_prefix(out: &mut Vec<u8>, id: &str, port: u16) {
+    out.extend_from_slice(PATH_PREFIX);
+    out.extend_from_slice(id.as_bytes());
+    out.push(b'/');
+    out.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
+}
+
 /// Reads a request. `domain` is the configured subdomain-routing domain.
 pub fn parse<'a>(domain: &str, req: RequestView<'a>) -> Parsed<'a> {
     let (authority, path) = split_target(req.target);

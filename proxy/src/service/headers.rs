@@ -9,7 +9,7 @@ use pingora_proxy::Session;
 use super::{RequestCtx, WrennProxy, names};
 use crate::rewrite::RewriteCtx;
 use crate::routes::{HostPolicy, PrefixPolicy};
-use crate::target::Form;
+use crate::target::{Form, push_path_prefix};
 
 /// How the request sent upstream differs from the client's, decided once for
 /// both the Pingora path and the fast path (`fast.rs`).
@@ -77,7 +77,11 @@ impl WrennProxy {
         }
         up.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         if edits.prefix {
-            up.insert_header("x-forwarded-prefix", prefix_of(ctx))?;
+            let mut prefix = Vec::new();
+            if let Some(r) = &ctx.route {
+                push_path_prefix(&mut prefix, r.id.as_str(), ctx.port);
+            }
+            up.insert_header("x-forwarded-prefix", prefix)?;
         } else if up.headers.contains_key(&names::X_FORWARDED_PREFIX) {
             up.remove_header(&names::X_FORWARDED_PREFIX);
         }
@@ -146,13 +150,5 @@ impl WrennProxy {
             }
         }
         Ok(())
-    }
-}
-
-/// `/proxy/<id>/<port>`: the path-form prefix of this request's sandbox port.
-fn prefix_of(ctx: &RequestCtx) -> String {
-    match &ctx.route {
-        Some(r) => format!("/proxy/{}/{}", r.id, ctx.port),
-        None => String::new(),
     }
 }
