@@ -211,15 +211,16 @@ pub fn pty(p: &Platform) {
     term.resize(33, 101);
     crate::common::eventually(T, "the remote side to see 33 rows, 101 columns", || {
         let m = term.mark();
-        term.send("stty size\r");
+        // Tagged, because readline redrawing its line for the SIGWINCH can
+        // put the answer on the line of the echoed command.
+        term.send("echo size=$(stty size)\r");
         let seen = term.expect(m, "a size", |t| {
-            t.lines()
-                .map(str::trim_end)
-                .find(|l| {
-                    let v: Vec<&str> = l.split(' ').collect();
-                    v.len() == 2 && v.iter().all(|n| n.parse::<u16>().is_ok())
-                })
-                .map(str::to_owned)
+            t.match_indices("size=").find_map(|(i, _)| {
+                let rest = t[i + 5..].lines().next()?.trim_end();
+                let v: Vec<&str> = rest.split(' ').collect();
+                (v.len() == 2 && v.iter().all(|n| n.parse::<u16>().is_ok()))
+                    .then(|| rest.to_owned())
+            })
         });
         (seen == "33 101").then_some(())
     });
