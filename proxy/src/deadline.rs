@@ -21,21 +21,22 @@
 //! `read_timeout_secs`.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -142,21 +143,30 @@ const WRITE_BUFFER: usize = 4096;
 
 /// A client socket that tells its [`ConnState`] when a request's first byte
 /// arrives, with a small write buffer (Pingora's own listeners have one too).
+///
+/// It holds the tokio socket itself rather than Pingora's L4 `Stream`, which
+/// times every read and write that waits (two clock reads each) for digests
+/// nothing here reads; this type gives Pingora what it asks of a downstream
+/// stream (socket digest, timing digest with the accept time, shutdown).
 #[derive(Debug)]
 pub(crate) struct DeadlineStream {
-    inner: BufWriter<L4Stream>,
+    inner: BufWriter<TcpStream>,
     conn: Arc<ConnState>,
     /// Read before Pingora got the connection (the fast path reads each
     /// request head first): returned by the next reads, before the socket's.
     replay: Bytes,
+    accepted: SystemTime,
+    socket_digest: Option<Arc<SocketDigest>>,
 }
 
 impl DeadlineStream {
-    pub(crate) fn new(inner: L4Stream, conn: Arc<ConnState>) -> Self {
+    pub(crate) fn new(inner: TcpStream, conn: Arc<ConnState>) -> Self {
         DeadlineStream {
             inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
             conn,
             replay: Bytes::new(),
+            accepted: SystemTime::now(),
+            socket_digest: None,
         }
     }
 
@@ -224,14 +234,14 @@ impl AsyncWrite for DeadlineStream {
 #[async_trait]
 impl Shutdown for DeadlineStream {
     async fn shutdown(&mut self) {
-        let _ = self.inner.flush().await;
-        Shutdown::shutdown(self.inner.get_mut()).await;
+        // Flushes the write buffer first.
+        let _ = AsyncWriteExt::shutdown(&mut self.inner).await;
     }
 }
 
 impl UniqueID for DeadlineStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.get_ref().id()
+        self.inner.get_ref().as_raw_fd()
     }
 }
 
@@ -242,35 +252,28 @@ impl Peek for DeadlineStream {}
 
 impl GetTimingDigest for DeadlineStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_ref().get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_ref().get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_ref().get_write_pending_time()
+        vec![Some(TimingDigest {
+            established_ts: self.accepted,
+            establishment_duration: None,
+            offload_wait_duration: None,
+        })]
     }
 }
 
 impl GetProxyDigest for DeadlineStream {
+    /// Clients connect directly (no PROXY protocol).
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_ref().get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.get_mut().set_proxy_digest(digest);
+        None
     }
 }
 
 impl GetSocketDigest for DeadlineStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_ref().get_socket_digest()
+        self.socket_digest.clone()
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.get_mut().set_socket_digest(digest);
+        self.socket_digest = Some(Arc::new(digest));
     }
 }
 

@@ -22,9 +22,12 @@
 //!   (`rewrite.rs`), error pages (`failure.rs`), metrics and the access log
 //!   (`finished`).
 //! - New upstream connections are dialled by Pingora's `TransportConnector`
-//!   with the same peers as the Pingora path (timeouts, the netns dialer);
-//!   idle ones wait in a pool per proxy thread ([`pool::Pool`]) keyed by the
-//!   peer's `reuse_hash`, so per sandbox generation and port.
+//!   with the same peers as the Pingora path (timeouts, the netns dialer),
+//!   then used as plain tokio sockets ([`into_tcp`]), as client connections
+//!   are (`DeadlineStream`): Pingora's L4 stream reads the clock around
+//!   every read and write that waits. Idle ones wait in a pool per proxy
+//!   thread ([`pool::Pool`]) keyed by the peer's `reuse_hash`, so per
+//!   sandbox generation and port.
 //! - The response head is parsed (httparse) and rewritten; the body is
 //!   passed through as it arrives: `Content-Length`, chunked (followed by
 //!   [`chunked::Chunked`], sent as is) or, without either, until the
@@ -47,6 +50,7 @@ mod pool;
 
 use std::io;
 use std::ops::Range;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -54,7 +58,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::FutureExt;
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::Stream;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
@@ -418,7 +424,7 @@ impl FastPath {
     }
 
     /// An upstream connection: an idle pooled one, else a new one.
-    async fn connect(&self, ctx: &mut RequestCtx) -> Result<Stream, Fail> {
+    async fn connect(&self, ctx: &mut RequestCtx) -> Result<TcpStream, Fail> {
         if let Some(key) = pool_key(ctx)
             && let Some(s) = self.pool.take(key, self.proxy.peer.idle_timeout)
         {
@@ -431,7 +437,7 @@ impl FastPath {
 
     /// A new upstream connection, with the connect retry rules the Pingora
     /// path has (`attempt_peer`, `connect_failed`).
-    async fn dial(&self, ctx: &mut RequestCtx) -> Result<Stream, Fail> {
+    async fn dial(&self, ctx: &mut RequestCtx) -> Result<TcpStream, Fail> {
         loop {
             let peer = match self.proxy.attempt_peer(ctx).await {
                 Ok(p) => p,
@@ -443,7 +449,11 @@ impl FastPath {
             match self.connector.new_stream(&*peer).await {
                 Ok(s) => {
                     self.proxy.connected(ctx, false);
-                    return Ok(s);
+                    return into_tcp(s).map_err(|e| {
+                        let id = ctx.route.as_ref().map(|r| r.id.as_str());
+                        tracing::warn!(sandbox_id = id, port = ctx.port, error = %e, "cannot take over a new upstream connection");
+                        Fail::Answer(Failure::Internal)
+                    });
                 }
                 Err(e) => {
                     if !self.proxy.connect_failed(ctx, &e) {
@@ -462,7 +472,7 @@ impl FastPath {
     /// in `buf` (informational responses are passed to the client).
     async fn send_and_read_head(
         &self,
-        up: &mut Stream,
+        up: &mut TcpStream,
         request: &[u8],
         buf: &mut BytesMut,
         watch: &mut ClientWatch<'_>,
@@ -507,7 +517,7 @@ impl FastPath {
     /// said, and the upstream connection may be reused.
     async fn relay(
         &self,
-        up: &mut Stream,
+        up: &mut TcpStream,
         watch: &mut ClientWatch<'_>,
         buf: &mut BytesMut,
         body: &mut Body,
@@ -579,6 +589,28 @@ impl FastPath {
             Err(_) => Err(io::ErrorKind::TimedOut.into()),
         }
     }
+}
+
+/// The socket of a connection Pingora's connector opened, as a plain tokio
+/// `TcpStream`. Pingora's L4 `Stream` times every read and write that waits
+/// (two clock reads each) for digests the fast path never reads, behind a
+/// trait object. Taking it over costs a `dup` and Pingora's handle closing
+/// (its `epoll_ctl` and `close`), once per new upstream connection; the
+/// socket, its options and its peer are unchanged.
+#[allow(unsafe_code)]
+fn into_tcp(stream: Stream) -> io::Result<TcpStream> {
+    let l4 = stream
+        .into_any()
+        .downcast::<L4Stream>()
+        .map_err(|_| io::Error::other("not a plain TCP connection"))?;
+    // SAFETY: the descriptor is open and owned by `l4`, which outlives the
+    // borrow; the duplicate is a new descriptor owned by the result.
+    let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) }.try_clone_to_owned()?;
+    drop(l4);
+    let std = std::net::TcpStream::from(fd);
+    // Shares the file status flags, so it is non-blocking already.
+    std.set_nonblocking(true)?;
+    TcpStream::from_std(std)
 }
 
 /// Status and body bytes sent to the client.
@@ -734,7 +766,7 @@ enum UpRead {
 impl ClientWatch<'_> {
     async fn read_upstream(
         &mut self,
-        up: &mut Stream,
+        up: &mut TcpStream,
         buf: &mut BytesMut,
         timeout: Option<Duration>,
     ) -> Result<usize, UpRead> {

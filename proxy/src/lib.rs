@@ -57,7 +57,8 @@
 //!   expire within the 4 s idle timeout and are never handed to another
 //!   generation (different pool key).
 //! - Edge mode (forwarding to the host that owns a sandbox) comes with multi-host.
-#![forbid(unsafe_code)]
+// One audited exception: `fast::into_tcp` duplicates a descriptor Pingora owns.
+#![deny(unsafe_code)]
 
 mod admin;
 pub mod config;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::l4::ext::set_tcp_keepalive;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest, TcpKeepalive};
 use pingora_proxy::HttpProxy;
 use tokio::io::AsyncReadExt;
@@ -166,22 +166,23 @@ async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let fd = tcp.as_raw_fd();
-    let mut l4 = L4Stream::from(tcp);
-    let digest = SocketDigest::from_raw_fd(fd);
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    l4.set_socket_digest(digest);
     // Finds clients that vanished without a FIN (idle WebSockets included).
-    let _ = l4.set_keepalive(&TcpKeepalive {
-        idle: Duration::from_secs(60),
-        interval: Duration::from_secs(10),
-        count: 6,
-        #[cfg(target_os = "linux")]
-        user_timeout: Duration::ZERO,
-    });
+    let _ = set_tcp_keepalive(
+        &tcp,
+        &TcpKeepalive {
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            count: 6,
+            #[cfg(target_os = "linux")]
+            user_timeout: Duration::ZERO,
+        },
+    );
+    let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
 
     let conn = Arc::new(ConnState::new(settings.header_timeout));
-    let mut stream = Box::new(DeadlineStream::new(l4, conn.clone()));
+    let mut stream = Box::new(DeadlineStream::new(tcp, conn.clone()));
+    stream.set_socket_digest(digest);
     let deadline = Instant::now() + settings.header_timeout;
     let mut c = Conn {
         peer,

@@ -13,9 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use pingora_core::protocols::Stream;
-use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// How often idle connections are checked for expiry and upstream closes.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -29,7 +27,7 @@ pub(crate) struct Pool {
 #[derive(Default)]
 struct Idle {
     /// Most recently used last.
-    by_key: HashMap<u64, Vec<(Stream, Instant)>>,
+    by_key: HashMap<u64, Vec<(TcpStream, Instant)>>,
     count: usize,
 }
 
@@ -42,14 +40,14 @@ impl Pool {
     }
 
     /// The most recently used live connection for `key` idle less than `max_idle`.
-    pub(crate) fn take(&self, key: u64, max_idle: Duration) -> Option<Stream> {
+    pub(crate) fn take(&self, key: u64, max_idle: Duration) -> Option<TcpStream> {
         let mut idle = self.lock();
         let Idle { by_key, count } = &mut *idle;
         let list = by_key.get_mut(&key)?;
         let mut found = None;
-        while let Some((mut stream, since)) = list.pop() {
+        while let Some((stream, since)) = list.pop() {
             *count -= 1;
-            if since.elapsed() < max_idle && still_idle(&mut stream) {
+            if since.elapsed() < max_idle && still_idle(&stream) {
                 found = Some(stream);
                 break;
             }
@@ -61,7 +59,7 @@ impl Pool {
     }
 
     /// Keeps `stream` for reuse unless the pool is full (then it closes).
-    pub(crate) fn put(&self, key: u64, stream: Stream) {
+    pub(crate) fn put(&self, key: u64, stream: TcpStream) {
         let mut idle = self.lock();
         if idle.count >= self.capacity {
             return;
@@ -81,7 +79,7 @@ impl Pool {
         let Idle { by_key, count } = &mut *idle;
         by_key.retain(|_, list| {
             let before = list.len();
-            list.retain_mut(|(stream, since)| since.elapsed() < max_idle && still_idle(stream));
+            list.retain(|(stream, since)| since.elapsed() < max_idle && still_idle(stream));
             *count -= before - list.len();
             !list.is_empty()
         });
@@ -101,25 +99,24 @@ impl Pool {
 
 /// Whether an idle connection is still open and silent: a read that would
 /// block. EOF, an error or unexpected bytes mean it cannot carry a request.
-fn still_idle(stream: &mut Stream) -> bool {
+fn still_idle(stream: &TcpStream) -> bool {
+    // Without readiness, tokio answers WouldBlock without a system call.
     let mut byte = [0u8; 1];
-    tokio::task::unconstrained(stream.read(&mut byte))
-        .now_or_never()
-        .is_none()
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora_core::protocols::l4::stream::Stream as L4Stream;
+    use std::os::fd::AsRawFd;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
-    async fn pair(l: &TcpListener) -> (Stream, TcpStream) {
+    async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
         let addr = l.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
-        (Box::new(L4Stream::from(client)), server)
+        (client, server)
     }
 
     #[tokio::test]
@@ -128,10 +125,10 @@ mod tests {
         let pool = Pool::new(3);
         let long = Duration::from_secs(60);
         let (a, _a_server) = pair(&l).await;
-        let a_id = a.id();
+        let a_id = a.as_raw_fd();
         pool.put(1, a);
         assert!(pool.take(2, long).is_none(), "another key never gets it");
-        assert_eq!(pool.take(1, long).map(|s| s.id()), Some(a_id));
+        assert_eq!(pool.take(1, long).map(|s| s.as_raw_fd()), Some(a_id));
         assert_eq!(pool.len(), 0);
 
         // Closed by the upstream while idle: not handed out.
