@@ -607,10 +607,9 @@ fn into_tcp(stream: Stream) -> io::Result<TcpStream> {
     // borrow; the duplicate is a new descriptor owned by the result.
     let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) }.try_clone_to_owned()?;
     drop(l4);
-    let std = std::net::TcpStream::from(fd);
-    // Shares the file status flags, so it is non-blocking already.
-    std.set_nonblocking(true)?;
-    TcpStream::from_std(std)
+    // `from_std` needs a non-blocking socket: the duplicate shares the file
+    // status flags of Pingora's (tokio's) descriptor, so it is one already.
+    TcpStream::from_std(std::net::TcpStream::from(fd))
 }
 
 /// Status and body bytes sent to the client.
