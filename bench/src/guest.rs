@@ -271,6 +271,7 @@ struct Guest {
 
 impl Guest {
     fn start(bin: &Path) -> anyhow::Result<Self> {
+        // runs: -; the guest agent built here
         let mut child = Command::new(bin)
             .args([
                 "--listen",

@@ -142,6 +142,7 @@ async fn warm_exec(
         let mut cli = Latencies::new("`wrenn exec <id> -- true`, whole CLI", n_cli);
         for _ in 0..n_cli {
             let t = Instant::now();
+            // runs: -; the wrenn binary built here
             let out = tokio::process::Command::new(&wrenn)
                 .args(["exec", "--control", &control, &sb.id, "--", "true"])
                 .env("WRENN_DIR", &p.dir)

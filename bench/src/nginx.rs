@@ -27,6 +27,7 @@ impl Nginx {
         let conf = render(&prefix, workers, upstream, listen);
         let conf_path = prefix.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
+        // runs: nginx
         let child = Command::new(nginx_bin())
             .arg("-p")
             .arg(&prefix)

@@ -69,6 +69,7 @@ pub fn upstream_bin() -> anyhow::Result<PathBuf> {
     }
     println!("building the bench upstream for {MUSL}…");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // runs: cargo
     let status = Command::new(&cargo)
         .current_dir(workspace())
         .args([

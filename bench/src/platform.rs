@@ -92,6 +92,7 @@ impl Platform {
                 1024 * crate::cores()
             ),
         )?;
+        // runs: -; the wrenn binary built here
         let child = Command::new(&wrenn)
             .arg("up")
             .arg("--dir")

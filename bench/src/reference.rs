@@ -26,6 +26,7 @@ impl RefProxy {
         upstream: SocketAddr,
     ) -> anyhow::Result<Self> {
         let [listen] = crate::platform::free_ports::<1>()?;
+        // runs: -; this wrenn-bench binary, as a reference proxy
         let child = Command::new(std::env::current_exe()?)
             .args([
                 subcommand,

@@ -134,6 +134,7 @@ fn chromium_browses_http_server_through_both_url_forms() {
         "entries": ["hello.txt", "sub/"],
         "artifacts": artifacts,
     });
+    // runs: node chromium; the script starts Debian's chromium
     let out = Command::new("node")
         .arg(e2e_dir().join("browse.mjs"))
         .arg(spec.to_string())

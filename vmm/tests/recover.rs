@@ -60,6 +60,7 @@ async fn killing_the_owner_mid_create_leaves_nothing_after_recovery() {
     std::fs::create_dir_all(&dir).unwrap();
     wrenn_vmm::image::build_busybox(&dir, "busybox").unwrap();
 
+    // runs: -; this test binary, as the owning process
     let mut owner = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

@@ -178,6 +178,7 @@ mod tests {
         // own wait.
         let err = reaper
             .spawn(|| {
+                // runs: -; a path that does not exist, on purpose
                 Command::new("/nonexistent/program")
                     .spawn()
                     .map(|c| (c.id(), ()))

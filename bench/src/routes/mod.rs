@@ -238,6 +238,7 @@ impl WatchingProxy {
         std::fs::write(&config, "upstream_connect = \"direct\"\n")?;
         let [listen, admin] = crate::platform::free_ports::<2>()?;
         let log = std::fs::File::create(dir.join("proxy.out"))?;
+        // runs: -; the wrenn binary built here
         let child = Command::new(crate::paths::wrenn_bin()?)
             .arg("proxy")
             .arg("--config")

@@ -282,6 +282,7 @@ impl Runtime for FirecrackerRuntime {
             path: st.dir.log(),
             source,
         })?;
+        // runs: -; Firecracker, which no Debian package gives (configured path)
         let mut cmd = Command::new(&inner.cfg.firecracker_bin);
         cmd.arg("--api-sock")
             .arg(&sock)

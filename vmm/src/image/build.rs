@@ -198,6 +198,7 @@ fn populate_busybox(root: &Path, busybox: &Path) -> Result<()> {
     std::os::unix::fs::chown(&home, Some(1000), Some(1000)).map_err(io_err("chown", &home))?;
     let bin = root.join("bin/busybox");
     fs::copy(busybox, &bin).map_err(io_err("copy busybox to", &bin))?;
+    // runs: busybox
     let list = run(Command::new(busybox).arg("--list-full"), busybox, &[])?;
     for applet in list
         .lines()

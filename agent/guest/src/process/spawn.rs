@@ -45,6 +45,7 @@ struct ChildIds {
 
 /// Starts `spec` in a new session; its exit status arrives through `reaper`.
 pub fn spawn(spec: &SpawnSpec, reaper: &Reaper) -> Result<Spawned, SpawnError> {
+    // runs: -; the program a client asked for, inside the sandbox
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()

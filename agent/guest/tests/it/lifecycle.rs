@@ -96,6 +96,7 @@ fn busybox_root(bin: &Path) -> tempfile::TempDir {
         "{busybox} is not static: install busybox-static"
     );
     std::fs::copy(busybox, r.join("bin/busybox")).unwrap();
+    // runs: busybox
     let applets = std::process::Command::new(busybox)
         .arg("--list")
         .output()

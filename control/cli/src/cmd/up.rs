@@ -151,6 +151,7 @@ async fn start_all(a: &UpArgs, running: &mut Vec<Component>) -> Result<()> {
 
 fn spawn(name: &'static str, args: &[String]) -> Result<Component> {
     let exe = std::env::current_exe().context("find the wrenn executable")?;
+    // runs: -; this wrenn binary, as a component
     let mut cmd = Command::new(&exe);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
     // Own process group: Ctrl-C reaches `wrenn up` only, which stops the

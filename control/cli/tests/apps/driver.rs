@@ -69,6 +69,7 @@ impl Driver {
             .tempdir()
             .expect("create a Chromium profile directory");
         spec["profile"] = Value::from(profile.path().to_str().unwrap());
+        // runs: node chromium; the script starts Debian's chromium
         let mut cmd = Command::new("node");
         cmd.arg(dir().join(script))
             .arg(spec.to_string())

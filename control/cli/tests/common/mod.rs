@@ -115,6 +115,8 @@ impl Platform {
         let claim = prepare_dir(&options);
         let dir = claim.path().to_owned();
         let [control, agent, proxy, proxy_admin] = free_ports();
+        // runs: -; the wrenn binary built here
+        // runs: -; the wrenn binary built here
         let mut cmd = Command::new(WRENN);
         cmd.arg("up")
             .arg("--dir")
@@ -408,6 +410,7 @@ pub fn component_env(cmd: &mut Command, options: &PlatformOptions, guest: &Path)
 
 /// A `wrenn` client command for the control plane at `control_url`.
 pub fn client_command(control_url: &str, dir: &Path) -> Command {
+    // runs: -; the wrenn binary built here
     let mut cmd = Command::new(WRENN);
     clear_wrenn_env(&mut cmd);
     cmd.env("WRENN_CONTROL", control_url).env("WRENN_DIR", dir);

@@ -120,6 +120,7 @@ fn chromium_browses_a_sandbox_http_server_through_both_url_forms() {
         "entries": ["hello.txt", "sub/"],
         "artifacts": artifacts,
     });
+    // runs: node chromium; the script starts Debian's chromium
     let mut cmd = Command::new("node");
     cmd.arg(e2e_dir().join("browse.mjs"))
         .arg(spec.to_string())

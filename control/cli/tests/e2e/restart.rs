@@ -82,6 +82,7 @@ impl Split {
     }
 
     fn component(&self, name: &str) -> Command {
+        // runs: -; the wrenn binary built here
         let mut cmd = Command::new(WRENN);
         cmd.arg(name).arg("--dir").arg(&self.dir);
         component_env(&mut cmd, &self.options, &self.guest);

@@ -15,6 +15,7 @@ use crate::stores::PREFIX;
 fn failing_up(options: PlatformOptions, extra: &[String]) -> String {
     let claim = prepare_dir(&options);
     let dir = claim.path().to_owned();
+    // runs: -; the wrenn binary built here
     let mut cmd = Command::new(WRENN);
     cmd.arg("up").arg("--dir").arg(&dir).args(extra);
     component_env(&mut cmd, &options, &guest_bin());

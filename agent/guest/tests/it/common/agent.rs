@@ -109,11 +109,12 @@ impl Agent {
     pub fn builder_for(bin: &Path, prefix: &[&str]) -> AgentBuilder {
         let mut command = match prefix.split_first() {
             Some((first, rest)) => {
+                // runs: unshare chroot; the prefix the lifecycle tests pass
                 let mut c = Command::new(first);
                 c.args(rest).arg(bin);
                 c
             }
-            None => Command::new(bin),
+            None => Command::new(bin), // runs: -; the guest agent built here
         };
         // WRENN_TEST_GUEST_LOG=debug shows the agent's logs while debugging a test.
         let level = std::env::var("WRENN_TEST_GUEST_LOG").unwrap_or_else(|_| "warn".into());
