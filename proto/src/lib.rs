@@ -4,20 +4,25 @@
 //!   after E2B's envd API so an adapter can serve E2B's SDK.
 //! - [`wrenn::v1`]: the host agent (`HostAgent`) and the control plane
 //!   (`Sandboxes`, `Hosts`).
+//! - [`auth`]: the bearer credentials wrenn's processes present to each other.
 #![forbid(unsafe_code)]
-#![allow(clippy::all, missing_docs)]
+
+pub mod auth;
 
 /// Guest process API (`process.Process`).
+#[allow(clippy::all, missing_docs)]
 pub mod process {
     tonic::include_proto!("process");
 }
 
 /// Guest filesystem API (`filesystem.Filesystem`).
+#[allow(clippy::all, missing_docs)]
 pub mod filesystem {
     tonic::include_proto!("filesystem");
 }
 
 /// wrenn's own services.
+#[allow(clippy::all, missing_docs)]
 pub mod wrenn {
     pub mod v1 {
         tonic::include_proto!("wrenn.v1");
