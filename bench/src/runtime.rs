@@ -12,6 +12,10 @@
 //!    drop of `MemAvailable` is printed too; on a host shared with other work
 //!    it is noisy. Target ≤ 8 MiB per idle sandbox.
 //!
+//! 3. **What the hardening costs** — the latency run again with a runtime
+//!    that starts sandboxes without user namespace and seccomp (a setting for
+//!    benchmarks only), and what the hardened runtime adds (target ≤ 10 %).
+//!
 //! Runs as root with prefix `wrenn-tb`, slots 5000–6999, in
 //! `/var/tmp/wrenn-tb/runtime` (cleaned before and after through the
 //! runtime's own adopt-or-clean). Template: the busybox test image.
@@ -51,17 +55,46 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
         cfg.guest_bin.display()
     );
     let result = async {
-        latency(&runtime, latency_n).await?;
-        density(&runtime, density_n).await
+        let hardened = latency(&runtime, latency_n, "").await?;
+        density(&runtime, density_n).await?;
+        anyhow::Ok(hardened)
     }
     .await;
     for h in runtime.list() {
         let _ = runtime.destroy(&h.id).await;
     }
     runtime.shutdown(Duration::from_secs(30)).await?;
+    drop(runtime);
+    let hardened = result?;
+    // The same sandboxes without the hardening, for its cost.
+    let plain_cfg = wrenn_vmm::RuntimeConfig {
+        unhardened: true,
+        ..cfg.clone()
+    };
+    let plain = wrenn_vmm::build(plain_cfg)?;
+    plain.recover().await?;
+    let result = latency(&plain, latency_n, " (unhardened)").await;
+    for h in plain.list() {
+        let _ = plain.destroy(&h.id).await;
+    }
+    plain.shutdown(Duration::from_secs(30)).await?;
     crate::namespace::clean(&cfg).await?;
     std::fs::remove_dir_all(&cfg.dir)?;
-    result
+    let unhardened = result?;
+    let added = (hardened.as_secs_f64() / unhardened.as_secs_f64().max(1e-9) - 1.0) * 100.0;
+    println!(
+        "hardening (user namespace + seccomp): create→healthy p50 {:.2} ms vs {:.2} ms unhardened: {added:+.1} % (target ≤ 10 %: {})",
+        hardened.as_secs_f64() * 1e3,
+        unhardened.as_secs_f64() * 1e3,
+        if added <= 10.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "RESULT {}",
+        serde_json::json!({"scenario": "runtime", "kind": "hardening",
+            "hardened_p50_us": hardened.as_secs_f64() * 1e6,
+            "unhardened_p50_us": unhardened.as_secs_f64() * 1e6, "added_percent": added})
+    );
+    Ok(())
 }
 
 fn spec(n: usize) -> SandboxSpec {
@@ -83,9 +116,11 @@ async fn up(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<(SandboxId, 
     Ok((h.id, t.elapsed()))
 }
 
-async fn latency(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {
-    let mut create = Latencies::new("create→healthy", n);
-    let mut destroy = Latencies::new("destroy", n);
+/// Creates `n` sandboxes one after another, then destroys them; returns
+/// the create → healthy p50.
+async fn latency(runtime: &Arc<dyn Runtime>, n: usize, label: &str) -> anyhow::Result<Duration> {
+    let mut create = Latencies::new(format!("create→healthy{label}"), n);
+    let mut destroy = Latencies::new(format!("destroy{label}"), n);
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let (id, took) = up(runtime, i).await?;
@@ -99,7 +134,7 @@ async fn latency(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {
     }
     create.report(Some(Duration::from_millis(50)), None);
     destroy.report(Some(Duration::from_millis(20)), None);
-    Ok(())
+    Ok(create.summary().p50)
 }
 
 async fn density(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {

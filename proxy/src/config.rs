@@ -92,6 +92,10 @@ pub struct ProxyConfig {
     /// Serve plain `GET`/`HEAD` requests on wrenn's own HTTP/1.1 fast path
     /// (`fast.rs`); `false` sends every request through Pingora's `HttpProxy`.
     pub fast_path: bool,
+    /// The key the host agent requires (read from its key file by `wrenn
+    /// proxy`; never in a config file).
+    #[serde(skip)]
+    pub agent_key: wrenn_proto::auth::Secret,
 }
 
 /// How the proxy opens upstream connections (`upstream_connect`).
@@ -137,6 +141,7 @@ impl Default for ProxyConfig {
             access_log: true,
             denied_ports: vec![wrenn_types::GUEST_PORT],
             fast_path: true,
+            agent_key: Default::default(),
             upstream_connect: UpstreamConnect::Auto,
         }
     }

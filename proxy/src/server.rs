@@ -140,7 +140,7 @@ impl Proxy {
         let routes = self.static_routes.unwrap_or_default();
         let metrics = Metrics::new(routes.clone())?;
         let channel = if watching {
-            Some(agent_channel(&c.agent)?)
+            Some(agent_channel(&c.agent, &c.agent_key)?)
         } else {
             None
         };

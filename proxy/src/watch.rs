@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use wrenn_proto::auth::{AuthChannel, Bearer, with_bearer};
 use wrenn_proto::wrenn::v1::host_agent_client::HostAgentClient;
 use wrenn_proto::wrenn::v1::sandbox_event::Kind;
 use wrenn_proto::wrenn::v1::{Sandbox, SandboxEvent, SandboxState, WatchSandboxesRequest};
@@ -46,11 +47,20 @@ pub enum WatchError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("unusable agent key for {agent:?}")]
+    Key {
+        agent: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A lazily connecting channel to the agent (connects on first use, so the
 /// proxy starts even when the agent is not up yet).
-pub(crate) fn agent_channel(agent: &str) -> Result<Channel, WatchError> {
+pub(crate) fn agent_channel(
+    agent: &str,
+    key: &wrenn_proto::auth::Secret,
+) -> Result<AuthChannel, WatchError> {
     let endpoint = Endpoint::from_shared(agent.to_owned())
         .map_err(|source| WatchError::Endpoint {
             agent: agent.to_owned(),
@@ -61,12 +71,16 @@ pub(crate) fn agent_channel(agent: &str) -> Result<Channel, WatchError> {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    let bearer = Bearer::new(key.expose()).map_err(|source| WatchError::Key {
+        agent: agent.to_owned(),
+        source,
+    })?;
+    Ok(with_bearer(endpoint.connect_lazy(), bearer))
 }
 
 /// Keeps `table` in step with the agent until `shutdown` turns true.
 pub(crate) async fn watch_agent(
-    channel: Channel,
+    channel: AuthChannel,
     settings: WatchSettings,
     table: Arc<RouteTable>,
     metrics: Arc<Metrics>,
@@ -106,7 +120,7 @@ struct Outcome {
 
 /// Opens one stream and applies it until it ends.
 async fn follow(
-    client: &mut HostAgentClient<Channel>,
+    client: &mut HostAgentClient<AuthChannel>,
     table: &RouteTable,
     metrics: &Metrics,
 ) -> Outcome {

@@ -50,6 +50,7 @@ fn runtime_config(dir: &std::path::Path, slots: &RangeInclusive<u16>) -> Runtime
         guest_bin: guest_bin(),
         firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
         kernel: None,
+        unhardened: false,
     }
 }
 
