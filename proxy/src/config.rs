@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wrenn_proto::auth::Secret;
 
 /// Browsers connect here (`wrenn proxy --listen`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7880";
@@ -92,6 +93,12 @@ pub struct ProxyConfig {
     /// Serve plain `GET`/`HEAD` requests on wrenn's own HTTP/1.1 fast path
     /// (`fast.rs`); `false` sends every request through Pingora's `HttpProxy`.
     pub fast_path: bool,
+    /// The host agent's key: `/routes` on the admin listener requires
+    /// `authorization: Bearer <key>`, and is disabled (404) while it is
+    /// empty. Never read from or written to a config file; `wrenn proxy`
+    /// fills it from the agent's key file.
+    #[serde(skip)]
+    pub agent_key: Secret,
 }
 
 /// How the proxy opens upstream connections (`upstream_connect`).
@@ -138,6 +145,7 @@ impl Default for ProxyConfig {
             denied_ports: vec![wrenn_types::GUEST_PORT],
             fast_path: true,
             upstream_connect: UpstreamConnect::Auto,
+            agent_key: Secret::default(),
         }
     }
 }
@@ -278,6 +286,25 @@ mod tests {
         assert_eq!(c.listen, ProxyConfig::default().listen);
         let err = serde_json::from_str::<ProxyConfig>(r#"{"domian":"x"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `domian`"), "{err}");
+    }
+
+    #[test]
+    fn the_agent_key_never_comes_from_or_goes_to_a_config_file() {
+        let err = serde_json::from_str::<ProxyConfig>(r#"{"agent_key":"k"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `agent_key`"),
+            "{err}"
+        );
+        let c = ProxyConfig {
+            agent_key: Secret::new("sekrit"),
+            ..ProxyConfig::default()
+        };
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("sekrit"), "{json}");
+        assert!(!json.contains("agent_key"), "{json}");
+        assert!(ProxyConfig::default().agent_key.is_empty());
+        assert!(!format!("{c:?}").contains("sekrit"));
     }
 
     #[test]

@@ -82,7 +82,9 @@ pub use connect::{DirectConnector, PeerSettings, UpstreamConnector, base_peer};
 pub use failure::Failure;
 pub use metrics::Metrics;
 pub use netns::NetnsConnector;
-pub use routes::{HostPolicy, PrefixPolicy, Route, RouteOptions, RouteState, RouteTable};
+pub use routes::{
+    HostPolicy, PrefixPolicy, Readiness, Route, RouteOptions, RouteState, RouteTable,
+};
 pub use server::{Proxy, ProxyError, ProxyHandle, ShutdownReport, run};
 pub use urls::{SandboxUrls, public_host, sandbox_urls};
 pub use watch::WatchError;

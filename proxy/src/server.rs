@@ -187,10 +187,7 @@ impl Proxy {
         }
         drop(listener);
         if let Some(l) = admin_listener {
-            let admin = Admin {
-                metrics: metrics.clone(),
-                routes: routes.clone(),
-            };
+            let admin = Admin::new(metrics.clone(), routes.clone(), &c.agent_key);
             runtime.spawn(serve_admin(l, admin, shutdown_rx.clone()));
         }
         if let Some(channel) = channel {
