@@ -8,6 +8,10 @@
 //! - `GET /routes` — the route table as JSON, every sandbox id in it: only
 //!   with the host agent's key (`authorization: Bearer <key>`, else 401),
 //!   and 404 when the proxy has no key.
+//!
+//! Every request needs a `Host` this listener answers ([`crate::hosts`]:
+//! `localhost`, loopback and the host's own addresses, `allowed_hosts`),
+//! else 421.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::hosts::{AllowedHosts, Listener};
 use crate::metrics::Metrics;
 use crate::routes::{Readiness, RouteTable};
 
@@ -28,6 +33,7 @@ use crate::routes::{Readiness, RouteTable};
 pub(crate) struct Admin {
     pub metrics: Arc<Metrics>,
     pub routes: Arc<RouteTable>,
+    pub hosts: Arc<AllowedHosts>,
     /// `Bearer <agent key>`, the `authorization` value `/routes` requires;
     /// `None`: no key, `/routes` is disabled.
     pub routes_auth: Option<Arc<[u8]>>,
@@ -37,6 +43,7 @@ impl Admin {
     pub(crate) fn new(
         metrics: Arc<Metrics>,
         routes: Arc<RouteTable>,
+        hosts: Arc<AllowedHosts>,
         agent_key: &wrenn_proto::auth::Secret,
     ) -> Self {
         let routes_auth = (!agent_key.is_empty())
@@ -44,11 +51,27 @@ impl Admin {
         Admin {
             metrics,
             routes,
+            hosts,
             routes_auth,
         }
     }
 
     fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let hosts = req
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .map(|v| v.as_bytes());
+        let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+        if let Err(host) = self.hosts.check(Listener::Admin, hosts, authority) {
+            return text(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "host {:?} is not served by this admin listener: use localhost, a loopback address or an address of this host, or add it to `allowed_hosts`\n",
+                    String::from_utf8_lossy(host)
+                ),
+            );
+        }
         if req.method() != http::Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
         }

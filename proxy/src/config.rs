@@ -93,6 +93,11 @@ pub struct ProxyConfig {
     /// Serve plain `GET`/`HEAD` requests on wrenn's own HTTP/1.1 fast path
     /// (`fast.rs`); `false` sends every request through Pingora's `HttpProxy`.
     pub fast_path: bool,
+    /// More `Host` values both listeners answer, beside their own (see
+    /// [`crate::hosts`] for the rules): exact names (`proxy.internal`),
+    /// `*.suffix` wildcards, IP literals (`192.0.2.7`, `[2001:db8::7]`), each
+    /// optionally with `:port` to allow that port only.
+    pub allowed_hosts: Vec<String>,
     /// The host agent's key: `/routes` on the admin listener requires
     /// `authorization: Bearer <key>`, and is disabled (404) while it is
     /// empty. Never read from or written to a config file; `wrenn proxy`
@@ -145,6 +150,7 @@ impl Default for ProxyConfig {
             denied_ports: vec![wrenn_types::GUEST_PORT],
             fast_path: true,
             upstream_connect: UpstreamConnect::Auto,
+            allowed_hosts: Vec::new(),
             agent_key: Secret::default(),
         }
     }
@@ -215,6 +221,10 @@ impl ProxyConfig {
         }
         if Some(self.listen) == self.admin_listen && self.listen.port() != 0 {
             return Err(invalid("admin_listen", "must differ from listen"));
+        }
+        for entry in &self.allowed_hosts {
+            crate::hosts::Pattern::parse(entry)
+                .map_err(|why| invalid("allowed_hosts", format!("entry {entry:?} {why}")))?;
         }
         Ok(())
     }
@@ -297,12 +307,17 @@ mod tests {
         );
         let c = ProxyConfig {
             agent_key: Secret::new("sekrit"),
+            allowed_hosts: vec!["*.example.com".into()],
             ..ProxyConfig::default()
         };
         c.validate().unwrap();
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("sekrit"), "{json}");
         assert!(!json.contains("agent_key"), "{json}");
+        assert!(
+            json.contains(r#""allowed_hosts":["*.example.com"]"#),
+            "{json}"
+        );
         assert!(ProxyConfig::default().agent_key.is_empty());
         assert!(!format!("{c:?}").contains("sekrit"));
     }
@@ -310,7 +325,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         type Edit = fn(&mut ProxyConfig);
-        let cases: [(Edit, &str); 7] = [
+        let cases: [(Edit, &str); 9] = [
             (|c| c.domain = "a..b".into(), "domain"),
             (|c| c.domain = "-x.com".into(), "domain"),
             (|c| c.agent = "127.0.0.1:7801".into(), "agent"),
@@ -318,6 +333,11 @@ mod tests {
             (|c| c.connect_attempts = 0, "connect_attempts"),
             (|c| c.admin_listen = Some(c.listen), "admin_listen"),
             (|c| c.watch_backoff_max_ms = 1, "watch_backoff_ms"),
+            (|c| c.allowed_hosts = vec!["*".into()], "allowed_hosts"),
+            (
+                |c| c.allowed_hosts = vec!["ok.test".into(), "bad host".into()],
+                "allowed_hosts",
+            ),
         ];
         for (edit, key) in cases {
             let mut c = ProxyConfig::default();

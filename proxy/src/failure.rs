@@ -40,6 +40,10 @@ pub enum Failure {
     UpstreamTimeout { id: String, port: u16 },
     /// A bug or resource problem in the proxy itself.
     Internal,
+    /// The `Host` (or an absolute-form target's authority) is not one this
+    /// listener answers ([`crate::hosts`]): DNS rebinding, or a name the
+    /// operator has not listed in `allowed_hosts`.
+    HostNotAllowed { host: String },
 }
 
 impl Failure {
@@ -52,6 +56,7 @@ impl Failure {
             Failure::PortClosed { .. } | Failure::UpstreamBroke { .. } => 502,
             Failure::Unreachable { .. } | Failure::UpstreamTimeout { .. } => 504,
             Failure::Internal => 500,
+            Failure::HostNotAllowed { .. } => 421,
         }
     }
 
@@ -68,10 +73,11 @@ impl Failure {
             Failure::UpstreamBroke { .. } => "upstream_error",
             Failure::UpstreamTimeout { .. } => "upstream_timeout",
             Failure::Internal => "internal",
+            Failure::HostNotAllowed { .. } => "host_not_allowed",
         }
     }
 
-    pub const CODES: [&'static str; 10] = [
+    pub const CODES: [&'static str; 11] = [
         "bad_request",
         "port_denied",
         "no_route",
@@ -82,6 +88,7 @@ impl Failure {
         "upstream_error",
         "upstream_timeout",
         "internal",
+        "host_not_allowed",
     ];
 
     fn sandbox_id(&self) -> Option<&str> {
@@ -94,7 +101,7 @@ impl Failure {
             | Failure::Unreachable { id, .. }
             | Failure::UpstreamBroke { id, .. }
             | Failure::UpstreamTimeout { id, .. } => Some(id),
-            Failure::NoRoute { .. } | Failure::Internal => None,
+            Failure::NoRoute { .. } | Failure::Internal | Failure::HostNotAllowed { .. } => None,
         }
     }
 
@@ -134,6 +141,9 @@ impl Failure {
                 format!("the app on port {port} in sandbox {id} did not respond in time")
             }
             Failure::Internal => "the proxy failed to handle this request".to_owned(),
+            Failure::HostNotAllowed { host } => {
+                format!("host {host:?} is not served by this proxy")
+            }
         }
     }
 
@@ -163,6 +173,9 @@ impl Failure {
                 "Check the app's own logs inside the sandbox.".to_owned()
             }
             Failure::Internal => "Check the proxy's log.".to_owned(),
+            Failure::HostNotAllowed { .. } => {
+                "Use `localhost`, the proxy's domain or an address of this host (`wrenn url <sandbox-id> <port>` prints both URL forms), or add the name to the proxy's `allowed_hosts`.".to_owned()
+            }
         }
     }
 

@@ -66,6 +66,7 @@ use tokio::time::Sleep;
 
 use crate::deadline::DeadlineStream;
 use crate::failure::{self, Failure};
+use crate::hosts::Listener;
 use crate::rewrite::RewriteCtx;
 use crate::routes::RouteState;
 use crate::service::{Finished, RequestCtx, UpstreamEdits, WrennProxy};
@@ -244,6 +245,16 @@ impl FastPath {
             } else if is("sec-fetch-mode") {
                 fetch_mode = Some(h.value);
             }
+        }
+        // A `Host` the proxy does not answer: Pingora answers 421.
+        let authority = target::authority(target_bytes);
+        if self
+            .proxy
+            .hosts
+            .check(Listener::Proxy, host, authority)
+            .is_err()
+        {
+            return None;
         }
         let view = RequestView {
             host,

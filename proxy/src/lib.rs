@@ -42,6 +42,8 @@
 //! - **Client connections**: a 10 s deadline for request headers (Pingora has
 //!   none; see `deadline.rs`), 620 s keep-alive idle, 1000 requests per
 //!   connection, WebSockets exempt from the 60 s read timeout (1 h idle).
+//! - **`Host` checks**: both listeners answer 421 to a `Host` that is not
+//!   theirs, against DNS rebinding ([`hosts`]).
 //! - **Isolation**: the proxy runs on its own threads, one current-thread
 //!   runtime and upstream pool each, like nginx's workers ([`Proxy::start`],
 //!   [`run`]); its pools never carry RPC and the watcher's tonic channel
@@ -66,6 +68,7 @@ pub mod connect;
 mod deadline;
 pub mod failure;
 mod fast;
+pub mod hosts;
 mod listener;
 pub mod metrics;
 pub mod netns;

@@ -117,6 +117,12 @@ pub fn parse<'a>(domain: &str, req: RequestView<'a>) -> Parsed<'a> {
     Parsed::NoRoute
 }
 
+/// The authority of an absolute-form request target (`http://host:port/x`);
+/// `None` for origin-form (`/x`).
+pub(crate) fn authority(target: &[u8]) -> Option<&[u8]> {
+    split_target(target).0
+}
+
 /// Splits an absolute-form target into (authority, path); origin-form has no authority.
 fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
     let rest = if starts_with_ignore_case(target, b"http://") {

@@ -66,6 +66,12 @@ fn statuses_and_codes() {
             504,
         ),
         (Failure::Internal, 500),
+        (
+            Failure::HostNotAllowed {
+                host: "evil.com".into(),
+            },
+            421,
+        ),
     ];
     for (i, (f, status)) in cases.iter().enumerate() {
         assert_eq!(f.status(), *status, "{f:?}");
@@ -144,4 +150,22 @@ fn redirect_has_location_and_the_common_headers() {
     assert_eq!(header(&h, "location"), "/proxy/abc/80/?q=1");
     assert_eq!(header(&h, "cache-control"), "no-store");
     assert_eq!(header(&h, "access-control-allow-origin"), "*");
+}
+
+#[test]
+fn refused_hosts_explain_themselves() {
+    let f = Failure::HostNotAllowed {
+        host: "evil.com:7880".into(),
+    };
+    assert_eq!(
+        f.message(),
+        "host \"evil.com:7880\" is not served by this proxy"
+    );
+    assert!(f.hint().contains("allowed_hosts"));
+    let (h, body) = f.response(false);
+    assert_eq!(h.status.as_u16(), 421);
+    assert_eq!(header(&h, "wrenn-error"), "host_not_allowed");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "host_not_allowed");
+    assert!(f.html().contains("<h1>421 Misdirected Request</h1>"));
 }
