@@ -11,7 +11,7 @@
 //!
 //! Every request needs a `Host` this listener answers ([`crate::hosts`]:
 //! `localhost`, loopback and the host's own addresses, `allowed_hosts`),
-//! else 421.
+//! else 421; request heads above 64 KiB get 431 (hyper's answer).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::MAX_REQUEST_HEAD_BYTES;
 use crate::hosts::{AllowedHosts, Listener};
 use crate::metrics::Metrics;
 use crate::routes::{Readiness, RouteTable};
@@ -197,6 +198,7 @@ pub(crate) async fn serve_admin(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
+                .max_buf_size(MAX_REQUEST_HEAD_BYTES)
                 .serve_connection(TokioIo::new(tcp), svc);
             tokio::select! {
                 _ = conn => {}

@@ -51,6 +51,14 @@ pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 /// Reconnect delay after the agent stream is lost; doubles up to the cap.
 pub const DEFAULT_WATCH_BACKOFF_MS: u64 = 100;
 pub const DEFAULT_WATCH_BACKOFF_MAX_MS: u64 = 5000;
+/// The longest request head (request line and header fields, up to and
+/// including the blank line) the proxy reads; a longer one is answered
+/// `431 Request Header Fields Too Large`. Not configurable: it is wrenn's
+/// own limit, below Pingora's (1 MiB, answered with a bare 400).
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields a request may carry (Pingora's own limit, which it
+/// answers with a bare 400); more are answered `431` like a head too long.
+pub const MAX_REQUEST_HEADER_FIELDS: usize = 256;
 
 /// Configuration of one proxy instance. `wrenn proxy` builds it from flags,
 /// the config file and the environment; tests build it directly.

@@ -40,8 +40,9 @@
 //!   above `upstream_max_in_flight` requests to one upstream, requests carry
 //!   `Connection: close` so the pool keeps at most about that many sockets for it.
 //! - **Client connections**: a 10 s deadline for request headers (Pingora has
-//!   none; see `deadline.rs`), 620 s keep-alive idle, 1000 requests per
-//!   connection, WebSockets exempt from the 60 s read timeout (1 h idle).
+//!   none; see `listener.rs`), request heads of at most 64 KiB and 256
+//!   fields (else 431), 620 s keep-alive idle, 1000 requests per connection,
+//!   WebSockets exempt from the 60 s read timeout (1 h idle).
 //! - **`Host` checks**: both listeners answer 421 to a `Host` that is not
 //!   theirs, against DNS rebinding ([`hosts`]).
 //! - **Isolation**: the proxy runs on its own threads, one current-thread
@@ -68,6 +69,7 @@ pub mod connect;
 mod deadline;
 pub mod failure;
 mod fast;
+mod head;
 pub mod hosts;
 mod listener;
 pub mod metrics;

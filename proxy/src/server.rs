@@ -188,15 +188,16 @@ impl Proxy {
                 Arc::new(FastPath::new(logic.clone(), pool))
             });
             let listener = listener.try_clone().map_err(bind_error("proxy", listen))?;
-            let (a, settings, tracker, metrics, shutdown) = (
+            let (a, logic, settings, tracker, metrics, shutdown) = (
                 app.clone(),
+                Arc::new(logic.clone()),
                 settings.clone(),
                 tracker.clone(),
                 metrics.clone(),
                 shutdown_rx.clone(),
             );
             let worker = Worker::start(i, app, listener, move |l| {
-                accept_loop(l, a, fast, settings, tracker, metrics, shutdown)
+                accept_loop(l, a, logic, fast, settings, tracker, metrics, shutdown)
             })
             .map_err(|source| runtime_err(threads, source))?;
             workers.push(worker);

@@ -72,6 +72,12 @@ fn statuses_and_codes() {
             },
             421,
         ),
+        (
+            Failure::HeadersTooLarge {
+                limit: HeadLimit::Bytes,
+            },
+            431,
+        ),
     ];
     for (i, (f, status)) in cases.iter().enumerate() {
         assert_eq!(f.status(), *status, "{f:?}");
@@ -153,7 +159,7 @@ fn redirect_has_location_and_the_common_headers() {
 }
 
 #[test]
-fn refused_hosts_explain_themselves() {
+fn refused_hosts_and_large_heads_explain_themselves_on_the_wire() {
     let f = Failure::HostNotAllowed {
         host: "evil.com:7880".into(),
     };
@@ -162,10 +168,36 @@ fn refused_hosts_explain_themselves() {
         "host \"evil.com:7880\" is not served by this proxy"
     );
     assert!(f.hint().contains("allowed_hosts"));
-    let (h, body) = f.response(false);
-    assert_eq!(h.status.as_u16(), 421);
-    assert_eq!(header(&h, "wrenn-error"), "host_not_allowed");
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["error"]["code"], "host_not_allowed");
-    assert!(f.html().contains("<h1>421 Misdirected Request</h1>"));
+    let wire = String::from_utf8(f.to_wire(false, false)).unwrap();
+    assert!(
+        wire.starts_with("HTTP/1.1 421 Misdirected Request\r\n"),
+        "{wire}"
+    );
+    assert!(wire.contains("wrenn-error: host_not_allowed\r\n"), "{wire}");
+    assert!(
+        wire.contains("connection: close\r\n\r\n{\"error\""),
+        "{wire}"
+    );
+
+    let f = Failure::HeadersTooLarge {
+        limit: HeadLimit::Bytes,
+    };
+    assert!(
+        f.message().contains("64 KiB (65536 bytes)"),
+        "{}",
+        f.message()
+    );
+    let wire = String::from_utf8(f.to_wire(true, false)).unwrap();
+    assert!(
+        wire.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{wire}"
+    );
+    assert!(wire.contains("Content-Type: text/html"), "{wire}");
+    assert!(wire.contains("clear this site"), "{wire}");
+    let head_only = String::from_utf8(f.to_wire(true, true)).unwrap();
+    assert!(head_only.ends_with("\r\n\r\n"), "{head_only}");
+    let fields = Failure::HeadersTooLarge {
+        limit: HeadLimit::Fields,
+    };
+    assert!(fields.message().contains("more than 256 header fields"));
 }
