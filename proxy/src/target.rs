@@ -10,7 +10,9 @@
 //!   goes upstream with its query, byte for byte (nothing is percent-decoded).
 //!
 //! Parsing borrows from the request and allocates only for errors, redirects
-//! and (rare) upper-case hosts.
+//! and (rare) upper-case hosts. Whether the proxy answers the `Host` at all
+//! is checked before this, on both paths ([`crate::hosts`]): an IP literal
+//! here is one of the allowed ones.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
