@@ -10,10 +10,15 @@
 //! The watcher has its own tonic channel to the agent: proxied bytes never
 //! travel on it, and RPC never travels on the proxy's upstream pool.
 //!
+//! Each event is decoded with an explicit size limit, [`MAX_WATCH_EVENT`]:
+//! an event above it ends the stream like any other error (the reason names
+//! the limit), and the watcher reconnects.
+//!
 //! # Limitations
-//! While the agent is unreachable the last synced table keeps serving:
-//! sandboxes destroyed meanwhile answer 502 (nothing listens) rather than 404
-//! until the stream is back.
+//! While the agent is unreachable (or its stream cannot be followed) the last
+//! synced table keeps serving, and `/readyz` answers 503 until a complete
+//! snapshot is in again: sandboxes destroyed meanwhile answer 502 (nothing
+//! listens) rather than 404, and new ones are not routed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,6 +35,16 @@ use wrenn_types::SandboxId;
 
 use crate::metrics::Metrics;
 use crate::routes::{Route, RouteOptions, RouteState, RouteTable};
+
+/// A sandbox's env and metadata together are capped at 64 KiB by the
+/// control plane and the agent (`wrenn_types::MAX_SPEC_BYTES`, on another
+/// branch at the time of writing), and events carry no env values; the rest
+/// of an event is ids, an address, a netns path and timestamps. Four times
+/// that cap leaves room for every legal event and still refuses a runaway
+/// one long before tonic's default (4 MiB) would.
+const SPEC_CAP: usize = 64 * 1024;
+/// The largest `WatchSandboxes` event the proxy decodes.
+pub const MAX_WATCH_EVENT: usize = 4 * SPEC_CAP;
 
 /// Where and how to watch.
 #[derive(Debug, Clone)]
@@ -86,7 +101,7 @@ pub(crate) async fn watch_agent(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut client = HostAgentClient::new(channel);
+    let mut client = HostAgentClient::new(channel).max_decoding_message_size(MAX_WATCH_EVENT);
     let mut backoff = settings.backoff;
     loop {
         let outcome = tokio::select! {
@@ -102,8 +117,12 @@ pub(crate) async fn watch_agent(
             agent = %settings.agent,
             error = %outcome.reason,
             retry_in_ms = backoff.as_millis() as u64,
-            "sandbox watch stream lost; keeping the last routes and reconnecting"
+            "sandbox watch stream lost; keeping the last routes (not ready) and reconnecting"
         );
+        table.mark_stale(format!(
+            "the agent's sandbox watch stream was lost ({}); reconnecting",
+            outcome.reason
+        ));
         tokio::select! {
             () = crate::listener::stopped(&mut shutdown) => return,
             () = tokio::time::sleep(backoff) => {}
