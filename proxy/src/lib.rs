@@ -66,6 +66,8 @@ pub mod connect;
 mod deadline;
 pub mod failure;
 mod fast;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
 pub mod metrics;
 pub mod netns;
