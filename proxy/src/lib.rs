@@ -69,6 +69,8 @@ pub mod connect;
 mod deadline;
 pub mod failure;
 mod fast;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head;
 pub mod hosts;
 mod listener;

@@ -36,15 +36,14 @@ use wrenn_types::SandboxId;
 use crate::metrics::Metrics;
 use crate::routes::{Route, RouteOptions, RouteState, RouteTable};
 
-/// A sandbox's env and metadata together are capped at 64 KiB by the
-/// control plane and the agent (`wrenn_types::MAX_SPEC_BYTES`, on another
-/// branch at the time of writing), and events carry no env values; the rest
-/// of an event is ids, an address, a netns path and timestamps. Four times
-/// that cap leaves room for every legal event and still refuses a runaway
-/// one long before tonic's default (4 MiB) would.
-const SPEC_CAP: usize = 64 * 1024;
-/// The largest `WatchSandboxes` event the proxy decodes.
-pub const MAX_WATCH_EVENT: usize = 4 * SPEC_CAP;
+/// The largest `WatchSandboxes` event the proxy decodes. A sandbox's env and
+/// metadata together are capped at [`wrenn_types::MAX_SPEC_BYTES`] (64 KiB)
+/// by the control plane and the agent, and events carry no env values; the
+/// rest of an event is ids, an address, a netns path, timestamps and at most
+/// [`wrenn_types::MAX_EGRESS_RULES`] networks per list. Four times the spec
+/// cap leaves room for every legal event and still refuses a runaway one
+/// long before tonic's default (4 MiB) would.
+pub const MAX_WATCH_EVENT: usize = 4 * wrenn_types::MAX_SPEC_BYTES;
 
 /// Where and how to watch.
 #[derive(Debug, Clone)]
