@@ -33,12 +33,12 @@ use crate::input::Lines;
 
 /// Only the first `Path` of a `Set-Cookie` is rewritten, but browsers keep
 /// the last: `a=b; Path=/; Path=/x` keeps `Path=/x`, outside the prefix.
-const OPEN_LAST_COOKIE_PATH: bool = true;
+const OPEN_LAST_COOKIE_PATH: bool = false;
 
 /// Subdomain and header forms: an upstream path starting with `//`
 /// (`http://localhost:8000//x`, `/proxy/<id>/<port>//x`) becomes the
 /// protocol-relative `//x`, which browsers read as host `x`.
-const OPEN_PROTOCOL_RELATIVE: bool = true;
+const OPEN_PROTOCOL_RELATIVE: bool = false;
 
 pub fn rewrite(data: &[u8]) {
     let lines = Lines::parse(data);

@@ -90,7 +90,7 @@ impl RewriteCtx<'_> {
         if path.first() != Some(&b'/') {
             path.insert(0, b'/');
         }
-        Some(self.root_relative(&path).unwrap_or(path))
+        Some(path_reference(self.root_relative(&path).unwrap_or(path)))
     }
 
     /// A root-relative URL, per form; `None` when it stays.
@@ -102,11 +102,11 @@ impl RewriteCtx<'_> {
             Form::Path if rest.is_some() => None,
             Form::Path => Some([prefix, v].concat()),
             Form::Subdomain | Form::Header => rest.map(|rest| {
-                if rest.first() == Some(&b'/') {
+                path_reference(if rest.first() == Some(&b'/') {
                     rest.to_vec()
                 } else {
                     [b"/", rest].concat()
-                }
+                })
             }),
         }
     }
@@ -247,6 +247,17 @@ fn cookie_attr(attr: &[u8], prefix: &[u8]) -> CookieAttr {
 }
 
 /// `v` without a leading `prefix` when `prefix` is followed by the end, `/`, `?` or `#`.
+/// A root-relative reference for path `p`: a path starting with `//` would
+/// read as a protocol-relative URL (host `x` for `//x`), so it is written
+/// `/.//x`, which resolves to the same path on the same host.
+fn path_reference(p: Vec<u8>) -> Vec<u8> {
+    if p.starts_with(b"//") {
+        [&b"/."[..], &p].concat()
+    } else {
+        p
+    }
+}
+
 fn strip_prefix<'v>(v: &'v [u8], prefix: &[u8]) -> Option<&'v [u8]> {
     let rest = v.strip_prefix(prefix)?;
     match rest.first() {

@@ -77,6 +77,10 @@ fn location_table_subdomain_and_header_forms() {
             ("//cdn.example.com/x", "//cdn.example.com/x"),
             ("https://example.com/", "https://example.com/"),
             ("rel", "rel"),
+            // A path starting with `//` stays a path on this host, never a
+            // protocol-relative URL to host `x` (found by fuzzing).
+            ("http://localhost:8000//x", "/.//x"),
+            ("/proxy/abc/8000//x", "/.//x"),
         ];
         for (input, want) in table {
             assert_eq!(apply(|v| c.location(v), input), want, "{form:?} {input:?}");
