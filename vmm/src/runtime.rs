@@ -218,6 +218,12 @@ pub trait Runtime: Send + Sync + 'static {
 
     fn list(&self) -> Vec<SandboxHandle>;
 
+    /// Whether the sandbox's first process (the guest agent, or the VMM)
+    /// still runs: `Some(false)` once it exited — the sandbox is dead and
+    /// only waits for its destroy —, `None` for an unknown id or a sandbox
+    /// not started.
+    fn alive(&self, id: &SandboxId) -> Option<bool>;
+
     /// What the guest agent wrote to stderr so far (its log), for error
     /// messages when it never became healthy. At most `max` bytes, newest kept.
     fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String>;

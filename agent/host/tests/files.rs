@@ -358,5 +358,5 @@ async fn an_upload_open_at_shutdown_is_discarded_in_a_kept_sandbox() {
         .await
         .unwrap();
     let rt = h.runtime.clone();
-    eventually(T, "sandbox process gone", || rt.alive().is_empty()).await;
+    eventually(T, "sandbox process gone", || rt.live_pids().is_empty()).await;
 }

@@ -342,6 +342,38 @@ async fn ttl_expiry_destroys_and_set_timeout_extends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_guest_exits_is_destroyed_as_lost() {
+    let mut h = Harness::start().await;
+    let mut w = watch(&mut h.client).await;
+    assert_eq!(kind(&next(&mut w, T).await.unwrap().unwrap()), Kind::Synced);
+    let kept = h.create().await;
+    let lost = h.create().await;
+    let pid = h.runtime.guest_pid(&lost.id).expect("guest running");
+    // SAFETY: kill takes a pid and a signal by value.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // Within the reaper's scan interval, long before its 5-minute deadline.
+    loop {
+        let ev = next(&mut w, T).await.expect("the reaper notices").unwrap();
+        if kind(&ev) == Kind::Destroyed {
+            let sb = ev.sandbox.unwrap();
+            assert_eq!(sb.id, lost.id, "only the one whose guest exited");
+            assert_eq!(sb.stop_reason, "lost: its guest agent exited");
+            break;
+        }
+    }
+    eventually(T, "its sandbox process gone", || h.runtime.count() == 1).await;
+    let list = h
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = list.sandboxes.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [kept.id.as_str()]);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_destroys_every_sandbox_and_its_processes() {
     let mut h = Harness::start().await;
     let mut pids = Vec::new();

@@ -66,6 +66,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
             let handle = inner.handle(&st);
             let vm = Arc::new(Vm {
                 handle: Mutex::new(Some(handle.clone())),
+                init: Mutex::new(st.proc.clone()),
                 state: tokio::sync::Mutex::new(st),
             });
             inner.table.lock().1.insert(id, vm);

@@ -42,6 +42,8 @@ pub(super) struct Inner {
 #[derive(Debug)]
 pub(super) struct Vm {
     pub(super) handle: Mutex<Option<SandboxHandle>>,
+    /// The VMM process once started, for `alive`.
+    pub(super) init: Mutex<Option<Proc>>,
     pub(super) state: tokio::sync::Mutex<VmState>,
 }
 
@@ -193,6 +195,7 @@ impl Runtime for FirecrackerRuntime {
         };
         let vm = Arc::new(Vm {
             handle: Mutex::new(None),
+            init: Mutex::new(None),
             state: tokio::sync::Mutex::new(VmState { ..clone_state(&st) }),
         });
         inner.table.lock().1.insert(spec.id.clone(), vm.clone());
@@ -355,7 +358,14 @@ impl Runtime for FirecrackerRuntime {
             }
             return Err(fc(e.into()));
         }
+        *vm.init.lock() = st.proc.clone();
         Ok(())
+    }
+
+    fn alive(&self, id: &SandboxId) -> Option<bool> {
+        let vm = self.vm(id).ok()?;
+        let init = vm.init.lock();
+        init.as_ref().map(|p| !p.has_exited())
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<()> {

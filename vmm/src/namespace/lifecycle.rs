@@ -67,6 +67,7 @@ fn reserve(inner: &Inner, spec: &SandboxSpec) -> Result<(Arc<Cell>, Slot)> {
         })?;
     let cell = Arc::new(Cell {
         handle: parking_lot::Mutex::new(None),
+        init: parking_lot::Mutex::new(None),
         state: tokio::sync::Mutex::new(State {
             record: Record::new(spec, &inner.cfg.prefix, slot, Backend::Namespace),
             slot,
@@ -349,6 +350,7 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
     });
     match (proc, saved.and(drained)) {
         (Ok(p), Ok(())) => {
+            *cell.init.lock() = Some(p.clone());
             st.proc = Some(p);
             tracing::debug!(sandbox_id = %id, pid = pid.as_raw(), "sandbox started");
             Ok(())

@@ -93,10 +93,12 @@ struct Table {
     sandboxes: HashMap<SandboxId, Arc<Cell>>,
 }
 
-/// One sandbox: a snapshot for `list` and the state behind an async lock.
+/// One sandbox: a snapshot for `list`, its first process (for `alive`)
+/// and the state behind an async lock.
 #[derive(Debug)]
 struct Cell {
     handle: Mutex<Option<SandboxHandle>>,
+    init: Mutex<Option<proc::Proc>>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -255,6 +257,12 @@ impl Runtime for NamespaceRuntime {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    fn alive(&self, id: &SandboxId) -> Option<bool> {
+        let cell = self.cell(id).ok()?;
+        let init = cell.init.lock();
+        init.as_ref().map(|p| !p.has_exited())
     }
 
     fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String> {

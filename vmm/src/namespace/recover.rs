@@ -104,11 +104,14 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
                         tracing::warn!(sandbox_id = %id, error = %e, "the console of an adopted sandbox is not logged");
                     }
                 }
-                st.proc = Some(proc);
                 let handle = inner.handle(&st);
                 let cell = Arc::new(Cell {
                     handle: parking_lot::Mutex::new(Some(handle.clone())),
-                    state: tokio::sync::Mutex::new(st),
+                    init: parking_lot::Mutex::new(Some(proc.clone())),
+                    state: tokio::sync::Mutex::new(State {
+                        proc: Some(proc),
+                        ..st
+                    }),
                 });
                 inner.table.lock().sandboxes.insert(id.clone(), cell);
                 tracing::info!(sandbox_id = %id, slot = slot.get(), "adopted sandbox");

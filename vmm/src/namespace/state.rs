@@ -237,14 +237,25 @@ pub fn parse_deleting(prefix: &str, name: &str) -> Option<u16> {
 }
 
 fn write_record_at(path: &Path, record: &Record) -> io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    write_private(
+        path,
+        &serde_json::to_vec_pretty(record).map_err(io::Error::other)?,
+    )
+}
+
+/// Writes `bytes` to `path` readable by the owner only (`0600`), replacing
+/// it atomically (a temporary file beside it, renamed over it).
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(record).map_err(io::Error::other)?)?;
+    f.write_all(bytes)?;
     drop(f);
     fs::rename(&tmp, path)
 }

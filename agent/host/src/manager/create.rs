@@ -146,9 +146,15 @@ impl Manager {
                     )
                     .await;
                 if let Err(e) = probe {
-                    warn!(sandbox_id = %h.id, error = %e, "adopted sandbox's guest does not answer; keeping it and probing again");
-                    sb.set_unhealthy(Some(e));
-                    self.spawn_health_retry(sb.clone());
+                    if self.runtime.alive(&h.id) == Some(false) {
+                        // Nothing to wait for: the reaper destroys it.
+                        warn!(sandbox_id = %h.id, error = %e, "adopted sandbox's guest exited");
+                        sb.set_unhealthy(Some(format!("its guest agent exited: {e}")));
+                    } else {
+                        warn!(sandbox_id = %h.id, error = %e, "adopted sandbox's guest does not answer; keeping it and probing again");
+                        sb.set_unhealthy(Some(e));
+                        self.spawn_health_retry(sb.clone());
+                    }
                 }
             }
             info!(sandbox_id = %h.id, address = %h.address, generation = sb.generation, "adopted sandbox");
@@ -173,6 +179,12 @@ impl Manager {
                 match sb.guest.probe().await {
                     Ok(()) => break,
                     Err(e) => sb.set_unhealthy(Some(e)),
+                }
+                let Some(this) = this.upgrade() else { return };
+                if this.runtime.alive(&sb.id) == Some(false) {
+                    // Its guest is gone for good: the reaper destroys it.
+                    this.reaper_wake.notify_one();
+                    return;
                 }
                 wait = (wait * 2).min(HEALTH_RETRY_MAX);
             }

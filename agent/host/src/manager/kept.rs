@@ -4,8 +4,7 @@
 //! creation time and deadline, not the default timeout from now.
 
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,17 +52,8 @@ fn path(dir: &Path) -> PathBuf {
 
 /// Writes `kept` into the sandbox directory `dir` (atomically, `0600`).
 pub fn save(dir: &Path, kept: &Kept) -> io::Result<()> {
-    let target = path(dir);
-    let tmp = target.with_extension("json.tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec(kept).map_err(io::Error::other)?)?;
-    drop(f);
-    fs::rename(&tmp, &target)
+    let bytes = serde_json::to_vec(kept).map_err(io::Error::other)?;
+    wrenn_vmm::namespace::state::write_private(&path(dir), &bytes)
 }
 
 /// What an earlier agent kept for the sandbox in `dir`, if anything.

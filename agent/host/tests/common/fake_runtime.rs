@@ -95,7 +95,7 @@ impl FakeRuntime {
     }
 
     /// Pids of sandbox processes still alive.
-    pub fn alive(&self) -> Vec<u32> {
+    pub fn live_pids(&self) -> Vec<u32> {
         self.spawned
             .lock()
             .iter()
@@ -154,6 +154,12 @@ fn step(
 
 #[async_trait::async_trait]
 impl Runtime for FakeRuntime {
+    fn alive(&self, id: &SandboxId) -> Option<bool> {
+        let mut sandboxes = self.sandboxes.lock();
+        let child = sandboxes.get_mut(id)?.child.as_mut()?;
+        Some(matches!(child.try_wait(), Ok(None)))
+    }
+
     fn backend(&self) -> Backend {
         Backend::Namespace
     }

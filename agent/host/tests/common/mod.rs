@@ -125,7 +125,7 @@ impl Harness {
             eventually(
                 Duration::from_secs(10),
                 "every sandbox process gone",
-                || rt.alive().is_empty(),
+                || rt.live_pids().is_empty(),
             )
             .await;
         }

@@ -108,6 +108,14 @@ pub struct Platform {
     _claim: DirClaim,
 }
 
+/// How a platform's `wrenn up` ends.
+enum Ending {
+    /// SIGINT, then a clean exit.
+    Interrupt,
+    /// It exits by itself, with a failure, within the time.
+    FailsByItself(Duration),
+}
+
 /// The children of `pid` (from `/proc/<pid>/task/*/children`).
 fn children(pid: nix::unistd::Pid) -> Vec<nix::unistd::Pid> {
     let mut out = Vec::new();
@@ -282,23 +290,7 @@ impl Platform {
     /// Waits until `wrenn up` exits by itself, asserts it failed, and checks
     /// that nothing of it is left.
     pub fn expect_failed_exit(mut self, timeout: Duration) {
-        let Some(mut up) = self.up.take() else { return };
-        let ids = self.known_ids();
-        let problem = match up.wait(timeout) {
-            Ok(s) if !s.success() => None,
-            Ok(s) => Some(format!("wrenn up exited with {s}, expected a failure")),
-            Err(e) => Some(e),
-        };
-        let mut ids = ids;
-        ids.extend(leftovers::sandbox_dirs(&self.dir));
-        finish(
-            &self.options,
-            &self.dir,
-            &ids,
-            problem,
-            || up.output(),
-            "wrenn up",
-        );
+        self.end(Ending::FailsByItself(timeout));
     }
 
     /// Stops the platform now and asserts nothing is left (what `Drop` does).
@@ -307,16 +299,26 @@ impl Platform {
     }
 
     fn teardown(&mut self) {
+        self.end(Ending::Interrupt);
+    }
+
+    fn end(&mut self, how: Ending) {
         let Some(mut up) = self.up.take() else { return };
         // Every sandbox this instance ever had, for the cgroup/process check.
         let mut ids = self.known_ids();
-        let status = up.interrupt_and_wait(STOP_TIMEOUT);
-        ids.extend(leftovers::sandbox_dirs(&self.dir));
-        let problem = match status {
-            Ok(s) if s.success() => None,
-            Ok(s) => Some(format!("wrenn up exited with {s}")),
-            Err(e) => Some(e),
+        let problem = match how {
+            Ending::Interrupt => match up.interrupt_and_wait(STOP_TIMEOUT) {
+                Ok(s) if s.success() => None,
+                Ok(s) => Some(format!("wrenn up exited with {s}")),
+                Err(e) => Some(e),
+            },
+            Ending::FailsByItself(timeout) => match up.wait(timeout) {
+                Ok(s) if !s.success() => None,
+                Ok(s) => Some(format!("wrenn up exited with {s}, expected a failure")),
+                Err(e) => Some(e),
+            },
         };
+        ids.extend(leftovers::sandbox_dirs(&self.dir));
         finish(
             &self.options,
             &self.dir,
@@ -424,6 +426,12 @@ pub fn finish(
         } else {
             panic!("{msg}");
         }
+    } else if std::thread::panicking() {
+        // The test failed: what the platform said helps find out why.
+        eprintln!(
+            "{what} (the test failed)\n--- output ---\n{}",
+            tail(&output(), 150)
+        );
     }
 }
 

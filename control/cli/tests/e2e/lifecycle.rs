@@ -193,7 +193,9 @@ pub fn bad_input(p: &Platform) {
     assert_fails(&p.cli(&["sandbox", "frobnicate"]), 2, &["frobnicate"]);
     // A spec over the size cap (env and metadata together, 64 KiB): refused
     // by name and size, and the proxy's watch of the agent is unharmed.
-    let big: Vec<String> = (0..5).map(|i| format!("V{i}={}", "x".repeat(15 * 1024))).collect();
+    let big: Vec<String> = (0..5)
+        .map(|i| format!("V{i}={}", "x".repeat(15 * 1024)))
+        .collect();
     let mut args: Vec<&str> = Vec::new();
     for e in &big {
         args.extend(["--env", e.as_str()]);
