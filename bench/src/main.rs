@@ -9,16 +9,12 @@
 //! default, ≤ 15 s with `--quick` (plus `--rounds` − 1 repeats where a
 //! scenario repeats).
 
-mod bed;
 mod forward;
 mod guest;
-mod lean;
 mod lifecycle;
 mod memory;
 mod namespace;
-mod nginx;
 mod paths;
-mod pingora;
 mod platform;
 mod procstat;
 mod proxy;
@@ -30,6 +26,7 @@ mod runtime;
 mod sandbox;
 mod stats;
 mod svg;
+mod testbed;
 mod wrk;
 mod ws;
 
@@ -96,8 +93,10 @@ fn main() -> anyhow::Result<()> {
     // their own runtimes, so they run before ours exists.
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
-        Some(pingora::SUBCOMMAND) => return pingora::serve(&argv[2..]),
-        Some(lean::SUBCOMMAND) => return lean::serve(&argv[2..]),
+        Some(reference::bare_pingora::SUBCOMMAND) => {
+            return reference::bare_pingora::serve(&argv[2..]);
+        }
+        Some(reference::lean_tokio::SUBCOMMAND) => return reference::lean_tokio::serve(&argv[2..]),
         _ => {}
     }
     tokio::runtime::Builder::new_multi_thread()

@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use nix::sys::signal::Signal;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use wrenn_control::client::{AuthedChannel, Bearer, bearer};
 use wrenn_proto::wrenn::v1::sandboxes_client::SandboxesClient;
 
 use crate::paths;
@@ -44,19 +42,8 @@ fn slots() -> anyhow::Result<(u16, u16)> {
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Adds the admin key to every call.
-#[derive(Clone)]
-pub struct Auth(MetadataValue<Ascii>);
-
-impl Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-/// The control plane's `Sandboxes` API.
-pub type Client = SandboxesClient<InterceptedService<Channel, Auth>>;
+/// The control plane's `Sandboxes` API, with the admin key on every call.
+pub type Client = SandboxesClient<AuthedChannel>;
 
 /// A running `wrenn up`.
 pub struct Platform {
@@ -66,7 +53,7 @@ pub struct Platform {
     pub proxy: SocketAddr,
     pub proxy_admin: SocketAddr,
     slots: (u16, u16),
-    auth: Auth,
+    auth: Bearer,
 }
 
 impl Platform {
@@ -131,7 +118,7 @@ impl Platform {
             proxy,
             proxy_admin,
             slots,
-            auth: Auth(MetadataValue::from_static("")),
+            auth: Bearer::none(),
         };
         if let Err(e) = p.wait_ready().await {
             let tail = p.log_tail(4000);
@@ -152,7 +139,7 @@ impl Platform {
             }
             let key = std::fs::read_to_string(self.dir.join("admin.key")).unwrap_or_default();
             if !key.trim().is_empty() && tokio::net::TcpStream::connect(self.proxy).await.is_ok() {
-                self.auth = Auth(format!("Bearer {}", key.trim()).parse()?);
+                self.auth = bearer(&key)?;
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -22,10 +22,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::Opts;
-use crate::bed::{Bed, Door};
 use crate::report::{Report, Table, si, us};
 use crate::stats::Latencies;
 use crate::svg::Chart;
+use crate::testbed::{Bed, Door};
 
 const DOORS: [Door; 4] = [Door::Direct, Door::Path, Door::Subdomain, Door::Nginx];
 
@@ -103,7 +103,7 @@ struct Throughput {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::bed::run_scenario("ws", crate::bed::Refs::NGINX, opts, measure).await
+    crate::testbed::run_scenario("ws", crate::testbed::Refs::NGINX, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

@@ -4,9 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use wrenn_proto::wrenn::v1::hosts_client::HostsClient;
 use wrenn_proto::wrenn::v1::sandboxes_client::SandboxesClient;
@@ -41,33 +38,17 @@ pub enum ClientError {
     },
 }
 
-/// Adds `authorization: Bearer <key>` to every request.
-#[derive(Clone)]
-pub struct BearerAuth(MetadataValue<Ascii>);
+pub use wrenn_proto::auth::Bearer;
 
-impl std::fmt::Debug for BearerAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BearerAuth(…)")
-    }
+/// The credential that presents `api_key` (surrounding whitespace ignored)
+/// on every call: the one client interceptor of the CLI, the benchmarks and
+/// the tests.
+pub fn bearer(api_key: &str) -> Result<Bearer, ClientError> {
+    Bearer::new(api_key.trim()).map_err(|_| ClientError::KeyNotAscii)
 }
 
-impl BearerAuth {
-    pub fn new(api_key: &str) -> Result<Self, ClientError> {
-        format!("Bearer {}", api_key.trim())
-            .parse()
-            .map(BearerAuth)
-            .map_err(|_| ClientError::KeyNotAscii)
-    }
-}
-
-impl Interceptor for BearerAuth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-pub type AuthedChannel = InterceptedService<Channel, BearerAuth>;
+/// A channel whose every call carries the API key.
+pub type AuthedChannel = wrenn_proto::auth::AuthChannel;
 
 /// Both services on one channel.
 #[derive(Debug, Clone)]
@@ -96,11 +77,11 @@ impl Client {
                 address: address.to_owned(),
                 source,
             })?;
-        Ok(Client::with_channel(channel, BearerAuth::new(api_key)?))
+        Ok(Client::with_channel(channel, bearer(api_key)?))
     }
 
     /// Wraps an existing channel.
-    pub fn with_channel(channel: Channel, auth: BearerAuth) -> Client {
+    pub fn with_channel(channel: Channel, auth: Bearer) -> Client {
         Client {
             sandboxes: SandboxesClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(MAX_MESSAGE)

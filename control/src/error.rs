@@ -1,7 +1,6 @@
 //! Errors of starting and running the control plane, and a helper to print an
 //! error with its whole cause chain.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -56,20 +55,7 @@ pub enum Error {
     ServerTask(#[source] tokio::task::JoinError),
 }
 
-/// Displays an error followed by each of its sources: `a: b: c`.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'a));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
-    }
-}
+pub use wrenn_types::Chain;
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,31 @@ use wrenn_proto::auth::{AuthChannel, Bearer, with_bearer};
 use wrenn_proto::wrenn::v1::host_agent_client::HostAgentClient;
 
 use crate::error::Error;
-use crate::options::HostConfig;
+
+/// One host agent the control plane schedules onto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Stable id, recorded with every sandbox placed on the host.
+    pub id: String,
+    /// `http://HOST:PORT` of its `HostAgent` gRPC service.
+    pub agent_address: String,
+    /// Address of its proxy (data plane), if any; reported by `Hosts.List`.
+    pub proxy_address: String,
+    /// The key its agent requires (`<dir>/agent.key` on that host); empty
+    /// presents none.
+    pub agent_key: wrenn_proto::auth::Secret,
+}
+
+impl HostConfig {
+    pub fn new(id: impl Into<String>, agent_address: impl Into<String>) -> Self {
+        HostConfig {
+            id: id.into(),
+            agent_address: agent_address.into(),
+            proxy_address: String::new(),
+            agent_key: Default::default(),
+        }
+    }
+}
 
 /// Largest message accepted from an agent: unary `Exec` output (16 MiB by
 /// default, more on request) must fit.

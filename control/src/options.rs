@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::extension::Extension;
+pub use crate::hosts::HostConfig;
 use crate::store::StoreConfig;
 
 /// `$WRENN_DIR` when unset.
@@ -33,31 +34,6 @@ pub use wrenn_proto::serve::{
 
 /// A future that resolves when the control plane should stop.
 pub type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// One host agent the control plane schedules onto.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostConfig {
-    /// Stable id, recorded with every sandbox placed on the host.
-    pub id: String,
-    /// `http://HOST:PORT` of its `HostAgent` gRPC service.
-    pub agent_address: String,
-    /// Address of its proxy (data plane), if any; reported by `Hosts.List`.
-    pub proxy_address: String,
-    /// The key its agent requires (`<dir>/agent.key` on that host); empty
-    /// presents none.
-    pub agent_key: wrenn_proto::auth::Secret,
-}
-
-impl HostConfig {
-    pub fn new(id: impl Into<String>, agent_address: impl Into<String>) -> Self {
-        HostConfig {
-            id: id.into(),
-            agent_address: agent_address.into(),
-            proxy_address: String::new(),
-            agent_key: Default::default(),
-        }
-    }
-}
 
 /// What the reconciler does with a sandbox that is live on a host but has no
 /// record in the store.

@@ -7,7 +7,7 @@
 //! | [`route`] | the proxy's router: request target, `Host`, sandbox headers (`proxy/src/target.rs`) |
 //! | [`rewrite`] | the proxy's `Location` / `Content-Location` / `Refresh` / `Set-Cookie` rewriter (`proxy/src/rewrite.rs`) |
 //! | [`chunked`] | the fast path's chunked-body scanner (`proxy/src/fast/chunked.rs`) |
-//! | [`byte_size`] | `ByteSize` parsing and display (`proto/types/src/size.rs`) |
+//! | [`byte_size`] | `ByteSize` parsing and display (`types/src/size.rs`) |
 //! | [`guest_path`] | the guest agent's check of paths from RPCs (`agent/guest/src/paths.rs`) |
 //!
 //! # Design

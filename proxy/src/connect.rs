@@ -1,57 +1,21 @@
 //! The upstream connect step, behind one trait.
 //!
 //! [`DirectConnector`] dials `address:port` from the host's own network
-//! namespace over the sandbox's veth. [`NetnsConnector`] (chosen by
-//! `upstream_connect`, see [`from_config`]) also reaches apps bound to the
+//! namespace over the sandbox's veth. [`NetnsConnector`](crate::netns::NetnsConnector)
+//! (chosen by `upstream_connect`, see [`crate::netns::from_config`]) also reaches apps bound to the
 //! sandbox's loopback, by opening sockets inside its netns: it builds the same
 //! peer with [`base_peer`] and sets `peer.options.custom_l4`.
 //! `total_connection_timeout` is set because Pingora skips
 //! `connection_timeout` for `custom_l4`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 
-use crate::config::{ConfigError, ProxyConfig, UpstreamConnect};
-use crate::netns::NetnsConnector;
+use crate::config::ProxyConfig;
 use crate::routes::Route;
-
-/// The connector `config.upstream_connect` asks for. `Auto` is
-/// [`NetnsConnector`] when this process may enter network namespaces, else
-/// [`DirectConnector`] (logged); `Netns` without that permission is an error.
-pub fn from_config(config: &ProxyConfig) -> Result<Arc<dyn UpstreamConnector>, ConfigError> {
-    let netns = || {
-        crate::netns::probe()?;
-        NetnsConnector::new()
-    };
-    match config.upstream_connect {
-        UpstreamConnect::Direct => Ok(Arc::new(DirectConnector)),
-        UpstreamConnect::Netns => match netns() {
-            Ok(c) => Ok(Arc::new(c)),
-            Err(e) => Err(ConfigError {
-                key: "upstream_connect",
-                reason: format!(
-                    "\"netns\" needs CAP_SYS_ADMIN (run as root) or use \"direct\": {e}: {}",
-                    e.source
-                ),
-            }),
-        },
-        UpstreamConnect::Auto => match netns() {
-            Ok(c) => Ok(Arc::new(c)),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    cause = %e.source,
-                    "cannot enter network namespaces: apps bound to 127.0.0.1 in namespace sandboxes are unreachable (upstream_connect = direct)"
-                );
-                Ok(Arc::new(DirectConnector))
-            }
-        },
-    }
-}
 
 /// Timeouts and pool settings every upstream peer gets.
 #[derive(Debug, Clone, PartialEq, Eq)]

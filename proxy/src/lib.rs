@@ -35,8 +35,10 @@
 //! - **Connect retry**: up to `connect_attempts` (3) for connect failures only,
 //!   sleeping 100 ms then 200 ms, each attempt limited to `connect_timeout_ms` (2 s).
 //! - **Upstream pool**: HTTP/1.1 only, keyed per (sandbox id, generation,
-//!   port) through Pingora's `group_key`, idle 4 s, `pool_size` in all (split
-//!   between the threads);
+//!   port) through Pingora's `group_key`, idle 4 s; `pool_size` is split
+//!   evenly between the threads, and each thread's fast path and its Pingora
+//!   `HttpProxy` pool up to that share each (at most 2 × `pool_size` idle
+//!   connections in all);
 //!   above `upstream_max_in_flight` requests to one upstream, requests carry
 //!   `Connection: close` so the pool keeps at most about that many sockets for it.
 //! - **Client connections**: a 10 s deadline for request headers (Pingora has

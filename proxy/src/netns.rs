@@ -50,6 +50,40 @@
 
 mod hints;
 mod socket;
+/// The connector `config.upstream_connect` asks for. `Auto` is
+/// [`NetnsConnector`] when this process may enter network namespaces, else
+/// [`DirectConnector`] (logged); `Netns` without that permission is an error.
+pub fn from_config(config: &ProxyConfig) -> Result<Arc<dyn UpstreamConnector>, ConfigError> {
+    let netns = || {
+        probe()?;
+        NetnsConnector::new()
+    };
+    match config.upstream_connect {
+        UpstreamConnect::Direct => Ok(Arc::new(DirectConnector)),
+        UpstreamConnect::Netns => match netns() {
+            Ok(c) => Ok(Arc::new(c)),
+            Err(e) => Err(ConfigError {
+                key: "upstream_connect",
+                reason: format!(
+                    "\"netns\" needs CAP_SYS_ADMIN (run as root) or use \"direct\": {e}: {}",
+                    e.source
+                ),
+            }),
+        },
+        UpstreamConnect::Auto => match netns() {
+            Ok(c) => Ok(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    cause = %e.source,
+                    "cannot enter network namespaces: apps bound to 127.0.0.1 in namespace sandboxes are unreachable (upstream_connect = direct)"
+                );
+                Ok(Arc::new(DirectConnector))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -71,6 +105,7 @@ pub use socket::{Home, NetnsError, probe};
 
 use hints::{Hint, Hints};
 
+use crate::config::{ConfigError, ProxyConfig, UpstreamConnect};
 use crate::connect::{DirectConnector, PeerSettings, UpstreamConnector, base_peer};
 use crate::routes::Route;
 

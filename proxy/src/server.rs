@@ -114,7 +114,7 @@ impl Proxy {
         c.validate()?;
         let connector = match self.connector {
             Some(connector) => connector,
-            None => crate::connect::from_config(&c)?,
+            None => crate::netns::from_config(&c)?,
         };
         crate::bridge_pingora_logs();
         raise_fd_limit();

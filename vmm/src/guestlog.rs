@@ -176,15 +176,27 @@ pub fn rotated(path: &Path) -> PathBuf {
 
 /// The last `max` bytes of the log at `path`, its rotated part included.
 pub fn tail(path: &Path, max: usize) -> Option<String> {
-    let current = crate::runtime::read_tail(path, max)?;
+    let current = read_tail(path, max)?;
     let missing = max.saturating_sub(current.len());
     if missing == 0 {
         return Some(current);
     }
-    match crate::runtime::read_tail(&rotated(path), missing) {
+    match read_tail(&rotated(path), missing) {
         Some(older) => Some(older + &current),
         None => Some(current),
     }
+}
+
+/// The last `max` bytes of a log file, lossily decoded; `None` if unreadable.
+pub(crate) fn read_tail(path: &std::path::Path, max: usize) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(max as u64);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[cfg(test)]

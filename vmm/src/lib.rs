@@ -2,24 +2,27 @@
 //! sandboxes, Firecracker microVMs), their network, images and cgroups.
 //!
 //! This crate knows nothing of gRPC. The host agent (`wrenn-agent`) drives a
-//! `Arc<dyn Runtime>` chosen once by [`runtime::build`] from [`RuntimeConfig`],
+//! `Arc<dyn Runtime>` chosen once by [`build`] from [`RuntimeConfig`],
 //! and calls [`image`] at start-up ([`image::ensure_image_sizes`], building
 //! `base` with [`image::build_base`]) and, through [`Runtime::shutdown`], at
 //! shutdown (ShrinkImage).
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`runtime`] | the trait, spec/handle types, errors, the factory |
+//! | [`runtime`] | the trait, spec/handle types, errors |
+//! | `factory` | [`build`]: the backend a config names |
 //! | [`slot`] | slots and the addressing plan |
 //! | [`net`] | netns, veth, TAP, nftables, resolv.conf |
 //! | [`cgroup`] | cgroup v1/v2 limits, freezer, usage |
 //! | [`image`] | template images: build, base (debootstrap), busybox, resize |
 //! | [`guestlog`] | a sandbox's console in a capped log |
 //! | [`loopdev`] | loop devices with autoclear |
+//! | [`sandbox`] | what every backend keeps: a sandbox's directory, record and first process |
 //! | [`namespace`] | the namespace backend |
 //! | [`firecracker`] | the Firecracker backend and its API client |
 
 pub mod cgroup;
+mod factory;
 pub mod firecracker;
 pub mod guestlog;
 pub mod image;
@@ -28,11 +31,13 @@ pub mod mounts;
 pub mod namespace;
 pub mod net;
 pub mod runtime;
+pub mod sandbox;
 pub mod slot;
 pub mod validate;
 
+pub use factory::build;
 pub use runtime::{
     Backend, Error, Recovered, Result, Runtime, RuntimeConfig, SandboxHandle, SandboxMetrics,
-    SandboxSpec, build,
+    SandboxSpec, SpawnError,
 };
 pub use wrenn_types::SandboxId;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wrenn_types::SandboxId;
+use wrenn_types::spec;
 
 /// Which kind of machine a sandbox is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -37,15 +38,15 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
-    pub const DEFAULT_TEMPLATE: &'static str = "base";
-    pub const DEFAULT_VCPUS: u32 = 1;
-    pub const DEFAULT_MEMORY_MB: u32 = 512;
-    pub const DEFAULT_DISK_MB: u32 = 2048;
-    pub const MAX_VCPUS: u32 = 64;
-    pub const MIN_MEMORY_MB: u32 = 32;
-    pub const MAX_MEMORY_MB: u32 = 256 * 1024;
-    pub const MIN_DISK_MB: u32 = 64;
-    pub const MAX_DISK_MB: u32 = 1024 * 1024;
+    pub const DEFAULT_TEMPLATE: &'static str = spec::DEFAULT_TEMPLATE;
+    pub const DEFAULT_VCPUS: u32 = spec::DEFAULT_VCPUS;
+    pub const DEFAULT_MEMORY_MB: u32 = spec::DEFAULT_MEMORY_MB;
+    pub const DEFAULT_DISK_MB: u32 = spec::DEFAULT_DISK_MB;
+    pub const MAX_VCPUS: u32 = spec::MAX_VCPUS;
+    pub const MIN_MEMORY_MB: u32 = spec::MIN_MEMORY_MB;
+    pub const MAX_MEMORY_MB: u32 = spec::MAX_MEMORY_MB;
+    pub const MIN_DISK_MB: u32 = spec::MIN_DISK_MB;
+    pub const MAX_DISK_MB: u32 = spec::MAX_DISK_MB;
 
     /// A spec with every default filled in.
     pub fn new(id: SandboxId) -> Self {
@@ -175,7 +176,7 @@ pub enum Error {
     Spawn {
         id: SandboxId,
         #[source]
-        source: crate::namespace::SpawnError,
+        source: SpawnError,
     },
     #[error(transparent)]
     Network(#[from] crate::net::Error),
@@ -185,11 +186,27 @@ pub enum Error {
     Image(#[from] crate::image::Error),
     #[error(transparent)]
     Loop(#[from] crate::loopdev::Error),
-    #[error(transparent)]
-    Firecracker(#[from] crate::firecracker::Error),
+    /// A backend's own failure (for Firecracker: its API or its process).
+    #[error("{backend:?} backend")]
+    Backend {
+        backend: Backend,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failed start of a sandbox's first process: the step and what it was
+/// working on (a path, a name), whatever the backend.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} {path}")]
+pub struct SpawnError {
+    pub step: &'static str,
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
 
 /// A sandbox backend. Every method is safe to call concurrently for different
 /// sandboxes; `destroy` is idempotent.
@@ -234,53 +251,4 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Graceful shutdown hook for images (ShrinkImage of templates not in use).
     async fn shutdown(&self, timeout: Duration) -> Result<()>;
-}
-
-/// The factory: the backend `config.backend` names, checked against this
-/// host. `Namespace` needs root, cgroups and the guest binary; `Firecracker`
-/// additionally needs the binary, a usable `/dev/kvm` and a kernel — when one
-/// is missing the error says which and suggests the namespace backend.
-pub fn build(config: RuntimeConfig) -> Result<std::sync::Arc<dyn Runtime>> {
-    crate::validate::config(&config)?;
-    match config.backend {
-        Backend::Namespace => Ok(std::sync::Arc::new(
-            crate::namespace::NamespaceRuntime::new(config)?,
-        )),
-        Backend::Firecracker => Ok(std::sync::Arc::new(
-            crate::firecracker::FirecrackerRuntime::new(config)?,
-        )),
-    }
-}
-
-/// The last `max` bytes of a log file, lossily decoded; `None` if unreadable.
-pub(crate) fn read_tail(path: &std::path::Path, max: usize) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let start = len.saturating_sub(max as u64);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.read_to_end(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// ShrinkImage of every template of `dir` not in use, giving up (with a log
-/// line) when `timeout` has passed.
-pub(crate) async fn shrink_with_deadline(dir: PathBuf, timeout: Duration) {
-    let work = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + timeout;
-        for t in crate::image::list_templates(&dir) {
-            if std::time::Instant::now() >= deadline {
-                tracing::info!(template = %t, "shutdown deadline reached: image not shrunk");
-                continue;
-            }
-            let path = crate::image::template_path(&dir, &t);
-            if let Err(e) = crate::image::shrink_image(&path) {
-                tracing::warn!(template = %t, error = %e, "shrinking image");
-            }
-        }
-    });
-    if tokio::time::timeout(timeout, work).await.is_err() {
-        tracing::warn!("shrinking images did not finish before the shutdown deadline");
-    }
 }

@@ -87,50 +87,15 @@ pub fn has_interpreter(path: &std::path::Path) -> bool {
     })
 }
 
-/// Ranges from [`SandboxSpec`]'s constants, template name, environment.
+/// The spec's checks from [`wrenn_types::spec`] (ranges, template name,
+/// environment, metadata, total size) and the egress lists.
 pub fn spec(s: &SandboxSpec) -> Result<()> {
-    let range = |field: &str, v: u32, min: u32, max: u32, unit: &str| {
-        if v < min {
-            Err(Error::InvalidSpec(format!(
-                "{field}: {v}{unit} is below the minimum {min}{unit}"
-            )))
-        } else if v > max {
-            Err(Error::InvalidSpec(format!(
-                "{field}: {v}{unit} is above the maximum {max}{unit}"
-            )))
-        } else {
-            Ok(())
-        }
-    };
-    range("vcpus", s.vcpus, 1, SandboxSpec::MAX_VCPUS, "")?;
-    range(
-        "memory_mb",
-        s.memory_mb,
-        SandboxSpec::MIN_MEMORY_MB,
-        SandboxSpec::MAX_MEMORY_MB,
-        " MiB",
-    )?;
-    range(
-        "disk_mb",
-        s.disk_mb,
-        SandboxSpec::MIN_DISK_MB,
-        SandboxSpec::MAX_DISK_MB,
-        " MiB",
-    )?;
-    crate::image::validate_name(&s.template)
-        .map_err(|e| Error::InvalidSpec(format!("template: {e}")))?;
-    for (k, v) in &s.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(Error::InvalidSpec(format!(
-                "env: invalid variable name {k:?}"
-            )));
-        }
-        if v.contains('\0') {
-            return Err(Error::InvalidSpec(format!(
-                "env[{k:?}]: value contains a NUL byte"
-            )));
-        }
-    }
+    use wrenn_types::spec as check;
+    let invalid = |e: check::InvalidField| Error::InvalidSpec(e.to_string());
+    check::check_resources(s.vcpus, s.memory_mb, s.disk_mb).map_err(invalid)?;
+    check::check_template(&s.template).map_err(invalid)?;
+    check::check_env(&s.env).map_err(invalid)?;
+    check::check_metadata("spec.metadata", &s.metadata).map_err(invalid)?;
     wrenn_types::check_spec_bytes(s.env.iter().chain(&s.metadata)).map_err(Error::InvalidSpec)?;
     egress("allow_out", &s.allow_out)?;
     egress("deny_out", &s.deny_out)?;

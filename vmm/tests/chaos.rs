@@ -127,7 +127,7 @@ fn live_sandboxes(dir: &std::path::Path) -> BTreeSet<String> {
             .ok()
             .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
             .unwrap_or(true);
-        if wrenn_vmm::namespace::state::process_start_time(pid as i32) == Some(start) && !zombie {
+        if wrenn_vmm::sandbox::record::process_start_time(pid as i32) == Some(start) && !zombie {
             out.insert(v["id"].as_str().unwrap().to_owned());
         }
     }

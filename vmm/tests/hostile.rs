@@ -457,7 +457,10 @@ async fn egress_reaches_private_networks_only_through_the_allow_list() {
 async fn a_spec_over_the_size_cap_is_refused_and_creates_nothing() {
     let env = common::Env::new(1760..=1769).await;
     let mut spec = env.spec("hosbig");
-    spec.env.insert("BIG".into(), "x".repeat(70 * 1024));
+    // Each value within its own limit, together over the 64 KiB cap.
+    for i in 0..3 {
+        spec.env.insert(format!("BIG{i}"), "x".repeat(30 * 1024));
+    }
     let e = env.runtime.create(spec).await.unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("65536") && msg.contains("bytes"), "{msg}");

@@ -174,7 +174,7 @@ async fn bad_input_gives_a_clear_error_and_creates_nothing() {
                 template: "../etc".into(),
                 ..env.spec("lcbad1")
             },
-            "invalid template name",
+            "\"../etc\" is not a template name",
         ),
         (
             SandboxSpec {

@@ -47,7 +47,7 @@ pub fn prepare(pid1: bool) -> Vec<InitError> {
     let mut failed = Vec::new();
     let mut step = |result: Result<(), InitError>| {
         if let Err(err) = result {
-            tracing::warn!(error = crate::status::chain(&err), "init step failed");
+            tracing::warn!(error = crate::wire::chain(&err), "init step failed");
             failed.push(err);
         }
     };

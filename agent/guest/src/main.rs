@@ -17,9 +17,9 @@ mod process;
 mod reaper;
 mod server;
 mod shutdown;
-mod status;
 mod stream;
 mod users;
+mod wire;
 
 use anyhow::Context as _;
 use clap::Parser as _;

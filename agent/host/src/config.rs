@@ -54,7 +54,7 @@ pub struct AgentConfig {
 impl AgentConfig {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:7801";
     pub const DEFAULT_DIR: &'static str = RuntimeConfig::DEFAULT_DIR;
-    pub const DEFAULT_TIMEOUT_SECS: u32 = 300;
+    pub const DEFAULT_TIMEOUT_SECS: u32 = wrenn_types::spec::DEFAULT_TIMEOUT_SECS;
     pub const DEFAULT_MAX_TIMEOUT_SECS: u32 = 24 * 3600;
     pub const DEFAULT_GUEST_READY_TIMEOUT_MS: u64 = 30_000;
     pub const DEFAULT_GUEST_POLL_INTERVAL_MS: u64 = 10;

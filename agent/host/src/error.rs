@@ -3,7 +3,6 @@
 //! gRPC status in one place).
 
 use std::error::Error as StdError;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -143,16 +142,7 @@ impl SandboxError {
     }
 }
 
-/// The error and its sources, joined with `: `.
-pub(crate) fn chain(err: &dyn StdError) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let _ = write!(out, ": {e}");
-        cur = e.source();
-    }
-    out
-}
+pub(crate) use wrenn_types::chain;
 
 impl From<SandboxError> for Status {
     fn from(err: SandboxError) -> Status {

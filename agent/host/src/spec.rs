@@ -1,21 +1,18 @@
 //! Validation of `CreateSandboxRequest`: defaults filled in, every value
 //! checked, and the error naming the field that was wrong.
 
-use std::collections::BTreeMap;
-
 use wrenn_proto::wrenn::v1 as pb;
 use wrenn_types::SandboxId;
+use wrenn_types::spec::{self, InvalidField};
 use wrenn_vmm::SandboxSpec;
 
 use crate::error::SandboxError;
 
-/// Longest template name accepted.
-pub const MAX_TEMPLATE_LEN: usize = 64;
-/// Most environment variables / metadata entries in one spec.
-pub const MAX_MAP_ENTRIES: usize = 256;
-/// Longest key or value of an env or metadata entry.
-pub const MAX_KEY_LEN: usize = 256;
-pub const MAX_VALUE_LEN: usize = 16 * 1024;
+impl From<InvalidField> for SandboxError {
+    fn from(e: InvalidField) -> Self {
+        SandboxError::invalid(e.field, e.reason)
+    }
+}
 
 /// A create request, validated.
 #[derive(Debug, Clone)]
@@ -57,40 +54,30 @@ pub fn validate(
     let mut out = SandboxSpec::new(id);
 
     if !spec.template.is_empty() {
-        check_template(&spec.template)?;
+        spec::check_template(&spec.template)?;
         out.template = spec.template.clone();
     }
-    if spec.vcpus != 0 {
-        in_range("spec.vcpus", spec.vcpus, 1, SandboxSpec::MAX_VCPUS, "")?;
-        out.vcpus = spec.vcpus;
-    }
-    if spec.memory_mb != 0 {
-        in_range(
-            "spec.memory_mb",
-            spec.memory_mb,
-            SandboxSpec::MIN_MEMORY_MB,
-            SandboxSpec::MAX_MEMORY_MB,
-            " MiB",
-        )?;
-        out.memory_mb = spec.memory_mb;
-    }
-    if spec.disk_mb != 0 {
-        in_range(
-            "spec.disk_mb",
-            spec.disk_mb,
-            SandboxSpec::MIN_DISK_MB,
-            SandboxSpec::MAX_DISK_MB,
-            " MiB",
-        )?;
-        out.disk_mb = spec.disk_mb;
-    }
-    out.env = check_map("spec.env", &spec.env, check_env_key)?;
-    out.metadata = check_map("spec.metadata", &spec.metadata, |_| Ok(()))?;
-    wrenn_types::check_spec_bytes(spec.env.iter().chain(&spec.metadata))
-        .map_err(|why| SandboxError::invalid("spec.env/spec.metadata", why))?;
+    let or = |v: u32, default: u32| if v == 0 { default } else { v };
+    out.vcpus = or(spec.vcpus, out.vcpus);
+    out.memory_mb = or(spec.memory_mb, out.memory_mb);
+    out.disk_mb = or(spec.disk_mb, out.disk_mb);
+    spec::check_resources(out.vcpus, out.memory_mb, out.disk_mb)?;
+    spec::check_env(&spec.env)?;
+    spec::check_metadata("spec.metadata", &spec.metadata)?;
+    spec::check_total(&spec.env, &spec.metadata)?;
+    out.env = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.metadata = spec
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     out.internet = spec.internet.unwrap_or(true);
-    out.allow_out = check_networks("spec.allow_out", &spec.allow_out)?;
-    out.deny_out = check_networks("spec.deny_out", &spec.deny_out)?;
+    out.allow_out = spec::check_egress("spec.allow_out", &spec.allow_out)?;
+    out.deny_out = spec::check_egress("spec.deny_out", &spec.deny_out)?;
     let timeout_secs = timeout("spec.timeout_secs", spec.timeout_secs, limits)?;
 
     let proto = pb::SandboxSpec {
@@ -110,28 +97,6 @@ pub fn validate(
         proto,
         timeout_secs,
     })
-}
-
-/// An egress list: CIDRs, at most [`wrenn_types::MAX_EGRESS_RULES`].
-pub fn check_networks(field: &str, raw: &[String]) -> Result<Vec<wrenn_types::Cidr>, SandboxError> {
-    if raw.len() > wrenn_types::MAX_EGRESS_RULES {
-        return Err(SandboxError::invalid(
-            field,
-            format!(
-                "{} networks, above the maximum {}",
-                raw.len(),
-                wrenn_types::MAX_EGRESS_RULES
-            ),
-        ));
-    }
-    raw.iter()
-        .enumerate()
-        .map(|(i, c)| {
-            c.trim()
-                .parse::<wrenn_types::Cidr>()
-                .map_err(|e| SandboxError::invalid(format!("{field}[{i}]"), e.to_string()))
-        })
-        .collect()
 }
 
 /// A timeout in seconds: 0 means the default; at most the configured maximum.
@@ -165,82 +130,6 @@ pub fn to_proto(spec: &SandboxSpec, timeout_secs: u32) -> pb::SandboxSpec {
         allow_out: spec.allow_out.iter().map(ToString::to_string).collect(),
         deny_out: spec.deny_out.iter().map(ToString::to_string).collect(),
     }
-}
-
-fn in_range(field: &str, v: u32, min: u32, max: u32, unit: &str) -> Result<(), SandboxError> {
-    if v < min {
-        return Err(SandboxError::invalid(
-            field,
-            format!("{v}{unit} is below the minimum {min}{unit}"),
-        ));
-    }
-    if v > max {
-        return Err(SandboxError::invalid(
-            field,
-            format!("{v}{unit} is above the maximum {max}{unit}"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_template(t: &str) -> Result<(), SandboxError> {
-    let ok = t.len() <= MAX_TEMPLATE_LEN
-        && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && t.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
-        })
-        && !t.contains("..");
-    if ok {
-        Ok(())
-    } else {
-        Err(SandboxError::invalid(
-            "spec.template",
-            format!(
-                "{t:?} is not a template name (1-{MAX_TEMPLATE_LEN} lowercase letters, digits, \
-                 '-', '_' or '.', starting with a letter or digit)"
-            ),
-        ))
-    }
-}
-
-fn check_env_key(k: &str) -> Result<(), String> {
-    if k.contains('=') {
-        return Err("contains '='".into());
-    }
-    Ok(())
-}
-
-fn check_map(
-    field: &str,
-    map: &std::collections::HashMap<String, String>,
-    check_key: impl Fn(&str) -> Result<(), String>,
-) -> Result<BTreeMap<String, String>, SandboxError> {
-    if map.len() > MAX_MAP_ENTRIES {
-        return Err(SandboxError::invalid(
-            field,
-            format!(
-                "{} entries is above the maximum {MAX_MAP_ENTRIES}",
-                map.len()
-            ),
-        ));
-    }
-    for (k, v) in map {
-        let bad = |reason: String| SandboxError::invalid(format!("{field}[{k:?}]"), reason);
-        if k.is_empty() {
-            return Err(bad("empty key".into()));
-        }
-        if k.len() > MAX_KEY_LEN {
-            return Err(bad(format!("key longer than {MAX_KEY_LEN} bytes")));
-        }
-        if v.len() > MAX_VALUE_LEN {
-            return Err(bad(format!("value longer than {MAX_VALUE_LEN} bytes")));
-        }
-        if k.contains('\0') || v.contains('\0') {
-            return Err(bad("contains a NUL byte".into()));
-        }
-        check_key(k).map_err(|r| bad(format!("key {r}")))?;
-    }
-    Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 #[cfg(test)]
@@ -331,12 +220,15 @@ mod tests {
             env: [("A=B".to_string(), "x".to_string())].into(),
             ..Default::default()
         });
-        assert_eq!(e, "spec.env[\"A=B\"]: key contains '='");
+        assert_eq!(
+            e,
+            "spec.env[\"A=B\"]: not a variable name (1-256 bytes, no '=' or NUL)"
+        );
         let e = err(pb::SandboxSpec {
             metadata: [("".to_string(), "x".to_string())].into(),
             ..Default::default()
         });
-        assert_eq!(e, "spec.metadata[\"\"]: empty key");
+        assert_eq!(e, "spec.metadata[\"\"]: key must be 1-128 bytes");
     }
 
     #[test]

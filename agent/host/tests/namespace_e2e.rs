@@ -52,15 +52,7 @@ async fn boot(config: AgentConfig) -> (Agent, Client, Vec<Progress>) {
     (agent, client, progress)
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s += &format!(": {c}");
-        cur = c.source();
-    }
-    s
-}
+use wrenn_types::chain;
 
 async fn event(w: &mut tonic::Streaming<pb::SandboxEvent>) -> (Kind, Option<pb::Sandbox>) {
     let ev = tokio::time::timeout(T, w.next())

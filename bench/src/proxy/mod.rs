@@ -13,10 +13,10 @@
 //!   (`conf/bench/nginx.conf`: as many workers as the proxy has threads,
 //!   keep-alive upstream pool, path form, access log);
 //! - **bare pingora**: Pingora's stock server with the least a path-form
-//!   proxy does and nothing of wrenn's ([`crate::pingora`]): what Pingora
+//!   proxy does and nothing of wrenn's ([`crate::reference::bare_pingora`]): what Pingora
 //!   itself costs, so the gap to nginx splits into Pingora's and wrenn's;
 //! - **lean tokio**: the same least work written straight on tokio in the
-//!   worker model wrenn's proxy uses, without Pingora ([`crate::lean`]): what
+//!   worker model wrenn's proxy uses, without Pingora ([`crate::reference::lean_tokio`]): what
 //!   tokio, Rust and this kernel cost, so the gap splits further.
 //!
 //! Reported per run: req/s, p50/p99/p99.9, the proxy's (or nginx's) CPU
@@ -38,8 +38,8 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::Opts;
-use crate::bed::{Bed, Door};
 use crate::report::{Report, si, us};
+use crate::testbed::{Bed, Door};
 use crate::wrk::{self, Load, WrkResult};
 
 const NEW_UPSTREAM: &str = "wrenn_proxy_upstream_connections_total{reused=\"false\"}";
@@ -150,7 +150,7 @@ impl Doors<'_> {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::bed::run_scenario("proxy", crate::bed::Refs::ALL, opts, measure).await
+    crate::testbed::run_scenario("proxy", crate::testbed::Refs::ALL, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::bed::{Bed, Door};
 use crate::pty_load::load::{connect, get};
 use crate::stats::{Latencies, Summary};
+use crate::testbed::{Bed, Door};
 
 pub const CONNECTIONS: usize = 256;
 /// Requests per second over all connections: about a tenth of what the

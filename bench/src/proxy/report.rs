@@ -4,9 +4,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{DOORS, PACED_DOORS, Run};
-use crate::bed::Door;
 use crate::report::{Report, Table, si, us};
 use crate::svg::Chart;
+use crate::testbed::Door;
 
 /// Target: the path form serves at least as many requests as nginx.
 const TARGET_RATIO_NGINX: f64 = 1.0;

@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use wrenn_proto::wrenn::v1::ReadFileRequest;
 
-use crate::bed::{Bed, Door};
 use crate::platform::Client;
+use crate::testbed::{Bed, Door};
 
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 pub const STREAM_EVERY: Duration = Duration::from_millis(250);

@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::Opts;
-use crate::bed::Bed;
 use crate::report::{Report, Table, us};
 use crate::stats::Latencies;
 use crate::svg::Chart;
+use crate::testbed::Bed;
 use load::Background;
 use pty::PtyEcho;
 
@@ -63,7 +63,7 @@ struct Phase {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::bed::run_scenario("pty-under-load", crate::bed::Refs::NONE, opts, measure).await
+    crate::testbed::run_scenario("pty-under-load", crate::testbed::Refs::NONE, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

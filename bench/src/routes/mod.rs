@@ -22,10 +22,10 @@ use serde::Serialize;
 use wrenn_proto::wrenn::v1::{Sandbox, SandboxRef, SandboxState};
 
 use crate::Opts;
-use crate::bed::Bed;
 use crate::report::{Report, Table, si, us};
 use crate::sandbox::UPSTREAM_PORT;
 use crate::svg::Chart;
+use crate::testbed::Bed;
 use crate::wrk::{self, Load, WrkResult};
 use agent::FakeAgent;
 
@@ -48,7 +48,7 @@ struct Step {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::bed::run_scenario("routes", crate::bed::Refs::NONE, opts, measure).await
+    crate::testbed::run_scenario("routes", crate::testbed::Refs::NONE, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {

@@ -4,10 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tonic::metadata::MetadataValue;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use wrenn_control::client::{AuthedChannel, Bearer, bearer};
 use wrenn_proto::wrenn::v1::hosts_client::HostsClient;
 use wrenn_proto::wrenn::v1::sandboxes_client::SandboxesClient;
 
@@ -29,17 +27,7 @@ pub struct GlobalArgs {
     pub wrenn_dir: PathBuf,
 }
 
-#[derive(Clone)]
-pub struct Auth(MetadataValue<tonic::metadata::Ascii>);
-
-impl Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-pub type Client = SandboxesClient<InterceptedService<Channel, Auth>>;
+pub type Client = SandboxesClient<AuthedChannel>;
 
 impl GlobalArgs {
     fn api_key(&self) -> Result<String> {
@@ -57,7 +45,7 @@ impl GlobalArgs {
     }
 
     /// The `Hosts` service on the same control plane.
-    pub async fn connect_hosts(&self) -> Result<HostsClient<InterceptedService<Channel, Auth>>> {
+    pub async fn connect_hosts(&self) -> Result<HostsClient<AuthedChannel>> {
         let (channel, auth) = self.channel().await?;
         Ok(HostsClient::with_interceptor(channel, auth))
     }
@@ -69,10 +57,10 @@ impl GlobalArgs {
             .max_decoding_message_size(64 * 1024 * 1024))
     }
 
-    async fn channel(&self) -> Result<(Channel, Auth)> {
+    async fn channel(&self) -> Result<(Channel, Bearer)> {
         let key = self.api_key()?;
-        let auth = MetadataValue::try_from(format!("Bearer {key}"))
-            .context("the API key contains characters not allowed in a header")?;
+        let auth =
+            bearer(&key).context("the API key contains characters not allowed in a header")?;
         let channel = Endpoint::from_shared(self.control.clone())
             .with_context(|| format!("invalid control plane address {:?}", self.control))?
             .connect_timeout(Duration::from_secs(5))
@@ -84,7 +72,7 @@ impl GlobalArgs {
                 address: self.control.clone(),
                 source: Some(Box::new(e)),
             })?;
-        Ok((channel, Auth(auth)))
+        Ok((channel, auth))
     }
 }
 

@@ -243,7 +243,7 @@ impl Authenticator {
                 None
             }
             Err(e) => {
-                tracing::error!(error = %crate::error::Chain(&e), "API key lookup failed; refusing");
+                tracing::error!(error = %wrenn_types::Chain(&e), "API key lookup failed; refusing");
                 None
             }
         }

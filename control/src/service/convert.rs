@@ -10,19 +10,15 @@ use wrenn_types::SandboxId;
 
 use crate::store::{LiveUpdate, RecordState, SandboxRecord, SpecRecord};
 
-pub const DEFAULT_TEMPLATE: &str = "base";
-pub const DEFAULT_VCPUS: u32 = 1;
-pub const DEFAULT_MEMORY_MB: u32 = 512;
-pub const DEFAULT_DISK_MB: u32 = 2048;
-pub const DEFAULT_TIMEOUT_SECS: u32 = 300;
+use wrenn_types::spec::{self as check, InvalidField};
+use wrenn_types::spec::{
+    DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_TEMPLATE, DEFAULT_TIMEOUT_SECS, DEFAULT_VCPUS,
+    MAX_METADATA_ENTRIES,
+};
 
-pub const MAX_METADATA_ENTRIES: usize = 64;
-pub const MAX_METADATA_KEY: usize = 128;
-pub const MAX_METADATA_VALUE: usize = 1024;
-pub const MAX_ENV_ENTRIES: usize = 512;
-pub const MAX_ENV_KEY: usize = 256;
-pub const MAX_ENV_VALUE: usize = 32 * 1024;
-pub const MAX_TEMPLATE_LEN: usize = 64;
+fn invalid(e: InvalidField) -> Status {
+    Status::invalid_argument(e.to_string())
+}
 
 /// Parses a sandbox id from request field `field`.
 pub(crate) fn parse_id(field: &str, s: &str) -> Result<SandboxId, Status> {
@@ -35,59 +31,19 @@ pub(crate) fn parse_id(field: &str, s: &str) -> Result<SandboxId, Status> {
         .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-/// Checks a create request's spec.
+/// Checks a create request's spec with the checks the host agent and the
+/// runtime make too ([`wrenn_types::spec`]), defaults filled in first.
 pub(crate) fn validate_spec(spec: &SandboxSpec) -> Result<(), Status> {
-    let bad = |m: String| Err(Status::invalid_argument(m));
-    let t = &spec.template;
-    if t.len() > MAX_TEMPLATE_LEN
-        || !t
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        || t.starts_with('.')
-    {
-        return bad(format!(
-            "spec.template: {t:?} is not a template name (1-{MAX_TEMPLATE_LEN} letters, digits, '-', '_' or '.', not starting with '.')"
-        ));
+    if !spec.template.is_empty() {
+        check::check_template(&spec.template).map_err(invalid)?;
     }
-    validate_metadata("spec.metadata", &spec.metadata)?;
-    if spec.env.len() > MAX_ENV_ENTRIES {
-        return bad(format!(
-            "spec.env: {} variables, at most {MAX_ENV_ENTRIES} allowed",
-            spec.env.len()
-        ));
-    }
-    for (k, v) in &spec.env {
-        if k.is_empty() || k.len() > MAX_ENV_KEY || k.contains(['=', '\0']) {
-            return bad(format!(
-                "spec.env: {k:?} is not a variable name (1-{MAX_ENV_KEY} bytes, no '=' or NUL)"
-            ));
-        }
-        if v.len() > MAX_ENV_VALUE || v.contains('\0') {
-            return bad(format!(
-                "spec.env[{k}]: value too long or contains NUL (at most {MAX_ENV_VALUE} bytes)"
-            ));
-        }
-    }
-    if let Err(why) = wrenn_types::check_spec_bytes(spec.env.iter().chain(&spec.metadata)) {
-        return bad(format!("spec.env/spec.metadata: {why}"));
-    }
-    for (field, list) in [
-        ("spec.allow_out", &spec.allow_out),
-        ("spec.deny_out", &spec.deny_out),
-    ] {
-        if list.len() > wrenn_types::MAX_EGRESS_RULES {
-            return bad(format!(
-                "{field}: {} networks, above the maximum {}",
-                list.len(),
-                wrenn_types::MAX_EGRESS_RULES
-            ));
-        }
-        for (i, c) in list.iter().enumerate() {
-            if let Err(e) = c.trim().parse::<wrenn_types::Cidr>() {
-                return bad(format!("{field}[{i}]: {e}"));
-            }
-        }
-    }
+    let d = with_defaults(spec);
+    check::check_resources(d.vcpus, d.memory_mb, d.disk_mb).map_err(invalid)?;
+    check::check_metadata("spec.metadata", &spec.metadata).map_err(invalid)?;
+    check::check_env(&spec.env).map_err(invalid)?;
+    check::check_total(&spec.env, &spec.metadata).map_err(invalid)?;
+    check::check_egress("spec.allow_out", &spec.allow_out).map_err(invalid)?;
+    check::check_egress("spec.deny_out", &spec.deny_out).map_err(invalid)?;
     Ok(())
 }
 
@@ -97,27 +53,7 @@ where
     I: IntoIterator<Item = (&'a String, &'a String)>,
     I::IntoIter: ExactSizeIterator,
 {
-    let it = metadata.into_iter();
-    if it.len() > MAX_METADATA_ENTRIES {
-        return Err(Status::invalid_argument(format!(
-            "{field}: {} entries, at most {MAX_METADATA_ENTRIES} allowed",
-            it.len()
-        )));
-    }
-    for (k, v) in it {
-        if k.is_empty() || k.len() > MAX_METADATA_KEY {
-            return Err(Status::invalid_argument(format!(
-                "{field}: key {k:?} must be 1-{MAX_METADATA_KEY} bytes"
-            )));
-        }
-        if v.len() > MAX_METADATA_VALUE {
-            return Err(Status::invalid_argument(format!(
-                "{field}[{k}]: value is {} bytes, at most {MAX_METADATA_VALUE} allowed",
-                v.len()
-            )));
-        }
-    }
-    Ok(())
+    check::check_metadata(field, metadata).map_err(invalid)
 }
 
 /// The spec with the documented defaults filled in.
@@ -294,24 +230,31 @@ mod tests {
             ),
             (
                 SandboxSpec {
+                    vcpus: 65,
+                    ..ok.clone()
+                },
+                "spec.vcpus: 65 is above the maximum 64",
+            ),
+            (
+                SandboxSpec {
                     metadata: HashMap::from([(String::new(), "v".into())]),
                     ..ok.clone()
                 },
-                "spec.metadata: key \"\"",
+                "spec.metadata[\"\"]: key must be 1-128 bytes",
             ),
             (
                 SandboxSpec {
                     metadata: HashMap::from([("k".into(), "v".repeat(2000))]),
                     ..ok.clone()
                 },
-                "spec.metadata[k]",
+                "spec.metadata[\"k\"]: value is 2000 bytes",
             ),
             (
                 SandboxSpec {
                     env: HashMap::from([("A=B".into(), "v".into())]),
                     ..ok.clone()
                 },
-                "spec.env: \"A=B\"",
+                "spec.env[\"A=B\"]: not a variable name",
             ),
         ];
         for (spec, want) in cases {

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use wrenn_control::auth::AuthenticatedKey;
-use wrenn_control::client::BearerAuth;
+use wrenn_control::client::bearer;
 use wrenn_control::{BoxError, Extension, ExtensionContext};
 use wrenn_proto::filesystem::filesystem_client::FilesystemClient;
 use wrenn_proto::filesystem::filesystem_server::{Filesystem, FilesystemServer};
@@ -179,8 +179,7 @@ async fn an_extension_adds_a_service_routes_and_a_task() {
         .connect()
         .await
         .unwrap();
-    let mut authed =
-        FilesystemClient::with_interceptor(channel.clone(), BearerAuth::new(&t.key).unwrap());
+    let mut authed = FilesystemClient::with_interceptor(channel.clone(), bearer(&t.key).unwrap());
     let res = authed
         .stat(StatRequest { path: "/x".into() })
         .await

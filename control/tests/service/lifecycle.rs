@@ -314,7 +314,8 @@ async fn bad_input_is_named_and_never_reaches_the_host() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
-        err.message().starts_with("metadata: key \"\""),
+        err.message()
+            .starts_with("metadata[\"\"]: key must be 1-128 bytes"),
         "{}",
         err.message()
     );

@@ -6,7 +6,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
-use super::{RequestCtx, WrennProxy, names};
+use super::{RequestCtx, WrennProxy, header_names};
 use crate::rewrite::RewriteCtx;
 use crate::routes::{HostPolicy, PrefixPolicy};
 use crate::target::{Form, push_path_prefix};
@@ -72,7 +72,7 @@ impl WrennProxy {
         match session.client_addr().and_then(|a| a.as_inet()) {
             Some(addr) => up.insert_header("x-forwarded-for", addr.ip().to_string())?,
             None => {
-                up.remove_header(&names::X_FORWARDED_FOR);
+                up.remove_header(&header_names::X_FORWARDED_FOR);
             }
         }
         up.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
@@ -82,8 +82,8 @@ impl WrennProxy {
                 push_path_prefix(&mut prefix, r.id.as_str(), ctx.port);
             }
             up.insert_header("x-forwarded-prefix", prefix)?;
-        } else if up.headers.contains_key(&names::X_FORWARDED_PREFIX) {
-            up.remove_header(&names::X_FORWARDED_PREFIX);
+        } else if up.headers.contains_key(&header_names::X_FORWARDED_PREFIX) {
+            up.remove_header(&header_names::X_FORWARDED_PREFIX);
         }
         if self.force_close(ctx) {
             up.insert_header(header::CONNECTION, HeaderValue::from_static("close"))?;
@@ -125,7 +125,11 @@ impl WrennProxy {
                 .get(header::HOST)
                 .map(|v| v.as_bytes()),
         };
-        for name in [header::LOCATION, header::CONTENT_LOCATION, names::REFRESH] {
+        for name in [
+            header::LOCATION,
+            header::CONTENT_LOCATION,
+            header_names::REFRESH,
+        ] {
             if let Some(new) = resp
                 .headers
                 .get(&name)

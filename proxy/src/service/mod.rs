@@ -13,8 +13,8 @@
 //!   generation, port); the in-flight cap is enforced with `Connection: close`.
 //! - Everything the proxy writes itself goes through [`Failure`].
 
+mod header_names;
 mod headers;
-mod names;
 mod outcome;
 mod routing;
 

@@ -25,7 +25,7 @@ impl WrennProxy {
         let html = failure::wants_html(
             req.headers.get(header::ACCEPT).map(|v| v.as_bytes()),
             req.headers
-                .get(&super::names::SEC_FETCH_MODE)
+                .get(&super::header_names::SEC_FETCH_MODE)
                 .map(|v| v.as_bytes()),
         );
         let (head, body) = f.response(html);

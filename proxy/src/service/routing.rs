@@ -6,7 +6,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
-use super::{RequestCtx, WrennProxy, names};
+use super::{RequestCtx, WrennProxy, header_names};
 use crate::failure::{self, Failure};
 use crate::hosts::Listener;
 use crate::routes::RouteState;
@@ -37,8 +37,10 @@ impl WrennProxy {
         let view = RequestView {
             host: h(&http::header::HOST),
             target: req.raw_path(),
-            id_header: h(&names::WRENN_SANDBOX_ID).or_else(|| h(&names::E2B_SANDBOX_ID)),
-            port_header: h(&names::WRENN_SANDBOX_PORT).or_else(|| h(&names::E2B_SANDBOX_PORT)),
+            id_header: h(&header_names::WRENN_SANDBOX_ID)
+                .or_else(|| h(&header_names::E2B_SANDBOX_ID)),
+            port_header: h(&header_names::WRENN_SANDBOX_PORT)
+                .or_else(|| h(&header_names::E2B_SANDBOX_PORT)),
         };
         let t = match target::parse(&self.domain, view) {
             Parsed::Target(t) => t,

@@ -30,6 +30,7 @@ pub mod disk;
 pub mod net;
 mod recover;
 mod runtime;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,6 +67,17 @@ pub enum Error {
         path: PathBuf,
         output: String,
     },
+}
+
+/// Into the runtime's error as the backend's own failure: the shared error
+/// type names no backend's type.
+impl From<Error> for crate::runtime::Error {
+    fn from(e: Error) -> Self {
+        crate::runtime::Error::Backend {
+            backend: crate::runtime::Backend::Firecracker,
+            source: Box::new(e),
+        }
+    }
 }
 
 /// What [`configure`] sends.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use wrenn_types::SandboxId;
 
-use super::runtime::{Inner, Vm, VmState};
+use super::vm::{Inner, Vm, VmState};
 use crate::cgroup::Cgroup;
-use crate::namespace::proc::Proc;
-use crate::namespace::state::{SandboxDir, process_start_time, sandboxes_dir};
 use crate::runtime::{Recovered, Result};
+use crate::sandbox::proc::Proc;
+use crate::sandbox::record::{SandboxDir, process_start_time, sandboxes_dir};
 
 pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
     let mut out = Recovered::default();
@@ -22,7 +22,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
     inner
         .net
         .firewall()
-        .install(&crate::namespace::state::recorded_egress(
+        .install(&crate::sandbox::record::recorded_egress(
             &inner.cfg.dir,
             &inner.cfg.prefix,
             &inner.cfg.slots,

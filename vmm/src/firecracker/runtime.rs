@@ -9,16 +9,17 @@ use parking_lot::Mutex;
 use wrenn_types::SandboxId;
 
 use super::config::{ActionType, VmStateValue};
+use super::vm::{Inner, Vm, VmState};
 use super::{ApiClient, Error as FcError, STOP_GRACE, VMM_OVERHEAD_MB, VmPlan, configure, disk};
 use crate::cgroup::{Cgroup, Layout, Limits, PIDS_MAX};
-use crate::namespace::proc::Proc;
-use crate::namespace::state::{Record, SandboxDir, process_start_time};
 use crate::net::{Network, netns, resolv};
 use crate::runtime::{
     Backend, Error, Recovered, Result, Runtime, RuntimeConfig, SandboxHandle, SandboxMetrics,
     SandboxSpec,
 };
-use crate::slot::{Slot, SlotAllocator};
+use crate::sandbox::proc::Proc;
+use crate::sandbox::record::{Record, SandboxDir, process_start_time};
+use crate::slot::SlotAllocator;
 use crate::{image, validate};
 
 const CGROUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,33 +29,6 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct FirecrackerRuntime {
     inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-pub(super) struct Inner {
-    pub(super) cfg: RuntimeConfig,
-    pub(super) kernel: std::path::PathBuf,
-    pub(super) net: Network,
-    pub(super) layout: Layout,
-    pub(super) table: Mutex<(SlotAllocator, HashMap<SandboxId, Arc<Vm>>)>,
-}
-
-#[derive(Debug)]
-pub(super) struct Vm {
-    pub(super) handle: Mutex<Option<SandboxHandle>>,
-    /// The VMM process once started, for `alive`.
-    pub(super) init: Mutex<Option<Proc>>,
-    pub(super) state: tokio::sync::Mutex<VmState>,
-}
-
-#[derive(Debug)]
-pub(super) struct VmState {
-    pub(super) record: Record,
-    pub(super) slot: Slot,
-    pub(super) dir: SandboxDir,
-    pub(super) cgroup: Cgroup,
-    pub(super) proc: Option<Proc>,
-    pub(super) paused: bool,
 }
 
 impl FirecrackerRuntime {
@@ -148,7 +122,7 @@ impl Inner {
 }
 
 fn fc(e: FcError) -> Error {
-    Error::Firecracker(e)
+    e.into()
 }
 
 #[async_trait::async_trait]
@@ -424,7 +398,7 @@ impl Runtime for FirecrackerRuntime {
             self.inner.net.firewall().remove()?;
             crate::cgroup::remove_prefix(&self.inner.layout, &self.inner.cfg.prefix);
         }
-        crate::runtime::shrink_with_deadline(self.inner.cfg.dir.clone(), timeout).await;
+        crate::image::shrink_with_deadline(self.inner.cfg.dir.clone(), timeout).await;
         Ok(())
     }
 }

@@ -38,6 +38,7 @@ pub use base::{
     BASE_PACKAGES, BuildProgress, BuildStep, DEBIAN_MIRROR, DEBIAN_SUITE, build_base, cache_dir,
 };
 pub use build::{BUSYBOX_TEMPLATE, build_busybox, build_from_dir, mkfs_blank};
+pub(crate) use resize::shrink_with_deadline;
 pub use resize::{
     DEFAULT_ROOTFS_SIZE, ROOTFS_SIZE_ENV, ResizeOutcome, ensure_image_size, ensure_image_sizes,
     ensure_image_sizes_to, fs_size, parse_rootfs_size, rootfs_size_from_env, shrink_image,
@@ -47,7 +48,7 @@ pub use resize::{
 /// Name of the image file inside a template's directory.
 pub const ROOTFS_FILE: &str = "rootfs.ext4";
 /// Longest template name.
-pub const MAX_TEMPLATE_LEN: usize = 64;
+pub const MAX_TEMPLATE_LEN: usize = wrenn_types::spec::MAX_TEMPLATE_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -104,13 +105,7 @@ pub fn template_path(wrenn_dir: &Path, template: &str) -> PathBuf {
 
 /// Checks a template name (it becomes a path component).
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_TEMPLATE_LEN
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    if ok {
+    if wrenn_types::spec::is_template_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidName(name.to_owned()))

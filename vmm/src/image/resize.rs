@@ -2,8 +2,9 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use wrenn_types::ByteSize;
 
@@ -170,4 +171,25 @@ pub fn fs_size(image: &Path) -> Result<u64> {
         0
     };
     Ok(((hi << 32) | u64::from(u32_at(4))) * block)
+}
+
+/// ShrinkImage of every template of `dir` not in use, giving up (with a log
+/// line) when `timeout` has passed.
+pub(crate) async fn shrink_with_deadline(dir: PathBuf, timeout: Duration) {
+    let work = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        for t in super::list_templates(&dir) {
+            if std::time::Instant::now() >= deadline {
+                tracing::info!(template = %t, "shutdown deadline reached: image not shrunk");
+                continue;
+            }
+            let path = super::template_path(&dir, &t);
+            if let Err(e) = shrink_image(&path) {
+                tracing::warn!(template = %t, error = %e, "shrinking image");
+            }
+        }
+    });
+    if tokio::time::timeout(timeout, work).await.is_err() {
+        tracing::warn!("shrinking images did not finish before the shutdown deadline");
+    }
 }

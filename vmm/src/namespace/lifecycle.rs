@@ -6,15 +6,15 @@ use std::sync::Arc;
 use tracing::Instrument;
 use wrenn_types::SandboxId;
 
-use super::proc::Proc;
 use super::rootmount;
 use super::spawn::{self, Plan, PlanInput};
-use super::state::{self, Record, SandboxDir, process_start_time};
 use super::userns::{self, IdRange};
 use super::{CGROUP_TIMEOUT, Cell, EXIT_TIMEOUT, Inner, State};
 use crate::cgroup::{Cgroup, Limits, PIDS_MAX};
 use crate::net::{netns, resolv};
 use crate::runtime::{Backend, Error, Result, SandboxHandle, SandboxMetrics, SandboxSpec};
+use crate::sandbox::proc::Proc;
+use crate::sandbox::record::{self, Record, SandboxDir, process_start_time};
 use crate::slot::Slot;
 use crate::{image, loopdev, validate};
 
@@ -236,7 +236,7 @@ pub(super) async fn teardown(inner: &Arc<Inner>, st: &mut State, remove_dir: boo
 fn retire_dir(inner: &Arc<Inner>, st: &State) -> Result<()> {
     let dir = &st.dir.dir;
     let parent = dir.parent().unwrap_or(dir);
-    let mut target = parent.join(state::deleting_name(
+    let mut target = parent.join(record::deleting_name(
         &inner.cfg.prefix,
         st.slot.get(),
         &st.record.id,
@@ -246,7 +246,7 @@ fn retire_dir(inner: &Arc<Inner>, st: &State) -> Result<()> {
         if !target.exists() {
             break;
         }
-        target = parent.join(state::deleting_name(
+        target = parent.join(record::deleting_name(
             &inner.cfg.prefix,
             st.slot.get(),
             &st.record.id,

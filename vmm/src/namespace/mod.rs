@@ -36,13 +36,11 @@ mod background;
 mod caps;
 mod lifecycle;
 pub mod mountns;
-pub(crate) mod proc;
 mod recover;
 pub mod rootfs;
 pub mod rootmount;
 pub mod seccomp;
 pub mod spawn;
-pub mod state;
 pub mod userns;
 
 use std::collections::HashMap;
@@ -58,9 +56,10 @@ use crate::runtime::{
     Backend, Error, Recovered, Result, Runtime, RuntimeConfig, SandboxHandle, SandboxMetrics,
     SandboxSpec,
 };
+use crate::sandbox::proc;
+use crate::sandbox::record::{Record, SandboxDir};
 use crate::slot::{Slot, SlotAllocator};
 pub use spawn::SpawnError;
-use state::{Record, SandboxDir};
 
 /// How long freezing, thawing and emptying a cgroup may take.
 const CGROUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -289,7 +288,7 @@ impl Runtime for NamespaceRuntime {
             cgroup::remove_prefix(&inner.layout, &inner.cfg.prefix);
         }
         let dir = inner.cfg.dir.clone();
-        crate::runtime::shrink_with_deadline(dir, timeout).await;
+        crate::image::shrink_with_deadline(dir, timeout).await;
         Ok(())
     }
 }

@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use wrenn_types::SandboxId;
 
-use super::proc::Proc;
-use super::state::{self, SandboxDir, process_start_time, sandboxes_dir};
 use super::{Cell, Inner, State};
 use crate::net::{link, netns};
 use crate::runtime::{Recovered, Result};
+use crate::sandbox::proc::Proc;
+use crate::sandbox::record::{self, SandboxDir, process_start_time, sandboxes_dir};
 
 pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
     let mut out = Recovered::default();
@@ -32,7 +32,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
     // The firewall table anew, with the egress lists of every sandbox a
     // record of this instance names, in one transaction: an adopted
     // sandbox's lists never lapse, and elements nothing names are gone.
-    inner.net.firewall().install(&state::recorded_egress(
+    inner.net.firewall().install(&record::recorded_egress(
         &inner.cfg.dir,
         &inner.cfg.prefix,
         &inner.cfg.slots,
@@ -40,14 +40,14 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
     ))?;
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = state::parse_creating(&name) {
+        if let Some(rest) = record::parse_creating(&name) {
             if owns_creating(inner, rest) {
                 tracing::info!(dir = %entry.path().display(), "removing half-created sandbox directory");
                 super::lifecycle::remove_sandbox_dir(&entry.path())?;
             }
             continue;
         }
-        if let Some(slot) = state::parse_deleting(&inner.cfg.prefix, &name) {
+        if let Some(slot) = record::parse_deleting(&inner.cfg.prefix, &name) {
             if inner.cfg.slots.contains(&slot) {
                 tracing::info!(dir = %entry.path().display(), "finishing the deletion of a sandbox directory");
                 super::lifecycle::remove_sandbox_dir(&entry.path())?;

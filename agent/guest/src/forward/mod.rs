@@ -14,7 +14,7 @@
 //!   app's loopback address with `copy_bidirectional` (32 KiB buffers, no
 //!   delay) in this process's runtime.
 //! - **Stopping.** While anything is forwarded the forwarder also follows the
-//!   kernel's destroy notices for listening sockets ([`diag::Destroyed`]), so
+//!   kernel's destroy notices for listening sockets ([`listeners::Destroyed`]), so
 //!   when an app closes its listener the forward's listeners are closed within
 //!   milliseconds rather than at the next scan; the scan stays as the backstop.
 //! - **No fight over ports.** The forwarder never binds a port on which
@@ -42,7 +42,7 @@
 //!   served by forwards started after it.
 //! - Apps see forwarded connections coming from loopback.
 
-pub mod diag;
+pub mod listeners;
 pub mod plan;
 pub mod procfs;
 pub mod relay;
@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use diag::{Destroyed, Diag};
+use listeners::{Destroyed, Diag};
 use relay::Forward;
 
 /// How long a port whose forward could not start is left alone.

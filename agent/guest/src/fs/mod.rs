@@ -30,9 +30,9 @@ use wrenn_proto::filesystem::{
 };
 
 use crate::paths::{self, PathError};
-use crate::status::{chain, io_code};
 use crate::stream::with_keepalive;
 use crate::users::{UserDb, UserError};
+use crate::wire::{chain, io_code};
 
 /// What went wrong with a filesystem request.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use wrenn_proto::process::{
 
 use super::output::Fanout;
 use super::pty::{Pty, PtyError, WindowSize};
-use crate::status::chain;
+use crate::wire::chain;
 
 /// Why an operation on a process failed.
 #[derive(Debug, thiserror::Error)]

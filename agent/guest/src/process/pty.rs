@@ -71,7 +71,7 @@ impl From<PtyError> for Status {
     fn from(err: PtyError) -> Self {
         match err {
             PtyError::BadSize { .. } => Status::invalid_argument(err.to_string()),
-            _ => Status::internal(crate::status::chain(&err)),
+            _ => Status::internal(crate::wire::chain(&err)),
         }
     }
 }

@@ -14,8 +14,8 @@ use wrenn_proto::process::StartRequest;
 use super::pty::{PtyError, WindowSize};
 use crate::env::BaseEnv;
 use crate::paths::{self, PathError};
-use crate::status::chain;
 use crate::users::{DEFAULT_USER, User, UserDb, UserError};
+use crate::wire::chain;
 
 /// Everything needed to start a process, validated.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use super::output::{Output, pump};
 use super::request::{SpawnError, SpawnSpec};
 use super::spawn::{Io, spawn};
 use crate::reaper::{ExitStatus, Reaper};
-use crate::status::end_event;
+use crate::wire::end_event;
 
 /// How long an ended process stays visible to `Connect` (its end status).
 pub const END_RETENTION: Duration = Duration::from_secs(60);

@@ -53,7 +53,7 @@ fn path(dir: &Path) -> PathBuf {
 /// Writes `kept` into the sandbox directory `dir` (atomically, `0600`).
 pub fn save(dir: &Path, kept: &Kept) -> io::Result<()> {
     let bytes = serde_json::to_vec(kept).map_err(io::Error::other)?;
-    wrenn_vmm::namespace::state::write_private(&path(dir), &bytes)
+    wrenn_vmm::sandbox::record::write_private(&path(dir), &bytes)
 }
 
 /// What an earlier agent kept for the sandbox in `dir`, if anything.

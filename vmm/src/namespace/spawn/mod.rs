@@ -158,15 +158,7 @@ const STEPS: [Step; 31] = [
     Step::Exec,
 ];
 
-/// A failed start, with the step and what it was working on.
-#[derive(Debug, thiserror::Error)]
-#[error("{step} {path}")]
-pub struct SpawnError {
-    pub step: &'static str,
-    pub path: String,
-    #[source]
-    pub source: io::Error,
-}
+pub use crate::runtime::SpawnError;
 
 fn spawn_err(step: &'static str, path: impl Into<String>) -> impl FnOnce(io::Error) -> SpawnError {
     let path = path.into();

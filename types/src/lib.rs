@@ -3,10 +3,13 @@
 //! and knows nothing of the wire.
 #![forbid(unsafe_code)]
 
+mod chain;
 mod cidr;
 mod id;
 mod size;
+pub mod spec;
 
+pub use chain::{Chain, chain};
 pub use cidr::{Cidr, InvalidCidr};
 pub use id::{InvalidSandboxId, SandboxId};
 pub use size::{ByteSize, InvalidByteSize};

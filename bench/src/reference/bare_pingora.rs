@@ -18,7 +18,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::reference::{RefProxy, strip_prefix};
+use super::{RefProxy, strip_prefix};
 
 /// `wrenn-bench __pingora-bare <upstream> <listen> <threads>`.
 pub const SUBCOMMAND: &str = "__pingora-bare";

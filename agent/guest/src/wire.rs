@@ -1,7 +1,6 @@
 //! Turning outcomes into wire values: exit statuses into `EndEvent`s, errors into
 //! gRPC statuses whose message carries the whole cause chain.
 
-use std::error::Error;
 use std::io;
 
 use tonic::Code;
@@ -55,17 +54,7 @@ fn signal_name(signal: i32) -> String {
     name.to_owned()
 }
 
-/// `err` followed by every source, joined by `: `.
-pub fn chain(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use wrenn_types::chain;
 
 /// The gRPC code for an I/O failure.
 pub fn io_code(err: &io::Error) -> Code {

@@ -1,7 +1,11 @@
 //! Reference proxies the `proxy` scenario measures next to wrenn's: bare
-//! Pingora ([`crate::pingora`]) and a lean tokio forwarder ([`crate::lean`]).
+//! Pingora ([`crate::reference::bare_pingora`]) and a lean tokio forwarder ([`crate::reference::lean_tokio`]).
 //! Each runs as a child process of `wrenn-bench` (a hidden subcommand), so
 //! its CPU time is its own, like nginx's.
+
+pub mod bare_pingora;
+pub mod lean_tokio;
+pub mod nginx;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 
 use crate::Opts;
-use crate::nginx::Nginx;
 use crate::platform::{Client, Platform};
 use crate::reference::RefProxy;
+use crate::reference::nginx::Nginx;
 use crate::report::Report;
 use crate::sandbox::{self, UPSTREAM_PORT};
 
@@ -61,10 +61,10 @@ pub enum Door {
     Subdomain,
     /// nginx configured like the proxy (path form).
     Nginx,
-    /// Bare Pingora (path form): what Pingora costs without wrenn ([`crate::pingora`]).
+    /// Bare Pingora (path form): what Pingora costs without wrenn ([`crate::reference::bare_pingora`]).
     Pingora,
     /// The lean tokio forwarder (path form): what the same work costs
-    /// without Pingora ([`crate::lean`]).
+    /// without Pingora ([`crate::reference::lean_tokio`]).
     Lean,
 }
 
@@ -119,12 +119,12 @@ impl Bed {
             None
         };
         let pingora = if refs.pingora {
-            Some(crate::pingora::start(crate::cores(), upstream).await?)
+            Some(crate::reference::bare_pingora::start(crate::cores(), upstream).await?)
         } else {
             None
         };
         let lean = if refs.lean {
-            Some(crate::lean::start(crate::cores(), upstream).await?)
+            Some(crate::reference::lean_tokio::start(crate::cores(), upstream).await?)
         } else {
             None
         };

@@ -30,7 +30,7 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::reference::{RefProxy, strip_prefix};
+use super::{RefProxy, strip_prefix};
 
 /// `wrenn-bench __lean <upstream> <listen> <threads>`.
 pub const SUBCOMMAND: &str = "__lean";

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use nix::sys::signal::Signal;
 
-const TEMPLATE: &str = include_str!("../../conf/bench/nginx.conf");
+const TEMPLATE: &str = include_str!("../../../conf/bench/nginx.conf");
 
 /// A running nginx master (and its workers); stopped on drop.
 pub struct Nginx {
@@ -44,7 +44,7 @@ impl Nginx {
             prefix,
         };
         let (pid, error_log) = (n.pid(), n.prefix.join("error.log"));
-        crate::reference::wait_listening(
+        super::wait_listening(
             &mut n.child,
             "nginx",
             listen,
