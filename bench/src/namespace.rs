@@ -21,6 +21,7 @@ pub fn config(
         guest_bin: crate::paths::guest_bin()?,
         firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
         kernel: None,
+        unhardened: false,
     })
 }
 

@@ -72,6 +72,12 @@ pub struct Platform {
 impl Platform {
     /// Starts `wrenn up` and waits until its proxy accepts connections.
     pub async fn start(scenario: &str) -> anyhow::Result<Self> {
+        Self::start_with(scenario, &[]).await
+    }
+
+    /// [`Platform::start`] with more environment for `wrenn up` and its
+    /// components (e.g. `WRENN_AGENT_CONFIG`).
+    pub async fn start_with(scenario: &str, env: &[(&str, PathBuf)]) -> anyhow::Result<Self> {
         crate::require_root(scenario)?;
         let wrenn = paths::wrenn_bin()?;
         let guest = paths::guest_bin()?;
@@ -112,6 +118,7 @@ impl Platform {
                 "LOG_LEVEL",
                 std::env::var("WRENN_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -252,8 +259,9 @@ fn remove_dir(dir: &Path) {
 pub async fn metric(admin: SocketAddr, name: &str) -> anyhow::Result<f64> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut tcp = tokio::net::TcpStream::connect(admin).await?;
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .await?;
+    // The admin listener answers 421 to a Host that is not its own.
+    let head = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await?;
     let mut body = String::new();
     tcp.read_to_string(&mut body).await?;
     body.lines()

@@ -12,6 +12,12 @@
 //!    drop of `MemAvailable` is printed too; on a host shared with other work
 //!    it is noisy. Target ≤ 8 MiB per idle sandbox.
 //!
+//! 3. **What the hardening costs** — the latency run also on a runtime that
+//!    starts sandboxes without user namespace and seccomp (a setting for
+//!    benchmarks only), in ABBA blocks of half the sandboxes each (before
+//!    the density run, whose thousand netns teardowns the kernel finishes
+//!    in the background), and what the hardened runtime adds (target ≤ 10 %).
+//!
 //! Runs as root with prefix `wrenn-tb`, slots 5000–6999, in
 //! `/var/tmp/wrenn-tb/runtime` (cleaned before and after through the
 //! runtime's own adopt-or-clean). Template: the busybox test image.
@@ -44,24 +50,85 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
     crate::namespace::clean(&cfg).await?;
     std::fs::create_dir_all(&cfg.dir)?;
     wrenn_vmm::image::build_busybox(&cfg.dir, "busybox")?;
-    let runtime = wrenn_vmm::build(cfg.clone())?;
-    runtime.recover().await?;
     println!(
         "runtime: namespace backend, busybox template, guest {}",
         cfg.guest_bin.display()
     );
+    let plain_cfg = wrenn_vmm::RuntimeConfig {
+        unhardened: true,
+        ..cfg.clone()
+    };
+    // Hardened and unhardened in ABBA order, half the sandboxes per block,
+    // so neither side gets the warm-up or the host's drift alone.
+    let mut hardened = Samples::new("");
+    let mut plain = Samples::new(" (unhardened)");
+    let half = latency_n / 2;
     let result = async {
-        latency(&runtime, latency_n).await?;
-        density(&runtime, density_n).await
+        phase(&cfg, async |rt| latency(rt, half, &mut hardened).await).await?;
+        phase(&plain_cfg, async |rt| latency(rt, half, &mut plain).await).await?;
+        phase(&plain_cfg, async |rt| latency(rt, half, &mut plain).await).await?;
+        phase(&cfg, async |rt| latency(rt, half, &mut hardened).await).await?;
+        phase(&cfg, async |rt| density(rt, density_n).await).await
     }
     .await;
+    crate::namespace::clean(&cfg).await?;
+    std::fs::remove_dir_all(&cfg.dir)?;
+    result?;
+    let hardened = hardened.report();
+    let unhardened = plain.report();
+    let added = (hardened.as_secs_f64() / unhardened.as_secs_f64().max(1e-9) - 1.0) * 100.0;
+    println!(
+        "hardening (user namespace + seccomp): create→healthy p50 {:.2} ms vs {:.2} ms unhardened: {added:+.1} % (target ≤ 10 %: {})",
+        hardened.as_secs_f64() * 1e3,
+        unhardened.as_secs_f64() * 1e3,
+        if added <= 10.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "RESULT {}",
+        serde_json::json!({"scenario": "runtime", "kind": "hardening",
+            "hardened_p50_us": hardened.as_secs_f64() * 1e6,
+            "unhardened_p50_us": unhardened.as_secs_f64() * 1e6, "added_percent": added})
+    );
+    Ok(())
+}
+
+/// Runs `f` on a runtime of its own, then destroys whatever is left and
+/// shuts the runtime down, whatever `f` returned.
+async fn phase<F>(cfg: &wrenn_vmm::RuntimeConfig, f: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&Arc<dyn Runtime>) -> anyhow::Result<()>,
+{
+    let runtime = wrenn_vmm::build(cfg.clone())?;
+    runtime.recover().await?;
+    let result = f(&runtime).await;
     for h in runtime.list() {
         let _ = runtime.destroy(&h.id).await;
     }
     runtime.shutdown(Duration::from_secs(30)).await?;
-    crate::namespace::clean(&cfg).await?;
-    std::fs::remove_dir_all(&cfg.dir)?;
     result
+}
+
+/// Create → healthy and destroy latencies of one runtime setting.
+struct Samples {
+    create: Latencies,
+    destroy: Latencies,
+}
+
+impl Samples {
+    fn new(label: &str) -> Self {
+        Samples {
+            create: Latencies::new(format!("create→healthy{label}"), 0),
+            destroy: Latencies::new(format!("destroy{label}"), 0),
+        }
+    }
+
+    /// Prints both against their targets; returns the create → healthy p50.
+    fn report(&self) -> Duration {
+        self.destroy.report(Some(Duration::from_millis(20)), None);
+        self.create
+            .report(Some(Duration::from_millis(50)), None)
+            .p50
+    }
 }
 
 fn spec(n: usize) -> SandboxSpec {
@@ -83,22 +150,24 @@ async fn up(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<(SandboxId, 
     Ok((h.id, t.elapsed()))
 }
 
-async fn latency(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {
-    let mut create = Latencies::new("create→healthy", n);
-    let mut destroy = Latencies::new("destroy", n);
+/// Creates `n` sandboxes one after another, then destroys them, recording
+/// both into `samples`.
+async fn latency(
+    runtime: &Arc<dyn Runtime>,
+    n: usize,
+    samples: &mut Samples,
+) -> anyhow::Result<()> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let (id, took) = up(runtime, i).await?;
-        create.record(took);
+        samples.create.record(took);
         ids.push(id);
     }
     for id in ids {
         let t = Instant::now();
         runtime.destroy(&id).await?;
-        destroy.record(t.elapsed());
+        samples.destroy.record(t.elapsed());
     }
-    create.report(Some(Duration::from_millis(50)), None);
-    destroy.report(Some(Duration::from_millis(20)), None);
     Ok(())
 }
 

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use wrenn_proto::auth::{AuthChannel, Bearer, with_bearer};
 use wrenn_proto::wrenn::v1::host_agent_client::HostAgentClient;
 
 use crate::error::Error;
@@ -60,8 +61,8 @@ struct Status {
 #[derive(Debug)]
 pub struct Host {
     config: HostConfig,
-    channel: Channel,
-    client: HostAgentClient<Channel>,
+    channel: AuthChannel,
+    client: HostAgentClient<AuthChannel>,
     status: Mutex<Status>,
 }
 
@@ -87,7 +88,8 @@ impl Host {
             .http2_keep_alive_interval(keepalive)
             .keep_alive_timeout(keepalive_timeout)
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let bearer = Bearer::new(config.agent_key.expose()).map_err(|e| bad(Box::new(e)))?;
+        let channel = with_bearer(endpoint.connect_lazy(), bearer);
         let client = HostAgentClient::new(channel.clone())
             .max_decoding_message_size(MAX_AGENT_MESSAGE)
             .max_encoding_message_size(MAX_AGENT_MESSAGE);
@@ -112,13 +114,13 @@ impl Host {
     }
 
     /// A client on the host's channel (cheap: clones share the channel).
-    pub fn client(&self) -> HostAgentClient<Channel> {
+    pub fn client(&self) -> HostAgentClient<AuthChannel> {
         self.client.clone()
     }
 
     /// The host's channel itself, for calls made without the generated
     /// client (an upload with its own codec).
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> AuthChannel {
         self.channel.clone()
     }
 

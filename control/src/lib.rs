@@ -37,7 +37,6 @@ pub mod extension;
 pub mod hosts;
 pub mod options;
 pub mod reconcile;
-mod server;
 pub mod service;
 mod state;
 pub mod store;
@@ -164,7 +163,12 @@ pub async fn start(options: Options) -> Result<Control, Error> {
         addr: listen,
         source,
     })?;
-    let server = tokio::spawn(server::serve(listener, service, limits, shutdown.clone()));
+    let server = tokio::spawn(wrenn_proto::serve::serve(
+        listener,
+        service,
+        limits,
+        shutdown.clone(),
+    ));
 
     let reconciler = Arc::new(Reconciler::new(
         state.clone(),

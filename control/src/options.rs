@@ -26,12 +26,10 @@ pub const DEFAULT_STOPPED_RETENTION: Duration = Duration::from_secs(7 * 24 * 360
 /// Longest wait for a lifecycle call (create, destroy, pause, resume, timeout)
 /// on a host agent. Interactive calls (exec, PTY, files) have no such limit.
 pub const DEFAULT_LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(120);
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(620);
-pub const DEFAULT_HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long open connections may finish after shutdown begins.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub use wrenn_proto::serve::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HTTP2_KEEPALIVE_INTERVAL, DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, ServerLimits,
+};
 
 /// A future that resolves when the control plane should stop.
 pub type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -45,6 +43,9 @@ pub struct HostConfig {
     pub agent_address: String,
     /// Address of its proxy (data plane), if any; reported by `Hosts.List`.
     pub proxy_address: String,
+    /// The key its agent requires (`<dir>/agent.key` on that host); empty
+    /// presents none.
+    pub agent_key: wrenn_proto::auth::Secret,
 }
 
 impl HostConfig {
@@ -53,6 +54,7 @@ impl HostConfig {
             id: id.into(),
             agent_address: agent_address.into(),
             proxy_address: String::new(),
+            agent_key: Default::default(),
         }
     }
 }
@@ -68,35 +70,6 @@ pub enum OrphanPolicy {
     Adopt,
     /// Destroy it on the host.
     Destroy,
-}
-
-/// Timeouts of the servers the control plane runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    /// HTTP/1: time from a request's first byte (or from accept, for the first
-    /// request) to its complete header.
-    pub header_read_timeout: Duration,
-    /// HTTP/1: time a keep-alive connection may sit between requests with no
-    /// bytes moving.
-    pub idle_timeout: Duration,
-    /// HTTP/2: PING interval, and how long an unanswered PING may wait before
-    /// the connection is closed.
-    pub http2_keepalive_interval: Duration,
-    pub http2_keepalive_timeout: Duration,
-    /// After shutdown begins, how long connections may finish.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        ServerLimits {
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            http2_keepalive_interval: DEFAULT_HTTP2_KEEPALIVE_INTERVAL,
-            http2_keepalive_timeout: DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-        }
-    }
 }
 
 /// Everything the control plane is started with.
@@ -188,6 +161,15 @@ impl Options {
     /// Replaces the host list with one host agent at `address`.
     pub fn with_agent(mut self, address: impl Into<String>) -> Self {
         self.hosts = vec![HostConfig::new(DEFAULT_HOST_ID, address)];
+        self
+    }
+
+    /// Presents `key` to every host agent (one machine: its `agent.key`).
+    pub fn with_agent_key(mut self, key: impl Into<String>) -> Self {
+        let key = wrenn_proto::auth::Secret::new(key);
+        for h in &mut self.hosts {
+            h.agent_key = key.clone();
+        }
         self
     }
 

@@ -246,6 +246,18 @@ pub fn load_key(path: &Path) -> io::Result<String> {
     Ok(key)
 }
 
+/// Creates `dir` (and its parents) if missing and makes it `0700`: wrenn's
+/// state directory holds keys, tokens and sandboxes' environments.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// `n` random bytes from the kernel, hex-encoded.
 pub fn random_hex(n: usize) -> io::Result<String> {
     let mut bytes = vec![0u8; n];

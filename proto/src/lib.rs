@@ -5,9 +5,11 @@
 //! - [`wrenn::v1`]: the host agent (`HostAgent`) and the control plane
 //!   (`Sandboxes`, `Hosts`).
 //! - [`auth`]: the bearer credentials wrenn's processes present to each other.
+//! - [`serve`]: the listener of wrenn's servers, with header and idle timeouts.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod serve;
 
 /// Guest process API (`process.Process`).
 #[allow(clippy::all, missing_docs)]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wrenn_proto::auth::Secret;
 
 /// Browsers connect here (`wrenn proxy --listen`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7880";
@@ -50,6 +51,14 @@ pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 /// Reconnect delay after the agent stream is lost; doubles up to the cap.
 pub const DEFAULT_WATCH_BACKOFF_MS: u64 = 100;
 pub const DEFAULT_WATCH_BACKOFF_MAX_MS: u64 = 5000;
+/// The longest request head (request line and header fields, up to and
+/// including the blank line) the proxy reads; a longer one is answered
+/// `431 Request Header Fields Too Large`. Not configurable: it is wrenn's
+/// own limit, below Pingora's (1 MiB, answered with a bare 400).
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields a request may carry (Pingora's own limit, which it
+/// answers with a bare 400); more are answered `431` like a head too long.
+pub const MAX_REQUEST_HEADER_FIELDS: usize = 256;
 
 /// Configuration of one proxy instance. `wrenn proxy` builds it from flags,
 /// the config file and the environment; tests build it directly.
@@ -92,6 +101,17 @@ pub struct ProxyConfig {
     /// Serve plain `GET`/`HEAD` requests on wrenn's own HTTP/1.1 fast path
     /// (`fast.rs`); `false` sends every request through Pingora's `HttpProxy`.
     pub fast_path: bool,
+    /// More `Host` values both listeners answer, beside their own (see
+    /// [`crate::hosts`] for the rules): exact names (`proxy.internal`),
+    /// `*.suffix` wildcards, IP literals (`192.0.2.7`, `[2001:db8::7]`), each
+    /// optionally with `:port` to allow that port only.
+    pub allowed_hosts: Vec<String>,
+    /// The host agent's key: `/routes` on the admin listener requires
+    /// `authorization: Bearer <key>`, and is disabled (404) while it is
+    /// empty. Never read from or written to a config file; `wrenn proxy`
+    /// fills it from the agent's key file.
+    #[serde(skip)]
+    pub agent_key: Secret,
 }
 
 /// How the proxy opens upstream connections (`upstream_connect`).
@@ -138,6 +158,8 @@ impl Default for ProxyConfig {
             denied_ports: vec![wrenn_types::GUEST_PORT],
             fast_path: true,
             upstream_connect: UpstreamConnect::Auto,
+            allowed_hosts: Vec::new(),
+            agent_key: Secret::default(),
         }
     }
 }
@@ -207,6 +229,10 @@ impl ProxyConfig {
         }
         if Some(self.listen) == self.admin_listen && self.listen.port() != 0 {
             return Err(invalid("admin_listen", "must differ from listen"));
+        }
+        for entry in &self.allowed_hosts {
+            crate::hosts::Pattern::parse(entry)
+                .map_err(|why| invalid("allowed_hosts", format!("entry {entry:?} {why}")))?;
         }
         Ok(())
     }
@@ -281,9 +307,33 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_key_never_comes_from_or_goes_to_a_config_file() {
+        let err = serde_json::from_str::<ProxyConfig>(r#"{"agent_key":"k"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `agent_key`"),
+            "{err}"
+        );
+        let c = ProxyConfig {
+            agent_key: Secret::new("sekrit"),
+            allowed_hosts: vec!["*.example.com".into()],
+            ..ProxyConfig::default()
+        };
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("sekrit"), "{json}");
+        assert!(!json.contains("agent_key"), "{json}");
+        assert!(
+            json.contains(r#""allowed_hosts":["*.example.com"]"#),
+            "{json}"
+        );
+        assert!(ProxyConfig::default().agent_key.is_empty());
+        assert!(!format!("{c:?}").contains("sekrit"));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         type Edit = fn(&mut ProxyConfig);
-        let cases: [(Edit, &str); 7] = [
+        let cases: [(Edit, &str); 9] = [
             (|c| c.domain = "a..b".into(), "domain"),
             (|c| c.domain = "-x.com".into(), "domain"),
             (|c| c.agent = "127.0.0.1:7801".into(), "agent"),
@@ -291,6 +341,11 @@ mod tests {
             (|c| c.connect_attempts = 0, "connect_attempts"),
             (|c| c.admin_listen = Some(c.listen), "admin_listen"),
             (|c| c.watch_backoff_max_ms = 1, "watch_backoff_ms"),
+            (|c| c.allowed_hosts = vec!["*".into()], "allowed_hosts"),
+            (
+                |c| c.allowed_hosts = vec!["ok.test".into(), "bad host".into()],
+                "allowed_hosts",
+            ),
         ];
         for (edit, key) in cases {
             let mut c = ProxyConfig::default();

@@ -1,17 +1,16 @@
-//! The request-header deadline Pingora lacks.
+//! The request-header deadline Pingora lacks, for the heads Pingora reads.
 //!
 //! # Design
 //! Pingora limits each *read* while it waits for request headers (by the
 //! keep-alive timeout), not the total, so a client sending one header byte
-//! per second holds a connection forever. Every client connection therefore
-//! gets a [`ConnState`] with a deadline, checked by the connection's own task
-//! (see `listener.rs`):
-//! - armed at accept for the first request;
+//! per second holds a connection forever. wrenn's listener reads every
+//! request head itself under a deadline (`listener.rs`); Pingora reads one
+//! only when the listener cannot tell where it ends (it is not a request
+//! head httparse accepts). For those the connection's [`ConnState`] holds
+//! the same deadline, checked by the connection's own task:
+//! - armed (to end when the listener's would have) before Pingora reads;
 //! - stopped when Pingora has parsed the headers (the proxy's
-//!   `on_connection_reuse` hook, which runs right after the header read);
-//! - between keep-alive requests the connection is idle (Pingora's idle
-//!   timeout applies) and the deadline is re-armed by the first byte of the
-//!   next request, which [`DeadlineStream`] sees.
+//!   `on_connection_reuse` hook, which runs right after the header read).
 //!
 //! When the deadline passes the connection task drops the whole connection
 //! future, closing the socket without a log line per client.
@@ -41,37 +40,23 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const DISARMED: u64 = 0;
-const IDLE: u64 = u64::MAX;
 
 /// The header deadline of one client connection.
 #[derive(Debug)]
 pub struct ConnState {
     base: Instant,
-    timeout: Duration,
-    /// `DISARMED`, `IDLE` (arm on the next byte) or 1 + the deadline in ms since `base`.
+    /// `DISARMED` or 1 + the deadline in ms since `base`.
     state: AtomicU64,
     changed: Notify,
 }
 
 impl ConnState {
-    pub(crate) fn new(timeout: Duration) -> Self {
+    pub(crate) fn new() -> Self {
         ConnState {
             base: Instant::now(),
-            timeout,
             state: AtomicU64::new(DISARMED),
             changed: Notify::new(),
         }
-    }
-
-    fn deadline_from_now(&self) -> u64 {
-        encode(self.base.elapsed() + self.timeout)
-    }
-
-    /// Starts the deadline now.
-    pub(crate) fn arm(&self) {
-        self.state
-            .store(self.deadline_from_now(), Ordering::Release);
-        self.changed.notify_one();
     }
 
     /// Starts the deadline to end at `at`.
@@ -86,32 +71,11 @@ impl ConnState {
         self.state.store(DISARMED, Ordering::Release);
     }
 
-    /// Between requests: the next byte read starts the deadline.
-    pub(crate) fn idle(&self) {
-        self.state.store(IDLE, Ordering::Release);
-    }
-
-    fn on_bytes(&self) {
-        if self.state.load(Ordering::Relaxed) == IDLE
-            && self
-                .state
-                .compare_exchange(
-                    IDLE,
-                    self.deadline_from_now(),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            self.changed.notify_one();
-        }
-    }
-
     /// Resolves when an armed deadline passes while still armed.
     pub(crate) async fn expired(&self) {
         loop {
             let s = self.state.load(Ordering::Acquire);
-            if s == DISARMED || s == IDLE {
+            if s == DISARMED {
                 self.changed.notified().await;
                 continue;
             }
@@ -131,8 +95,8 @@ impl ConnState {
 /// The state value of a deadline `at` after `base`.
 fn encode(at: Duration) -> u64 {
     u64::try_from(at.as_millis())
-        .unwrap_or(IDLE - 1)
-        .min(IDLE - 2)
+        .unwrap_or(u64::MAX - 1)
+        .min(u64::MAX - 1)
         + 1
 }
 
@@ -141,8 +105,8 @@ fn encode(at: Duration) -> u64 {
 /// body; without a buffer that is two `send`s per response.
 const WRITE_BUFFER: usize = 4096;
 
-/// A client socket that tells its [`ConnState`] when a request's first byte
-/// arrives, with a small write buffer (Pingora's own listeners have one too).
+/// A client socket with a small write buffer (Pingora's own listeners have
+/// one too) and bytes to replay (the head the listener read).
 ///
 /// It holds the tokio socket itself rather than Pingora's L4 `Stream`, which
 /// times every read and write that waits (two clock reads each) for digests
@@ -151,7 +115,6 @@ const WRITE_BUFFER: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct DeadlineStream {
     inner: BufWriter<TcpStream>,
-    conn: Arc<ConnState>,
     /// Read before Pingora got the connection (the fast path reads each
     /// request head first): returned by the next reads, before the socket's.
     replay: Bytes,
@@ -160,10 +123,9 @@ pub(crate) struct DeadlineStream {
 }
 
 impl DeadlineStream {
-    pub(crate) fn new(inner: TcpStream, conn: Arc<ConnState>) -> Self {
+    pub(crate) fn new(inner: TcpStream) -> Self {
         DeadlineStream {
             inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
-            conn,
             replay: Bytes::new(),
             accepted: SystemTime::now(),
             socket_digest: None,
@@ -192,12 +154,7 @@ impl AsyncRead for DeadlineStream {
             buf.put_slice(&bytes);
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.conn.on_bytes();
-        }
-        r
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -283,14 +240,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fires_only_while_armed() {
-        let c = Arc::new(ConnState::new(Duration::from_secs(10)));
-        c.arm();
+        let c = Arc::new(ConnState::new());
+        let in_10s = || (Instant::now() + Duration::from_secs(10)).into_std();
+        c.arm_until(in_10s());
         let t0 = Instant::now();
         c.expired().await;
         assert_eq!(t0.elapsed().as_secs(), 10);
 
-        // Disarmed before the deadline: never fires; re-armed by the next byte.
-        c.arm();
+        // Disarmed before the deadline: never fires until armed again.
+        c.arm_until(in_10s());
         tokio::time::advance(Duration::from_secs(5)).await;
         c.disarm();
         let waiter = tokio::spawn({
@@ -298,15 +256,9 @@ mod tests {
             async move { c.expired().await }
         });
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(!waiter.is_finished());
-        c.idle();
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(
-            !waiter.is_finished(),
-            "idle connections have no header deadline"
-        );
+        assert!(!waiter.is_finished(), "a disarmed deadline never fires");
         let t1 = Instant::now();
-        c.on_bytes();
+        c.arm_until(in_10s());
         waiter.await.unwrap();
         assert_eq!(t1.elapsed().as_secs(), 10);
     }

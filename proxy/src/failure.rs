@@ -40,6 +40,21 @@ pub enum Failure {
     UpstreamTimeout { id: String, port: u16 },
     /// A bug or resource problem in the proxy itself.
     Internal,
+    /// The `Host` (or an absolute-form target's authority) is not one this
+    /// listener answers ([`crate::hosts`]): DNS rebinding, or a name the
+    /// operator has not listed in `allowed_hosts`.
+    HostNotAllowed { host: String },
+    /// The request head is over a limit.
+    HeadersTooLarge { limit: HeadLimit },
+}
+
+/// Which request-head limit a request broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLimit {
+    /// [`crate::config::MAX_REQUEST_HEAD_BYTES`].
+    Bytes,
+    /// [`crate::config::MAX_REQUEST_HEADER_FIELDS`].
+    Fields,
 }
 
 impl Failure {
@@ -52,6 +67,8 @@ impl Failure {
             Failure::PortClosed { .. } | Failure::UpstreamBroke { .. } => 502,
             Failure::Unreachable { .. } | Failure::UpstreamTimeout { .. } => 504,
             Failure::Internal => 500,
+            Failure::HostNotAllowed { .. } => 421,
+            Failure::HeadersTooLarge { .. } => 431,
         }
     }
 
@@ -68,10 +85,12 @@ impl Failure {
             Failure::UpstreamBroke { .. } => "upstream_error",
             Failure::UpstreamTimeout { .. } => "upstream_timeout",
             Failure::Internal => "internal",
+            Failure::HostNotAllowed { .. } => "host_not_allowed",
+            Failure::HeadersTooLarge { .. } => "headers_too_large",
         }
     }
 
-    pub const CODES: [&'static str; 10] = [
+    pub const CODES: [&'static str; 12] = [
         "bad_request",
         "port_denied",
         "no_route",
@@ -82,6 +101,8 @@ impl Failure {
         "upstream_error",
         "upstream_timeout",
         "internal",
+        "host_not_allowed",
+        "headers_too_large",
     ];
 
     fn sandbox_id(&self) -> Option<&str> {
@@ -94,7 +115,10 @@ impl Failure {
             | Failure::Unreachable { id, .. }
             | Failure::UpstreamBroke { id, .. }
             | Failure::UpstreamTimeout { id, .. } => Some(id),
-            Failure::NoRoute { .. } | Failure::Internal => None,
+            Failure::NoRoute { .. }
+            | Failure::Internal
+            | Failure::HostNotAllowed { .. }
+            | Failure::HeadersTooLarge { .. } => None,
         }
     }
 
@@ -134,6 +158,21 @@ impl Failure {
                 format!("the app on port {port} in sandbox {id} did not respond in time")
             }
             Failure::Internal => "the proxy failed to handle this request".to_owned(),
+            Failure::HostNotAllowed { host } => {
+                format!("host {host:?} is not served by this proxy")
+            }
+            Failure::HeadersTooLarge {
+                limit: HeadLimit::Bytes,
+            } => format!(
+                "the request line and headers are larger than 64 KiB ({} bytes), the most this proxy accepts",
+                crate::config::MAX_REQUEST_HEAD_BYTES
+            ),
+            Failure::HeadersTooLarge {
+                limit: HeadLimit::Fields,
+            } => format!(
+                "the request has more than {} header fields, the most this proxy accepts",
+                crate::config::MAX_REQUEST_HEADER_FIELDS
+            ),
         }
     }
 
@@ -163,6 +202,12 @@ impl Failure {
                 "Check the app's own logs inside the sandbox.".to_owned()
             }
             Failure::Internal => "Check the proxy's log.".to_owned(),
+            Failure::HostNotAllowed { .. } => {
+                "Use `localhost`, the proxy's domain or an address of this host (`wrenn url <sandbox-id> <port>` prints both URL forms), or add the name to the proxy's `allowed_hosts`.".to_owned()
+            }
+            Failure::HeadersTooLarge { .. } => {
+                "Large cookies are the usual cause: clear this site's cookies, or send fewer or smaller headers.".to_owned()
+            }
         }
     }
 
@@ -209,6 +254,27 @@ impl Failure {
         let mut h = own_response(self.status(), content_type, body.len());
         let _ = h.insert_header("wrenn-error", self.code());
         (h, Bytes::from(body))
+    }
+}
+
+impl Failure {
+    /// The whole HTTP/1.1 response for this failure, for code that writes
+    /// to the client socket itself; it ends the connection (`connection:
+    /// close`). No body for `HEAD` (`head_only`).
+    pub(crate) fn to_wire(&self, html: bool, head_only: bool) -> Vec<u8> {
+        let (head, body) = self.response(html);
+        let mut out = Vec::with_capacity(512 + body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status()).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(head.get_reason_phrase().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        head.header_to_h1_wire(&mut out);
+        out.extend_from_slice(b"connection: close\r\n\r\n");
+        if !head_only {
+            out.extend_from_slice(&body);
+        }
+        out
     }
 }
 

@@ -66,6 +66,7 @@ use tokio::time::Sleep;
 
 use crate::deadline::DeadlineStream;
 use crate::failure::{self, Failure};
+use crate::hosts::Listener;
 use crate::rewrite::RewriteCtx;
 use crate::routes::RouteState;
 use crate::service::{Finished, RequestCtx, UpstreamEdits, WrennProxy};
@@ -73,11 +74,10 @@ use crate::target::{self, Parsed, RequestView};
 use chunked::Chunked;
 use pool::Pool;
 
-/// Longest request head the fast path reads; a longer one goes to Pingora.
-pub(crate) const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// Longest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Headers parsed per request head; a head with more goes to Pingora.
+/// Headers parsed per request head; a head with more goes to Pingora (up to
+/// `MAX_REQUEST_HEADER_FIELDS`, which `listener.rs` enforces).
 pub(crate) const REQUEST_HEADERS: usize = 64;
 const RESPONSE_HEADERS: usize = 128;
 /// Bytes read from the upstream at a time.
@@ -245,6 +245,16 @@ impl FastPath {
                 fetch_mode = Some(h.value);
             }
         }
+        // A `Host` the proxy does not answer: Pingora answers 421.
+        let authority = target::authority(target_bytes);
+        if self
+            .proxy
+            .hosts
+            .check(Listener::Proxy, host, authority)
+            .is_err()
+        {
+            return None;
+        }
         let view = RequestView {
             host,
             target: target_bytes,
@@ -324,16 +334,9 @@ impl FastPath {
                         upstream_failure(&plan.ctx, |id, port| Failure::UpstreamBroke { id, port })
                     }
                 };
-                let (head, body) = f.response(plan.html);
+                let out = f.to_wire(plan.html, plan.head_only);
                 sent.status = f.status();
                 plan.ctx.failure = Some(f);
-                let mut out = Vec::with_capacity(512 + body.len());
-                status_line(&mut out, sent.status, head.get_reason_phrase());
-                head.header_to_h1_wire(&mut out);
-                out.extend_from_slice(b"connection: close\r\n\r\n");
-                if !plan.head_only {
-                    out.extend_from_slice(&body);
-                }
                 let _ = self.write(client, &out, &[]).await;
                 (After::Close, None)
             }

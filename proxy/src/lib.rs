@@ -40,8 +40,11 @@
 //!   above `upstream_max_in_flight` requests to one upstream, requests carry
 //!   `Connection: close` so the pool keeps at most about that many sockets for it.
 //! - **Client connections**: a 10 s deadline for request headers (Pingora has
-//!   none; see `deadline.rs`), 620 s keep-alive idle, 1000 requests per
-//!   connection, WebSockets exempt from the 60 s read timeout (1 h idle).
+//!   none; see `listener.rs`), request heads of at most 64 KiB and 256
+//!   fields (else 431), 620 s keep-alive idle, 1000 requests per connection,
+//!   WebSockets exempt from the 60 s read timeout (1 h idle).
+//! - **`Host` checks**: both listeners answer 421 to a `Host` that is not
+//!   theirs, against DNS rebinding ([`hosts`]).
 //! - **Isolation**: the proxy runs on its own threads, one current-thread
 //!   runtime and upstream pool each, like nginx's workers ([`Proxy::start`],
 //!   [`run`]); its pools never carry RPC and the watcher's tonic channel
@@ -66,6 +69,10 @@ pub mod connect;
 mod deadline;
 pub mod failure;
 mod fast;
+#[doc(hidden)]
+pub mod fuzzing;
+mod head;
+pub mod hosts;
 mod listener;
 pub mod metrics;
 pub mod netns;
@@ -82,7 +89,9 @@ pub use connect::{DirectConnector, PeerSettings, UpstreamConnector, base_peer};
 pub use failure::Failure;
 pub use metrics::Metrics;
 pub use netns::NetnsConnector;
-pub use routes::{HostPolicy, PrefixPolicy, Route, RouteOptions, RouteState, RouteTable};
+pub use routes::{
+    HostPolicy, PrefixPolicy, Readiness, Route, RouteOptions, RouteState, RouteTable,
+};
 pub use server::{Proxy, ProxyError, ProxyHandle, ShutdownReport, run};
 pub use urls::{SandboxUrls, public_host, sandbox_urls};
 pub use watch::WatchError;

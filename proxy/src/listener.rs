@@ -2,11 +2,11 @@
 //! `HttpProxy`, so each connection gets the header deadline (`deadline.rs`),
 //! wrenn's idle and request limits, and is counted for graceful shutdown.
 //!
-//! With the fast path on (the default), the loop reads each request head
-//! itself, under the header deadline; the fast path (`fast.rs`) serves what
-//! it takes and the rest is replayed into `HttpProxy`, one request at a time,
-//! on the same connection. With it off, `HttpProxy` reads every request and
-//! the deadline is [`ConnState`]'s.
+//! The loop reads each request head itself, under the header deadline and
+//! the head limits (`head.rs`: 64 KiB, 256 fields, else it answers 431 and
+//! closes); the fast path (`fast.rs`, when on) serves what it takes and the
+//! rest is replayed into `HttpProxy`, one request at a time, on the same
+//! connection. With the fast path off, every request is replayed.
 //!
 //! # Limitations
 //! Plain HTTP/1.x only: no TLS (terminate it in front of the proxy) and no
@@ -26,15 +26,17 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::ext::set_tcp_keepalive;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest, TcpKeepalive};
 use pingora_proxy::HttpProxy;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Sleep;
 
 use crate::deadline::{ConnState, DeadlineStream};
-use crate::fast::{After, FastPath, MAX_REQUEST_HEAD, REQUEST_HEADERS, Scratch};
+use crate::failure::{Failure, HeadLimit};
+use crate::fast::{After, FastPath, Scratch};
+use crate::head::{Partial, head_len, over_length, too_many_fields};
 use crate::metrics::Metrics;
-use crate::service::WrennProxy;
+use crate::service::{Finished, RequestCtx, WrennProxy};
 
 pub(crate) type App = HttpProxy<WrennProxy>;
 
@@ -94,9 +96,11 @@ impl Drop for Tracked {
 }
 
 /// Accepts connections until `shutdown` turns true, then drops the listener.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
+    logic: Arc<WrennProxy>,
     fast: Option<Arc<FastPath>>,
     settings: Arc<ConnSettings>,
     tracker: Arc<Tracker>,
@@ -125,15 +129,17 @@ pub(crate) async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
                     let tracked = Tracked::new(tracker.clone(), metrics.clone());
-                    let (app, fast, settings, metrics, shutdown) = (
+                    let (app, logic, fast, settings, metrics, shutdown) = (
                         app.clone(),
+                        logic.clone(),
                         fast.clone(),
                         settings.clone(),
                         metrics.clone(),
                         shutdown.clone(),
                     );
                     tokio::spawn(async move {
-                        serve(tcp, peer, app, fast, &settings, &metrics, shutdown).await;
+                        let paths = Paths { app: &app, logic: &logic, fast: fast.as_deref() };
+                        serve(tcp, peer, paths, &settings, &metrics, shutdown).await;
                         drop(tracked);
                     });
                 }
@@ -152,15 +158,23 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// What serves the requests of a connection.
+#[derive(Clone, Copy)]
+struct Paths<'a> {
+    app: &'a Arc<App>,
+    /// The proxy logic, for what the listener answers itself (431).
+    logic: &'a WrennProxy,
+    fast: Option<&'a FastPath>,
+}
+
 /// Serves one client connection: HTTP/1.1 requests until it closes, idles
-/// out, reaches its request limit, misses a header deadline or the proxy
-/// shuts down. Each request goes to the fast path when it takes it, else to
-/// Pingora's `HttpProxy`.
+/// out, reaches its request limit, misses a header deadline, sends a head
+/// over the limits or the proxy shuts down. Each request goes to the fast
+/// path when it takes it, else to Pingora's `HttpProxy`.
 async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
-    app: Arc<App>,
-    fast: Option<Arc<FastPath>>,
+    paths: Paths<'_>,
     settings: &ConnSettings,
     metrics: &Metrics,
     shutdown: watch::Receiver<bool>,
@@ -180,15 +194,16 @@ async fn serve(
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
     let _ = digest.peer_addr.set(Some(peer.into()));
 
-    let conn = Arc::new(ConnState::new(settings.header_timeout));
-    let mut stream = Box::new(DeadlineStream::new(tcp, conn.clone()));
+    let conn = Arc::new(ConnState::new());
+    let mut stream = Box::new(DeadlineStream::new(tcp));
     stream.set_socket_digest(digest);
     let deadline = Instant::now() + settings.header_timeout;
     let mut c = Conn {
         peer,
         peer_ip: peer.ip().to_string(),
-        app: &app,
-        fast: fast.as_deref(),
+        app: paths.app,
+        logic: paths.logic,
+        fast: paths.fast,
         settings,
         metrics,
         conn: &conn,
@@ -199,24 +214,14 @@ async fn serve(
         deadline,
         timer: Box::pin(tokio::time::sleep_until(deadline.into())),
     };
-    if c.fast.is_none() {
-        conn.arm();
-    }
     loop {
-        let next = if c.fast.is_some() {
-            // The fast path keeps the header deadline itself.
-            c.one_request(stream).await
-        } else {
-            c.deadlined(c.pingora(stream)).await
+        let Some(next) = c.one_request(stream).await else {
+            return;
         };
-        let Some(next) = next else { return };
         stream = next;
         c.served += 1;
         if c.served >= settings.keepalive_requests || *c.shutdown.borrow() {
             return;
-        }
-        if c.fast.is_none() {
-            conn.idle();
         }
     }
 }
@@ -227,6 +232,7 @@ struct Conn<'a> {
     /// For `X-Forwarded-For`, formatted once.
     peer_ip: String,
     app: &'a Arc<App>,
+    logic: &'a WrennProxy,
     fast: Option<&'a FastPath>,
     settings: &'a ConnSettings,
     metrics: &'a Metrics,
@@ -237,9 +243,9 @@ struct Conn<'a> {
     read_ahead: BytesMut,
     scratch: Scratch,
     served: u32,
-    /// When the current request's head must be in (fast path).
+    /// When the current request's head must be in.
     deadline: Instant,
-    /// The wait for the next request's head (fast path). One per connection,
+    /// The wait for the next request's head. One per connection,
     /// moved later for each request: tokio extends a registered timer's
     /// deadline with a compare-and-swap, where a new timer per request went
     /// into the runtime's timer wheel and out again.
@@ -253,17 +259,20 @@ impl Conn<'_> {
         &mut self,
         mut stream: Box<DeadlineStream>,
     ) -> Option<Box<DeadlineStream>> {
-        let fast = self.fast?;
         let head = match self.read_head(&mut stream).await {
             Head::Done => return None,
             Head::TimedOut => return self.header_timed_out(),
+            Head::TooLarge(limit) => return self.refuse_head(stream, limit).await,
             Head::Complete(n) => Some(self.read_ahead.split_to(n).freeze()),
             Head::ForPingora => None,
         };
-        let planned = head
-            .as_ref()
-            .and_then(|h| fast.plan(h, &self.peer_ip, &mut self.scratch));
-        if let Some(plan) = planned {
+        let planned = match (self.fast, &head) {
+            (Some(fast), Some(h)) => fast
+                .plan(h, &self.peer_ip, &mut self.scratch)
+                .map(|plan| (fast, plan)),
+            _ => None,
+        };
+        if let Some((fast, plan)) = planned {
             let last = self.served.saturating_add(1) >= self.settings.keepalive_requests;
             let served = fast.serve(
                 plan,
@@ -277,6 +286,14 @@ impl Conn<'_> {
                 After::KeepAlive => Some(stream),
                 After::Close => None,
             };
+        }
+        // The fast path takes at most 64 fields; Pingora's own limit is
+        // answered like the length limit, not with its bare 400.
+        if let Some(h) = &head
+            && too_many_fields(h)
+        {
+            self.read_ahead = BytesMut::from(&h[..]);
+            return self.refuse_head(stream, HeadLimit::Fields).await;
         }
         // Pingora reads what was read ahead first.
         stream.replay(self.read_ahead.split().freeze());
@@ -303,6 +320,42 @@ impl Conn<'_> {
             s = serve => s,
             () = self.conn.expired() => self.header_timed_out(),
         }
+    }
+
+    /// Answers a head over `limit` with 431 (HTML or JSON as the head's
+    /// `Accept` asks, as far as it came), counts and logs it like any
+    /// request, and closes the connection: the rest of the head is read and
+    /// dropped for a moment first, so the client sees the answer rather
+    /// than a reset.
+    async fn refuse_head(
+        &mut self,
+        mut stream: Box<DeadlineStream>,
+        limit: HeadLimit,
+    ) -> Option<Box<DeadlineStream>> {
+        let failure = Failure::HeadersTooLarge { limit };
+        let partial = Partial::read(&self.read_ahead);
+        let wire = failure.to_wire(partial.html, partial.head_only);
+        let mut ctx = RequestCtx::new();
+        ctx.failure = Some(failure);
+        let log = Finished {
+            status: 431,
+            bytes_in: 0,
+            bytes_out: 0,
+            method: partial.method,
+            path: partial.path,
+            error: None,
+        };
+        self.logic.finished(&ctx, &log);
+        tracing::debug!(client = %self.peer, ?limit, "request head over the limit; answered 431");
+        self.read_ahead = BytesMut::new();
+        let answer = async {
+            stream.write_all(&wire).await?;
+            stream.shutdown().await
+        };
+        if tokio::time::timeout(LINGER, answer).await.is_ok() {
+            linger(&mut stream).await;
+        }
+        None
     }
 
     /// Counts a missed header deadline; the connection closes.
@@ -343,9 +396,16 @@ impl Conn<'_> {
                     self.deadline = Instant::now() + self.settings.header_timeout;
                 }
                 match head_len(buf) {
-                    Ok(Some(n)) => return Head::Complete(n),
-                    Ok(None) if buf.len() < MAX_REQUEST_HEAD => {}
-                    _ => return Head::ForPingora,
+                    Ok(Some(n)) => match over_length(n, true) {
+                        Some(limit) => return Head::TooLarge(limit),
+                        None => return Head::Complete(n),
+                    },
+                    Ok(None) => {
+                        if let Some(limit) = over_length(buf.len(), false) {
+                            return Head::TooLarge(limit);
+                        }
+                    }
+                    Err(()) => return Head::ForPingora,
                 }
             }
             buf.reserve(4096);
@@ -381,71 +441,39 @@ impl Conn<'_> {
     }
 }
 
-/// The length of the complete request head at the start of `buf`, which
-/// ends at its first blank line (lines end in CRLF or, as httparse accepts,
-/// a bare LF): `Ok(None)` while incomplete, `Err` when it cannot be a
-/// request head. The fast path's parse then checks the length it finds.
-fn head_len(buf: &[u8]) -> Result<Option<usize>, ()> {
-    for p in memchr::memchr_iter(b'\n', buf) {
-        match &buf[p + 1..] {
-            [b'\n', ..] => return Ok(Some(p + 2)),
-            [b'\r', b'\n', ..] => return Ok(Some(p + 3)),
-            _ => {}
-        }
-    }
-    // Not complete yet: refuse what is already not a request.
-    let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS];
-    match httparse::Request::new(&mut headers).parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(()),
-    }
-}
-
 /// How reading a request head ended.
 enum Head {
     /// `read_ahead[..n]` is a complete head.
     Complete(usize),
-    /// Too long or not parsable here: Pingora reads and answers it.
+    /// Not a request head: Pingora reads it and answers 400.
     ForPingora,
+    /// Over a limit: answered 431 here.
+    TooLarge(HeadLimit),
     /// The header deadline passed.
     TimedOut,
     /// Closed, idle too long, or the proxy is shutting down.
     Done,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::head_len;
+/// How long a refused client gets to take its answer and stop sending.
+const LINGER: Duration = Duration::from_secs(2);
+/// The most a refused client may still send before its connection is reset.
+const LINGER_BYTES: usize = 1 << 20;
 
-    #[test]
-    fn a_head_ends_at_its_first_blank_line() {
-        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert_eq!(head_len(get), Ok(Some(get.len())));
-        // Pipelined: only the first head.
-        let two = [&get[..], &get[..]].concat();
-        assert_eq!(head_len(&two), Ok(Some(get.len())));
-        // Bare LFs, and a bare-LF head before a CRLF one.
-        let lf = b"GET / HTTP/1.1\nHost: a\n\n";
-        assert_eq!(head_len(&[&lf[..], &get[..]].concat()), Ok(Some(lf.len())));
-        let mixed = b"GET / HTTP/1.1\nHost: a\n\r\n";
-        assert_eq!(
-            head_len(&[&mixed[..], &get[..]].concat()),
-            Ok(Some(mixed.len()))
-        );
-        // The same lengths as httparse.
-        for head in [&get[..], &lf[..], &mixed[..]] {
-            let mut headers = [httparse::EMPTY_HEADER; 8];
-            let parsed = httparse::Request::new(&mut headers).parse(head).unwrap();
-            assert_eq!(parsed, httparse::Status::Complete(head.len()));
+/// Reads and drops what the client still sends, until it closes, for up to
+/// [`LINGER`] and [`LINGER_BYTES`]: closing a socket with unread bytes
+/// resets the connection, and a reset can cost the client the answer it has
+/// not read yet (nginx's `lingering_close`).
+async fn linger(stream: &mut DeadlineStream) {
+    let drain = async {
+        let mut buf = [0u8; 8192];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
         }
-    }
-
-    #[test]
-    fn an_unfinished_head_waits_and_garbage_is_refused_early() {
-        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
-        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), Ok(None));
-        assert_eq!(head_len(b"GET"), Ok(None));
-        assert_eq!(head_len(b"\x00\x01 binary"), Err(()));
-    }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }

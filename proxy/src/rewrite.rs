@@ -8,7 +8,9 @@
 //!   upstream port) or at the browser's own Host → `<prefix>/path?query`
 //!   (`/` when the path is empty). Protocol-relative `//host/x`, relative `x`,
 //!   foreign absolute URLs and URLs already under the prefix are untouched.
-//! - `Set-Cookie`: a root-relative `Path=/x` → `Path=<prefix>/x`.
+//! - `Set-Cookie`: every root-relative `Path=/x` → `Path=<prefix>/x`, and
+//!   every `Domain` attribute dropped (a host-only cookie on the proxy's
+//!   shared host), so one sandbox port cannot set cookies for another.
 //!
 //! Subdomain and header forms: a leading prefix is stripped (the app emitted
 //! one although it is served at `/`), and upstream-absolute URLs become
@@ -88,7 +90,7 @@ impl RewriteCtx<'_> {
         if path.first() != Some(&b'/') {
             path.insert(0, b'/');
         }
-        Some(self.root_relative(&path).unwrap_or(path))
+        Some(path_reference(self.root_relative(&path).unwrap_or(path)))
     }
 
     /// A root-relative URL, per form; `None` when it stays.
@@ -100,11 +102,11 @@ impl RewriteCtx<'_> {
             Form::Path if rest.is_some() => None,
             Form::Path => Some([prefix, v].concat()),
             Form::Subdomain | Form::Header => rest.map(|rest| {
-                if rest.first() == Some(&b'/') {
+                path_reference(if rest.first() == Some(&b'/') {
                     rest.to_vec()
                 } else {
                     [b"/", rest].concat()
-                }
+                })
             }),
         }
     }
@@ -173,44 +175,89 @@ impl RewriteCtx<'_> {
         Some([&v[..start], &new[..], &v[end..]].concat())
     }
 
-    /// Rewrites the `Path` attribute of a `Set-Cookie` value (path form only).
+    /// Rewrites a `Set-Cookie` value (path form only): every `Path`
+    /// attribute whose value is root-relative moves under the prefix, and
+    /// every `Domain` attribute is dropped, so the cookie stays with this
+    /// sandbox port on the proxy's shared host. Attributes are split at each
+    /// `;` and their names compared case-insensitively with surrounding
+    /// whitespace ignored, as browsers parse them (RFC 6265 §5.2); browsers
+    /// use the last `Path`, so all of them are rewritten. A `Path` that is
+    /// not root-relative (empty, quoted, relative) is left: browsers ignore
+    /// it and use the request's directory, which is under the prefix already.
     pub fn set_cookie(&self, v: &[u8]) -> Option<Vec<u8>> {
         if self.form != Form::Path {
             return None;
         }
         let prefix = self.prefix();
-        let mut out: Option<Vec<u8>> = None;
-        let mut pos = 0;
-        for (i, part) in v.split(|&b| b == b';').enumerate() {
-            let part_start = pos;
-            pos += part.len() + 1;
-            if i == 0 {
-                continue; // the cookie's own name=value
-            }
-            let Some(eq) = part.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if !trim(&part[..eq]).eq_ignore_ascii_case(b"path") {
-                continue;
-            }
-            let value = trim(&part[eq + 1..]);
-            if value.first() != Some(&b'/') || strip_prefix(value, &prefix).is_some() {
-                continue;
-            }
-            let value_start =
-                part_start + eq + 1 + (part[eq + 1..].len() - trim_start(&part[eq + 1..]).len());
-            let mut new = Vec::with_capacity(v.len() + prefix.len());
-            new.extend_from_slice(&v[..value_start]);
-            new.extend_from_slice(&prefix);
-            new.extend_from_slice(&v[value_start..]);
-            out = Some(new);
-            break;
+        // The first part is the cookie's own name=value, never an attribute.
+        let attrs = || v.split(|&b| b == b';').skip(1);
+        if attrs().all(|a| cookie_attr(a, &prefix) == CookieAttr::Keep) {
+            return None;
         }
-        out
+        let mut out = Vec::with_capacity(v.len() + 2 * prefix.len());
+        out.extend_from_slice(v.split(|&b| b == b';').next().unwrap_or_default());
+        for a in attrs() {
+            match cookie_attr(a, &prefix) {
+                CookieAttr::Keep => {
+                    out.push(b';');
+                    out.extend_from_slice(a);
+                }
+                CookieAttr::Drop => {}
+                CookieAttr::PrefixAt(at) => {
+                    out.push(b';');
+                    out.extend_from_slice(&a[..at]);
+                    out.extend_from_slice(&prefix);
+                    out.extend_from_slice(&a[at..]);
+                }
+            }
+        }
+        Some(out)
     }
 }
 
+/// What the path form does with one `Set-Cookie` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CookieAttr {
+    Keep,
+    /// A `Domain` attribute.
+    Drop,
+    /// A root-relative `Path` outside the prefix: the prefix goes in at this
+    /// offset of the attribute (where its value starts).
+    PrefixAt(usize),
+}
+
+fn cookie_attr(attr: &[u8], prefix: &[u8]) -> CookieAttr {
+    let (name, value_at) = match attr.iter().position(|&b| b == b'=') {
+        Some(eq) => (&attr[..eq], Some(eq + 1)),
+        None => (attr, None),
+    };
+    let name = trim(name);
+    if name.eq_ignore_ascii_case(b"domain") {
+        return CookieAttr::Drop;
+    }
+    let Some(at) = value_at.filter(|_| name.eq_ignore_ascii_case(b"path")) else {
+        return CookieAttr::Keep;
+    };
+    let raw = &attr[at..];
+    let value = trim(raw);
+    if value.first() != Some(&b'/') || strip_prefix(value, prefix).is_some() {
+        return CookieAttr::Keep;
+    }
+    CookieAttr::PrefixAt(at + (raw.len() - trim_start(raw).len()))
+}
+
 /// `v` without a leading `prefix` when `prefix` is followed by the end, `/`, `?` or `#`.
+/// A root-relative reference for path `p`: a path starting with `//` would
+/// read as a protocol-relative URL (host `x` for `//x`), so it is written
+/// `/.//x`, which resolves to the same path on the same host.
+fn path_reference(p: Vec<u8>) -> Vec<u8> {
+    if p.starts_with(b"//") {
+        [&b"/."[..], &p].concat()
+    } else {
+        p
+    }
+}
+
 fn strip_prefix<'v>(v: &'v [u8], prefix: &[u8]) -> Option<&'v [u8]> {
     let rest = v.strip_prefix(prefix)?;
     match rest.first() {

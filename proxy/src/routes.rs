@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use wrenn_types::SandboxId;
@@ -269,7 +269,22 @@ type Map = HashMap<Box<str>, Arc<Route>>;
 pub struct RouteTable {
     map: ArcSwap<Map>,
     synced: AtomicBool,
+    /// Why the table no longer follows its source (the agent's watch stream
+    /// was lost), until the next complete snapshot.
+    stale: Mutex<Option<String>>,
     changes: AtomicU64,
+}
+
+/// Whether a route table can be trusted (`/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Synced with the agent and following it.
+    Ready,
+    /// Never filled from a complete snapshot; the last error, if any.
+    NotSynced(Option<String>),
+    /// Synced once, but the agent's stream is lost (why): the last routes
+    /// keep serving until the next complete snapshot.
+    Stale(String),
 }
 
 impl RouteTable {
@@ -328,14 +343,15 @@ impl RouteTable {
         removed
     }
 
-    /// Replaces every route at once (a resync) and marks the table synced.
+    /// Replaces every route at once (a resync) and marks the table synced
+    /// and current.
     pub fn replace_all(&self, routes: impl IntoIterator<Item = Route>) {
         let map: Map = routes
             .into_iter()
             .map(|r| (Box::<str>::from(r.id.as_str()), Arc::new(r)))
             .collect();
         self.map.store(Arc::new(map));
-        self.synced.store(true, Ordering::Release);
+        self.mark_synced();
         self.changes.fetch_add(1, Ordering::Release);
     }
 
@@ -344,8 +360,26 @@ impl RouteTable {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// Marks the table synced and current (tables filled by their owner).
     pub fn mark_synced(&self) {
+        *self.stale.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.synced.store(true, Ordering::Release);
+    }
+
+    /// The source of the routes is lost (`why`): they keep serving, but the
+    /// table is not [`Readiness::Ready`] until the next [`Self::replace_all`].
+    pub fn mark_stale(&self, why: impl Into<String>) {
+        *self.stale.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.into());
+    }
+
+    /// Whether the table is synced and still following its source.
+    pub fn readiness(&self) -> Readiness {
+        let stale = self.stale.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match (self.is_synced(), stale) {
+            (false, why) => Readiness::NotSynced(why),
+            (true, Some(why)) => Readiness::Stale(why),
+            (true, None) => Readiness::Ready,
+        }
     }
 
     /// Counts every applied change; tests poll it to know an event landed.
@@ -394,6 +428,25 @@ mod tests {
         assert!(t.is_synced());
         assert!(t.get("old").is_none());
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_lost_source_makes_the_table_stale_until_the_next_snapshot() {
+        let t = RouteTable::new();
+        assert_eq!(t.readiness(), Readiness::NotSynced(None));
+        t.mark_stale("agent down");
+        assert_eq!(
+            t.readiness(),
+            Readiness::NotSynced(Some("agent down".into()))
+        );
+        t.replace_all([route("a", 1)]);
+        assert_eq!(t.readiness(), Readiness::Ready);
+        t.mark_stale("stream ended");
+        assert_eq!(t.readiness(), Readiness::Stale("stream ended".into()));
+        assert!(t.get("a").is_some(), "stale routes keep serving");
+        assert!(t.is_synced());
+        t.replace_all([route("a", 2)]);
+        assert_eq!(t.readiness(), Readiness::Ready);
     }
 
     #[test]

@@ -16,9 +16,10 @@
 //! they close, wait until the open connections drain or the grace period
 //! ends, then drop what is left.
 //!
-//! The route watcher, the admin listener and the shutdown run on a small
-//! runtime of their own (`wrenn-proxy-ctl`); the watcher's tonic channel is
-//! its own (no proxied bytes on it).
+//! The route watcher, the admin listener, the refresh of the host's
+//! addresses (`hosts.rs`) and the shutdown run on a small runtime of their
+//! own (`wrenn-proxy-ctl`); the watcher's tonic channel is its own (no
+//! proxied bytes on it).
 //!
 //! # Limitations
 //! - Every thread's accept loop wakes for each new connection (tokio cannot
@@ -43,6 +44,7 @@ use crate::admin::{Admin, serve_admin};
 use crate::config::{ConfigError, ProxyConfig};
 use crate::connect::UpstreamConnector;
 use crate::fast::FastPath;
+use crate::hosts::{AllowedHosts, OwnAddrs};
 use crate::listener::{App, ConnSettings, Tracker, accept_loop};
 use crate::metrics::{Metrics, MetricsError};
 use crate::routes::RouteTable;
@@ -140,7 +142,7 @@ impl Proxy {
         let routes = self.static_routes.unwrap_or_default();
         let metrics = Metrics::new(routes.clone())?;
         let channel = if watching {
-            Some(agent_channel(&c.agent)?)
+            Some(agent_channel(&c.agent, &c.agent_key)?)
         } else {
             None
         };
@@ -154,7 +156,21 @@ impl Proxy {
             upstream_keepalive_pool_size: c.pool_size.div_ceil(threads),
             ..ServerConf::default()
         });
-        let logic = WrennProxy::new(&c, routes.clone(), metrics.clone(), connector);
+        // The host's addresses, for `Host` checks: read now, refreshed below.
+        let own = OwnAddrs::read();
+        let hosts = AllowedHosts::new(&c.domain, &c.allowed_hosts, own.clone())
+            .map(Arc::new)
+            .map_err(|reason| ConfigError {
+                key: "allowed_hosts",
+                reason,
+            })?;
+        let logic = WrennProxy::new(
+            &c,
+            routes.clone(),
+            metrics.clone(),
+            connector,
+            hosts.clone(),
+        );
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = Arc::new(Tracker::default());
@@ -172,27 +188,27 @@ impl Proxy {
                 Arc::new(FastPath::new(logic.clone(), pool))
             });
             let listener = listener.try_clone().map_err(bind_error("proxy", listen))?;
-            let (a, settings, tracker, metrics, shutdown) = (
+            let (a, logic, settings, tracker, metrics, shutdown) = (
                 app.clone(),
+                Arc::new(logic.clone()),
                 settings.clone(),
                 tracker.clone(),
                 metrics.clone(),
                 shutdown_rx.clone(),
             );
             let worker = Worker::start(i, app, listener, move |l| {
-                accept_loop(l, a, fast, settings, tracker, metrics, shutdown)
+                accept_loop(l, a, logic, fast, settings, tracker, metrics, shutdown)
             })
             .map_err(|source| runtime_err(threads, source))?;
             workers.push(worker);
         }
         drop(listener);
         if let Some(l) = admin_listener {
-            let admin = Admin {
-                metrics: metrics.clone(),
-                routes: routes.clone(),
-            };
+            let admin = Admin::new(metrics.clone(), routes.clone(), hosts, &c.agent_key);
             runtime.spawn(serve_admin(l, admin, shutdown_rx.clone()));
         }
+        // Ends with the control runtime.
+        runtime.spawn(own.keep_fresh());
         if let Some(channel) = channel {
             let ws = WatchSettings {
                 agent: c.agent.clone(),

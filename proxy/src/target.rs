@@ -10,7 +10,9 @@
 //!   goes upstream with its query, byte for byte (nothing is percent-decoded).
 //!
 //! Parsing borrows from the request and allocates only for errors, redirects
-//! and (rare) upper-case hosts.
+//! and (rare) upper-case hosts. Whether the proxy answers the `Host` at all
+//! is checked before this, on both paths ([`crate::hosts`]): an IP literal
+//! here is one of the allowed ones.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -115,6 +117,12 @@ pub fn parse<'a>(domain: &str, req: RequestView<'a>) -> Parsed<'a> {
         return parse_path(path);
     }
     Parsed::NoRoute
+}
+
+/// The authority of an absolute-form request target (`http://host:port/x`);
+/// `None` for origin-form (`/x`).
+pub(crate) fn authority(target: &[u8]) -> Option<&[u8]> {
+    split_target(target).0
 }
 
 /// Splits an absolute-form target into (authority, path); origin-form has no authority.

@@ -10,10 +10,15 @@
 //! The watcher has its own tonic channel to the agent: proxied bytes never
 //! travel on it, and RPC never travels on the proxy's upstream pool.
 //!
+//! Each event is decoded with an explicit size limit, [`MAX_WATCH_EVENT`]:
+//! an event above it ends the stream like any other error (the reason names
+//! the limit), and the watcher reconnects.
+//!
 //! # Limitations
-//! While the agent is unreachable the last synced table keeps serving:
-//! sandboxes destroyed meanwhile answer 502 (nothing listens) rather than 404
-//! until the stream is back.
+//! While the agent is unreachable (or its stream cannot be followed) the last
+//! synced table keeps serving, and `/readyz` answers 503 until a complete
+//! snapshot is in again: sandboxes destroyed meanwhile answer 502 (nothing
+//! listens) rather than 404, and new ones are not routed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use wrenn_proto::auth::{AuthChannel, Bearer, with_bearer};
 use wrenn_proto::wrenn::v1::host_agent_client::HostAgentClient;
 use wrenn_proto::wrenn::v1::sandbox_event::Kind;
 use wrenn_proto::wrenn::v1::{Sandbox, SandboxEvent, SandboxState, WatchSandboxesRequest};
@@ -29,6 +35,15 @@ use wrenn_types::SandboxId;
 
 use crate::metrics::Metrics;
 use crate::routes::{Route, RouteOptions, RouteState, RouteTable};
+
+/// The largest `WatchSandboxes` event the proxy decodes. A sandbox's env and
+/// metadata together are capped at [`wrenn_types::MAX_SPEC_BYTES`] (64 KiB)
+/// by the control plane and the agent, and events carry no env values; the
+/// rest of an event is ids, an address, a netns path, timestamps and at most
+/// [`wrenn_types::MAX_EGRESS_RULES`] networks per list. Four times the spec
+/// cap leaves room for every legal event and still refuses a runaway one
+/// long before tonic's default (4 MiB) would.
+pub const MAX_WATCH_EVENT: usize = 4 * wrenn_types::MAX_SPEC_BYTES;
 
 /// Where and how to watch.
 #[derive(Debug, Clone)]
@@ -46,11 +61,20 @@ pub enum WatchError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("unusable agent key for {agent:?}")]
+    Key {
+        agent: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A lazily connecting channel to the agent (connects on first use, so the
 /// proxy starts even when the agent is not up yet).
-pub(crate) fn agent_channel(agent: &str) -> Result<Channel, WatchError> {
+pub(crate) fn agent_channel(
+    agent: &str,
+    key: &wrenn_proto::auth::Secret,
+) -> Result<AuthChannel, WatchError> {
     let endpoint = Endpoint::from_shared(agent.to_owned())
         .map_err(|source| WatchError::Endpoint {
             agent: agent.to_owned(),
@@ -61,18 +85,22 @@ pub(crate) fn agent_channel(agent: &str) -> Result<Channel, WatchError> {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    let bearer = Bearer::new(key.expose()).map_err(|source| WatchError::Key {
+        agent: agent.to_owned(),
+        source,
+    })?;
+    Ok(with_bearer(endpoint.connect_lazy(), bearer))
 }
 
 /// Keeps `table` in step with the agent until `shutdown` turns true.
 pub(crate) async fn watch_agent(
-    channel: Channel,
+    channel: AuthChannel,
     settings: WatchSettings,
     table: Arc<RouteTable>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut client = HostAgentClient::new(channel);
+    let mut client = HostAgentClient::new(channel).max_decoding_message_size(MAX_WATCH_EVENT);
     let mut backoff = settings.backoff;
     loop {
         let outcome = tokio::select! {
@@ -88,8 +116,12 @@ pub(crate) async fn watch_agent(
             agent = %settings.agent,
             error = %outcome.reason,
             retry_in_ms = backoff.as_millis() as u64,
-            "sandbox watch stream lost; keeping the last routes and reconnecting"
+            "sandbox watch stream lost; keeping the last routes (not ready) and reconnecting"
         );
+        table.mark_stale(format!(
+            "the agent's sandbox watch stream was lost ({}); reconnecting",
+            outcome.reason
+        ));
         tokio::select! {
             () = crate::listener::stopped(&mut shutdown) => return,
             () = tokio::time::sleep(backoff) => {}
@@ -106,7 +138,7 @@ struct Outcome {
 
 /// Opens one stream and applies it until it ends.
 async fn follow(
-    client: &mut HostAgentClient<Channel>,
+    client: &mut HostAgentClient<AuthChannel>,
     table: &RouteTable,
     metrics: &Metrics,
 ) -> Outcome {

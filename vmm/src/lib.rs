@@ -14,12 +14,14 @@
 //! | [`net`] | netns, veth, TAP, nftables, resolv.conf |
 //! | [`cgroup`] | cgroup v1/v2 limits, freezer, usage |
 //! | [`image`] | template images: build, base (debootstrap), busybox, resize |
+//! | [`guestlog`] | a sandbox's console in a capped log |
 //! | [`loopdev`] | loop devices with autoclear |
 //! | [`namespace`] | the namespace backend |
 //! | [`firecracker`] | the Firecracker backend and its API client |
 
 pub mod cgroup;
 pub mod firecracker;
+pub mod guestlog;
 pub mod image;
 pub mod loopdev;
 pub mod mounts;

@@ -29,6 +29,11 @@ pub struct SandboxSpec {
     pub metadata: BTreeMap<String, String>,
     /// Egress to the internet (MASQUERADE); otherwise only host-initiated traffic.
     pub internet: bool,
+    /// Networks the sandbox may reach even where the default refuses them
+    /// (private ranges; everything when `internet` is off).
+    pub allow_out: Vec<wrenn_types::Cidr>,
+    /// Networks the sandbox may never reach; checked before `allow_out`.
+    pub deny_out: Vec<wrenn_types::Cidr>,
 }
 
 impl SandboxSpec {
@@ -53,6 +58,8 @@ impl SandboxSpec {
             env: BTreeMap::new(),
             metadata: BTreeMap::new(),
             internet: true,
+            allow_out: Vec::new(),
+            deny_out: Vec::new(),
         }
     }
 }
@@ -76,6 +83,8 @@ pub struct SandboxHandle {
     /// own (`/run/netns/<prefix>-<slot>`): namespace sandboxes only. A
     /// Firecracker guest has its own kernel, so `None`.
     pub netns: Option<PathBuf>,
+    /// The credential the guest agent requires (`authorization: Bearer …`).
+    pub guest_token: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,6 +122,10 @@ pub struct RuntimeConfig {
     /// Firecracker only.
     pub firecracker_bin: PathBuf,
     pub kernel: Option<PathBuf>,
+    /// Namespace sandboxes without their user namespace and seccomp filter:
+    /// for benchmarks that measure what the hardening costs, never for
+    /// hostile code.
+    pub unhardened: bool,
 }
 
 impl RuntimeConfig {
@@ -204,6 +217,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics>;
 
     fn list(&self) -> Vec<SandboxHandle>;
+
+    /// Whether the sandbox's first process (the guest agent, or the VMM)
+    /// still runs: `Some(false)` once it exited — the sandbox is dead and
+    /// only waits for its destroy —, `None` for an unknown id or a sandbox
+    /// not started.
+    fn alive(&self, id: &SandboxId) -> Option<bool>;
 
     /// What the guest agent wrote to stderr so far (its log), for error
     /// messages when it never became healthy. At most `max` bytes, newest kept.

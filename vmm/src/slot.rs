@@ -29,6 +29,11 @@ pub const GUEST_IFACE: &str = "eth0";
 /// Prefix of the host end's name: `wv<slot>`.
 pub const HOST_IFACE_PREFIX: &str = "wv";
 
+/// The whole sandbox network, `10.210.0.0/15`.
+pub fn network() -> wrenn_types::Cidr {
+    wrenn_types::Cidr::new(BASE, BASE_PREFIX_LEN).expect("BASE is a /15 network")
+}
+
 /// A network slot, `1..=65534`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slot(u16);
@@ -102,6 +107,9 @@ pub fn address_range(slots: &RangeInclusive<u16>) -> (Ipv4Addr, Ipv4Addr) {
 pub struct SlotAllocator {
     range: RangeInclusive<u16>,
     used: BTreeSet<u16>,
+    /// Never handed out (their host id range is the host's: see
+    /// [`crate::namespace::userns::reserved_slots`]).
+    reserved: BTreeSet<u16>,
     next: u16,
 }
 
@@ -112,8 +120,16 @@ impl SlotAllocator {
         SlotAllocator {
             range,
             used: BTreeSet::new(),
+            reserved: BTreeSet::new(),
             next,
         }
+    }
+
+    /// Keeps `slots` from ever being allocated or claimed.
+    pub fn reserve(&mut self, slots: impl IntoIterator<Item = u16>) {
+        let range = self.range.clone();
+        self.reserved
+            .extend(slots.into_iter().filter(|s| range.contains(s)));
     }
 
     pub fn range(&self) -> &RangeInclusive<u16> {
@@ -124,12 +140,12 @@ impl SlotAllocator {
     pub fn allocate(&mut self) -> Option<Slot> {
         let (first, last) = (*self.range.start(), *self.range.end());
         let len = u32::from(last - first) + 1;
-        if self.used.len() as u32 >= len {
+        if (self.used.len() + self.reserved.len()) as u32 >= len {
             return None;
         }
         let mut n = self.next.clamp(first, last);
         loop {
-            if self.used.insert(n) {
+            if !self.reserved.contains(&n) && self.used.insert(n) {
                 self.next = if n == last { first } else { n + 1 };
                 return Some(Slot(n));
             }
@@ -139,7 +155,7 @@ impl SlotAllocator {
 
     /// Marks a specific slot as used (recovery). False if out of range or taken.
     pub fn claim(&mut self, slot: Slot) -> bool {
-        self.range.contains(&slot.0) && self.used.insert(slot.0)
+        self.range.contains(&slot.0) && !self.reserved.contains(&slot.0) && self.used.insert(slot.0)
     }
 
     pub fn is_used(&self, slot: Slot) -> bool {
@@ -158,6 +174,15 @@ impl SlotAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_slots_are_never_handed_out() {
+        let mut a = SlotAllocator::new(10..=13);
+        a.reserve([11, 13, 99]);
+        assert!(!a.claim(Slot(11)));
+        let got: Vec<u16> = std::iter::from_fn(|| a.allocate().map(Slot::get)).collect();
+        assert_eq!(got, vec![10, 12]);
+    }
 
     #[test]
     fn addressing_plan_matches_the_documented_formula() {

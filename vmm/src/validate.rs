@@ -131,6 +131,29 @@ pub fn spec(s: &SandboxSpec) -> Result<()> {
             )));
         }
     }
+    wrenn_types::check_spec_bytes(s.env.iter().chain(&s.metadata)).map_err(Error::InvalidSpec)?;
+    egress("allow_out", &s.allow_out)?;
+    egress("deny_out", &s.deny_out)?;
+    Ok(())
+}
+
+/// An egress list: bounded, and never opening the sandbox network itself.
+fn egress(field: &str, list: &[wrenn_types::Cidr]) -> Result<()> {
+    if list.len() > wrenn_types::MAX_EGRESS_RULES {
+        return Err(Error::InvalidSpec(format!(
+            "{field}: {} networks, above the maximum {}",
+            list.len(),
+            wrenn_types::MAX_EGRESS_RULES
+        )));
+    }
+    let sandboxes = crate::slot::network();
+    if field == "allow_out"
+        && let Some(c) = list.iter().find(|c| c.overlaps(sandboxes))
+    {
+        return Err(Error::InvalidSpec(format!(
+            "{field}: {c} overlaps the sandbox network {sandboxes}, which no sandbox may reach"
+        )));
+    }
     Ok(())
 }
 
@@ -149,6 +172,7 @@ mod tests {
             guest_bin: PathBuf::from("/nonexistent/wrenn-guest"),
             firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
             kernel: None,
+            unhardened: false,
         }
     }
 

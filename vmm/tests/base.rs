@@ -70,22 +70,16 @@ async fn base_template_is_built_once_and_runs_python_and_sudo() {
         })
         .await;
     let py = guest::run(
-        h.guest_addr,
+        &h,
         "python3",
         &["-c", "import sys; print(6*7, sys.version_info[0])"],
         None,
     )
     .await;
     assert_eq!(py.stdout.trim(), "42 3", "{py:?}");
-    let who = guest::run(h.guest_addr, "id", &["-un"], Some("wrenn-user")).await;
+    let who = guest::run(&h, "id", &["-un"], Some("wrenn-user")).await;
     assert_eq!(who.stdout.trim(), "wrenn-user", "{who:?}");
-    let sudo = guest::run(
-        h.guest_addr,
-        "sudo",
-        &["-n", "id", "-u"],
-        Some("wrenn-user"),
-    )
-    .await;
+    let sudo = guest::run(&h, "sudo", &["-n", "id", "-u"], Some("wrenn-user")).await;
     assert_eq!(sudo.stdout.trim(), "0", "passwordless sudo: {sudo:?}");
     for tool in [
         "pip3 --version",
@@ -94,12 +88,12 @@ async fn base_template_is_built_once_and_runs_python_and_sudo() {
         "ip -V",
         "python3 -m venv --help",
     ] {
-        let out = guest::sh(h.guest_addr, tool).await;
+        let out = guest::sh(&h, tool).await;
         assert_eq!(out.exit_code, 0, "{tool}: {out:?}");
     }
     // The host's own CAs (a TLS-inspecting gateway's, a company's) are
     // trusted inside: the system bundle holds each of them.
-    let bundle = guest::sh(h.guest_addr, "cat /etc/ssl/certs/ca-certificates.crt").await;
+    let bundle = guest::sh(&h, "cat /etc/ssl/certs/ca-certificates.crt").await;
     for e in std::fs::read_dir("/usr/local/share/ca-certificates")
         .into_iter()
         .flatten()

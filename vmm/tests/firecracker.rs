@@ -56,8 +56,12 @@ async fn the_microvm_network_is_built_for_real_and_removed() {
     let net = Network::new(common::PREFIX, slots.clone());
     let slot = Slot::new(1600).unwrap();
     let _guard = NetGuard(slot, slots.clone());
-    net.firewall().install().unwrap();
-    let sn = net.setup(slot, true).await.unwrap();
+    net.firewall().install(&[]).unwrap();
+    let opts = wrenn_vmm::net::SlotOptions {
+        internet: true,
+        ..Default::default()
+    };
+    let sn = net.setup(slot, &opts).await.unwrap();
     setup_guest_link(&sn).await.unwrap();
 
     // tap0 inside the netns, its txqueuelen read back over netlink.
@@ -108,7 +112,7 @@ async fn the_microvm_network_is_built_for_real_and_removed() {
 
     // Teardown takes the netns (and tap0 and the NAT table with it) and the veth.
     drop(sn);
-    net.teardown(slot).await.unwrap();
+    net.teardown(slot, &opts.egress(slot)).await.unwrap();
     net.firewall().remove().unwrap();
     leftovers::assert_clean("fcnet", &dir, &slots).await;
 }
@@ -172,10 +176,7 @@ async fn boots_a_real_microvm_where_firecracker_and_kvm_are_usable() {
             runtime.guest_output(&h.id, 8000).unwrap_or_default()
         );
     }
-    assert_eq!(
-        guest::sh(h.guest_addr, "hostname").await.stdout.trim(),
-        "fcvm0"
-    );
+    assert_eq!(guest::sh(&h, "hostname").await.stdout.trim(), "fcvm0");
     runtime.pause(&h.id).await.unwrap();
     runtime.resume(&h.id).await.unwrap();
     guest::check(h.guest_addr).await.unwrap();
@@ -192,7 +193,18 @@ fn the_microvm_disk_gets_the_guest_and_its_files_without_mounting() {
     let template = wrenn_vmm::image::build_busybox(&tmp, "busybox").unwrap();
     let dest = tmp.join("rootfs.ext4");
     let guest_bin = common::guest_bin();
-    let files = [("/etc/resolv.conf", "nameserver 192.0.2.53\n".to_owned())];
+    let files = [
+        (
+            "/etc/resolv.conf",
+            "nameserver 192.0.2.53\n".to_owned(),
+            0o644,
+        ),
+        (
+            wrenn_vmm::firecracker::TOKEN_IN_IMAGE,
+            "t0ken".to_owned(),
+            0o400,
+        ),
+    ];
     wrenn_vmm::firecracker::disk::prepare(&template, &dest, 200, &guest_bin, &files).unwrap();
     assert_eq!(
         wrenn_vmm::image::fs_size(&dest).unwrap(),
@@ -208,6 +220,20 @@ fn the_microvm_disk_gets_the_guest_and_its_files_without_mounting() {
             .stdout
     };
     assert_eq!(cat("/etc/resolv.conf"), b"nameserver 192.0.2.53\n");
+    assert_eq!(cat(wrenn_vmm::firecracker::TOKEN_IN_IMAGE), b"t0ken");
+    let token = Command::new("debugfs")
+        .args([
+            "-R",
+            &format!("stat {}", wrenn_vmm::firecracker::TOKEN_IN_IMAGE),
+        ])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&token.stdout);
+    assert!(
+        token.contains("Mode:  0400") && token.contains("User:     0"),
+        "{token}"
+    );
     assert_eq!(
         cat(wrenn_vmm::firecracker::GUEST_IN_IMAGE),
         std::fs::read(&guest_bin).unwrap()
@@ -224,7 +250,16 @@ fn the_microvm_disk_gets_the_guest_and_its_files_without_mounting() {
         String::from_utf8_lossy(&stat.stdout).contains("Mode:  0755"),
         "{stat:?}"
     );
-    let args = wrenn_vmm::firecracker::boot_args("abc", &Default::default());
+    let slot = Slot::new(1601).unwrap();
+    let args = wrenn_vmm::firecracker::boot_args("abc", slot, &Default::default());
+    assert!(
+        args.contains(&format!(
+            "WRENN_GUEST_TOKEN_FILE={} WRENN_GUEST_ALLOW_PEER={}",
+            wrenn_vmm::firecracker::TOKEN_IN_IMAGE,
+            slot.host_addr()
+        )),
+        "{args}"
+    );
     assert!(
         args.contains("ip=169.254.0.21::169.254.0.22:255.255.255.252:abc:eth0:off"),
         "{args}"

@@ -18,11 +18,7 @@ async fn one_sandbox_runs_the_guest_as_pid1_and_leaves_nothing() {
     assert_eq!(h.guest_addr.to_string(), "10.210.7.209:49983");
     assert_eq!(env.runtime.list(), vec![h.clone()]);
 
-    let out = guest::sh(
-        h.guest_addr,
-        "echo host=$(hostname); tr '\\0' ' ' < /proc/1/cmdline",
-    )
-    .await;
+    let out = guest::sh(&h, "echo host=$(hostname); tr '\\0' ' ' < /proc/1/cmdline").await;
     assert_eq!(out.exit_code, 0, "{out:?}");
     assert!(out.stdout.contains("host=lcone1"), "{out:?}");
     assert!(
@@ -117,7 +113,7 @@ async fn pause_stops_a_counting_process_and_resume_continues_it_on_the_same_conn
     let env = common::Env::new(1070..=1079).await;
     let h = env.up(env.spec("lcpause1")).await;
     let script = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.02; done";
-    let mut counter = guest::stream(h.guest_addr, "/bin/sh", &["-c", script]).await;
+    let mut counter = guest::stream(&h, "/bin/sh", &["-c", script]).await;
     let first = counter.next_number().await;
     assert!(first >= 1);
 

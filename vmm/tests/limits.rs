@@ -28,11 +28,7 @@ async fn a_fork_bomb_hits_the_pids_limit_and_the_neighbour_stays_responsive() {
         .await;
     let calm = env.up(env.spec("limcalm")).await;
 
-    let out = guest::sh(
-        bomb.guest_addr,
-        "(f(){ f | f & }; f) >/dev/null 2>&1 & echo lit",
-    )
-    .await;
+    let out = guest::sh(&bomb, "(f(){ f | f & }; f) >/dev/null 2>&1 & echo lit").await;
     assert_eq!(out.stdout.trim(), "lit");
 
     // The bomb reaches its limit: seen near it, or forks refused at it (v1
@@ -65,7 +61,7 @@ async fn a_fork_bomb_hits_the_pids_limit_and_the_neighbour_stays_responsive() {
     for _ in 0..5 {
         let t = Instant::now();
         guest::check(calm.guest_addr).await.unwrap();
-        let out = guest::sh(calm.guest_addr, "echo still-here").await;
+        let out = guest::sh(&calm, "echo still-here").await;
         assert_eq!(out.stdout.trim(), "still-here");
         assert!(
             t.elapsed() < Duration::from_secs(10),
@@ -92,12 +88,12 @@ async fn a_memory_hog_is_oom_killed_inside_its_own_cgroup_only() {
         })
         .await;
     let calm = env.up(env.spec("limquiet")).await;
-    let calm_before = guest::sh(calm.guest_addr, "sleep 1000 >/dev/null 2>&1 & echo $!")
+    let calm_before = guest::sh(&calm, "sleep 1000 >/dev/null 2>&1 & echo $!")
         .await
         .stdout;
 
     let out = guest::sh(
-        hog.guest_addr,
+        &hog,
         "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived",
     )
     .await;
@@ -125,7 +121,7 @@ async fn a_memory_hog_is_oom_killed_inside_its_own_cgroup_only() {
     // The hog's guest survived its process's death; the neighbour's sleeper lives.
     guest::check(hog.guest_addr).await.unwrap();
     let still = guest::sh(
-        calm.guest_addr,
+        &calm,
         &format!("kill -0 {} && echo alive", calm_before.trim()),
     )
     .await;
@@ -145,7 +141,7 @@ async fn the_disk_limit_gives_enospc_and_space_comes_back() {
         })
         .await;
     let out = guest::sh(
-        h.guest_addr,
+        &h,
         "dd if=/dev/zero of=/root/big bs=1M count=100 2>&1; echo rc=$?",
     )
     .await;
@@ -154,16 +150,16 @@ async fn the_disk_limit_gives_enospc_and_space_comes_back() {
     let m = env.runtime.metrics(&h.id).await.unwrap();
     assert!(m.disk_used_bytes > 50 << 20, "{m:?}");
     assert_eq!(m.disk_limit_bytes, 64 << 20);
-    let size: u64 = guest::sh(h.guest_addr, "stat -c %s /root/big")
+    let size: u64 = guest::sh(&h, "stat -c %s /root/big")
         .await
         .stdout
         .trim()
         .parse()
         .unwrap();
     assert!(size < 64 << 20, "{size}");
-    guest::sh(h.guest_addr, "rm /root/big").await;
+    guest::sh(&h, "rm /root/big").await;
     let after = guest::sh(
-        h.guest_addr,
+        &h,
         "dd if=/dev/zero of=/root/small bs=1M count=20 2>&1; echo rc=$?",
     )
     .await;

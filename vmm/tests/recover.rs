@@ -194,10 +194,7 @@ async fn killing_the_owner_mid_create_leaves_nothing_after_recovery() {
     runtime.pause(&first.id).await.unwrap();
     runtime.resume(&first.id).await.unwrap();
     assert_eq!(
-        guest::sh(first.guest_addr, "echo adopted")
-            .await
-            .stdout
-            .trim(),
+        guest::sh(first, "echo adopted").await.stdout.trim(),
         "adopted"
     );
     for h in &rec.adopted {

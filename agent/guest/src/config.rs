@@ -55,6 +55,18 @@ pub struct Config {
     )]
     pub forward_localhost: bool,
 
+    /// A file holding the credential every call but health checks must
+    /// present (`authorization: Bearer <token>`); the runtime writes it
+    /// readable by the sandbox's root only. Without it, calls need none.
+    #[arg(long, env = "WRENN_GUEST_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// Accept connections only from these addresses (the host's end of the
+    /// sandbox's link): processes inside the sandbox cannot reach the agent.
+    /// Repeatable; without it, every peer is accepted.
+    #[arg(long, env = "WRENN_GUEST_ALLOW_PEER", value_delimiter = ',')]
+    pub allow_peer: Vec<std::net::IpAddr>,
+
     /// Milliseconds between the forwarder's scans for loopback listeners.
     #[arg(
         long,
@@ -102,6 +114,32 @@ mod tests {
             "off unless the runtime turns it on"
         );
         assert_eq!(config.forward_scan(), Duration::from_millis(100));
+        assert!(config.token_file.is_none() && config.allow_peer.is_empty());
+    }
+
+    #[test]
+    fn credential_and_peer_flags() {
+        let c = Config::try_parse_from([
+            "wrenn-guest",
+            "--token-file",
+            "/run/wrenn/token",
+            "--allow-peer",
+            "10.210.0.2,10.210.0.4",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.token_file.unwrap(),
+            std::path::Path::new("/run/wrenn/token")
+        );
+        assert_eq!(
+            c.allow_peer,
+            [
+                "10.210.0.2".parse::<std::net::IpAddr>().unwrap(),
+                "10.210.0.4".parse().unwrap()
+            ]
+        );
+        let e = Config::try_parse_from(["wrenn-guest", "--allow-peer", "nope"]).unwrap_err();
+        assert!(e.to_string().contains("allow-peer"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,10 @@
 //! Structured logs on stderr (`key=value` text or JSON lines).
+//!
+//! In a sandbox stderr is the console pipe the host agent drains; while no
+//! agent reads it (an agent restart) a write fails with `EPIPE`. The line
+//! is then dropped: tracing-subscriber's default would report the failure
+//! with `eprintln!`, which panics when stderr is broken, and a panicking
+//! PID 1 takes the whole sandbox with it.
 
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
@@ -13,7 +19,8 @@ pub fn init(config: &Config) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false);
+        .with_target(false)
+        .log_internal_errors(false);
     match config.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

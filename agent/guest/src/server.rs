@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use wrenn_proto::auth::RequireBearer;
 use wrenn_proto::filesystem::filesystem_server::FilesystemServer;
 use wrenn_proto::process::process_server::ProcessServer;
 
@@ -31,6 +33,34 @@ const MAX_CONCURRENT_STREAMS: u32 = 4096;
 const HTTP2_KEEPALIVE: Duration = Duration::from_secs(30);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Reads the credential calls must present.
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = token.trim().to_owned();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// Whether a connection's peer may talk to the agent (`allowed` empty: all).
+fn peer_allowed(stream: &tokio::net::TcpStream, allowed: &[std::net::IpAddr]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match stream.peer_addr() {
+        Ok(peer) if allowed.contains(&peer.ip()) => true,
+        Ok(peer) => {
+            tracing::debug!(%peer, "refused a connection from outside the host");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 /// Runs the agent until a stop signal; returns after stopping its processes.
 pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
     let pid1 = std::process::id() == 1;
@@ -47,12 +77,23 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
+    let auth = match &config.token_file {
+        Some(path) => Some(RequireBearer::new(&read_token(path)?)),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let allowed = config.allow_peer.clone();
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .filter(move |conn| match conn {
+            Ok(stream) => peer_allowed(stream, &allowed),
+            Err(_) => true,
+        });
     let router = Server::builder()
+        .layer(tower::util::option_layer(auth))
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)

@@ -40,6 +40,14 @@ pub struct AgentConfig {
     /// Budget for the shutdown steps after the server stopped accepting
     /// (destroying sandboxes, shrinking images).
     pub shutdown_timeout_secs: u64,
+    /// The key every caller must present (`authorization: Bearer <key>`);
+    /// created `0600` at first start. Empty means `<dir>/agent.key`.
+    pub key_file: PathBuf,
+    /// Time a caller has from connecting to its first call, and on HTTP/1.1
+    /// from a call's first byte to its complete header.
+    pub header_read_timeout_ms: u64,
+    /// Connections with no call in progress for this long are closed.
+    pub idle_timeout_secs: u64,
     pub runtime: RuntimeSettings,
 }
 
@@ -53,6 +61,27 @@ impl AgentConfig {
     pub const DEFAULT_RESERVE_MEMORY_MB: u64 = 256;
     pub const DEFAULT_RESERVE_DISK_MB: u64 = 1024;
     pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 60;
+    pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 620;
+    /// The key's file name in `dir`.
+    pub const KEY_FILE: &'static str = "agent.key";
+
+    /// Where the agent key is.
+    pub fn key_path(&self) -> PathBuf {
+        if self.key_file.as_os_str().is_empty() {
+            self.dir.join(Self::KEY_FILE)
+        } else {
+            self.key_file.clone()
+        }
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
 
     pub fn guest_ready_timeout(&self) -> Duration {
         Duration::from_millis(self.guest_ready_timeout_ms)
@@ -78,6 +107,7 @@ impl AgentConfig {
             guest_bin,
             firecracker_bin: r.firecracker_bin.clone(),
             kernel: r.kernel.clone(),
+            unhardened: r.unhardened_for_benchmarks,
         }
     }
 }
@@ -97,6 +127,9 @@ impl Default for AgentConfig {
             reserve_disk_mb: Self::DEFAULT_RESERVE_DISK_MB,
             build_base_image: true,
             shutdown_timeout_secs: Self::DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            key_file: PathBuf::new(),
+            header_read_timeout_ms: Self::DEFAULT_HEADER_READ_TIMEOUT_MS,
+            idle_timeout_secs: Self::DEFAULT_IDLE_TIMEOUT_SECS,
             runtime: RuntimeSettings::default(),
         }
     }
@@ -118,6 +151,9 @@ pub struct RuntimeSettings {
     /// Firecracker backend only.
     pub firecracker_bin: PathBuf,
     pub kernel: Option<PathBuf>,
+    /// Namespace sandboxes without user namespace and seccomp: only for
+    /// benchmarks that measure what the hardening costs. Never for hostile code.
+    pub unhardened_for_benchmarks: bool,
 }
 
 impl RuntimeSettings {
@@ -135,6 +171,7 @@ impl Default for RuntimeSettings {
             guest_bin: None,
             firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
             kernel: None,
+            unhardened_for_benchmarks: false,
         }
     }
 }
@@ -153,6 +190,10 @@ mod tests {
         assert_eq!(c.guest_poll_interval(), Duration::from_millis(10));
         assert_eq!(c.runtime.prefix, "wrenn");
         assert_eq!((c.runtime.slot_first, c.runtime.slot_last), (1, 65534));
+        assert_eq!(c.key_path(), PathBuf::from("/var/lib/wrenn/agent.key"));
+        assert_eq!(c.header_read_timeout(), Duration::from_secs(10));
+        assert_eq!(c.idle_timeout(), Duration::from_secs(620));
+        assert!(!c.runtime.unhardened_for_benchmarks);
     }
 
     #[test]

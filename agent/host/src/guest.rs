@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use wrenn_proto::auth::{AuthChannel, Bearer, with_bearer};
 use wrenn_proto::filesystem::filesystem_client::FilesystemClient;
 use wrenn_proto::process::{ListRequest, process_client::ProcessClient};
 
@@ -32,25 +33,31 @@ const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 /// Largest message accepted from the guest (file chunks are 64 KiB).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// A sandbox's dedicated channel to its guest agent.
+/// A sandbox's dedicated channel to its guest agent; every call presents
+/// the guest's token.
 #[derive(Debug, Clone)]
 pub struct Guest {
     addr: SocketAddr,
-    channel: Channel,
+    channel: AuthChannel,
 }
 
 impl Guest {
-    /// A channel to the guest at `addr`; connects on first use.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// A channel to the guest at `addr` whose calls present `token`
+    /// (empty: none); connects on first use.
+    pub fn new(addr: SocketAddr, token: &str) -> Self {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .expect("a socket address is a valid URI authority")
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
+        let bearer = Bearer::new(token).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unusable guest token; calls will be refused");
+            Bearer::none()
+        });
         Guest {
             addr,
-            channel: endpoint.connect_lazy(),
+            channel: with_bearer(endpoint.connect_lazy(), bearer),
         }
     }
 
@@ -58,13 +65,13 @@ impl Guest {
         self.addr
     }
 
-    pub fn process(&self) -> ProcessClient<Channel> {
+    pub fn process(&self) -> ProcessClient<AuthChannel> {
         ProcessClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    pub fn filesystem(&self) -> FilesystemClient<Channel> {
+    pub fn filesystem(&self) -> FilesystemClient<AuthChannel> {
         FilesystemClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
@@ -142,7 +149,7 @@ mod tests {
     async fn readiness_gives_up_with_the_last_error() {
         // Listening but never answering: the port stays ours for the test.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let g = Guest::new(silent.local_addr().unwrap());
+        let g = Guest::new(silent.local_addr().unwrap(), "");
         let start = Instant::now();
         let err = g
             .wait_ready(Duration::from_millis(10), Duration::from_millis(300))
@@ -171,7 +178,7 @@ mod tests {
                 .add_service(health)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        let g = Guest::new(addr);
+        let g = Guest::new(addr, "");
         g.wait_ready(Duration::from_millis(10), Duration::from_secs(5))
             .await
             .unwrap();

@@ -25,4 +25,4 @@ pub use config::{AgentConfig, RuntimeSettings};
 pub use error::{Error, SandboxError};
 pub use server::Agent;
 pub use service::UPLOAD_SIZE_HEADER;
-pub use startup::{Progress, run, run_with_progress, start};
+pub use startup::{Progress, destroy_leftovers, run, run_with_progress, start};

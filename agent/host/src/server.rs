@@ -13,11 +13,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tokio_util::sync::CancellationToken;
+use tower::Layer as _;
 use tracing::{info, warn};
+use wrenn_proto::auth::RequireBearer;
+use wrenn_proto::serve::ServerLimits;
 use wrenn_proto::wrenn::v1::host_agent_server::HostAgentServer;
 use wrenn_vmm::Runtime;
 
@@ -42,8 +43,8 @@ pub struct Agent {
     manager: Arc<Manager>,
     keep_on_shutdown: bool,
     shutdown_timeout: Duration,
-    stop_server: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_server: CancellationToken,
+    server: JoinHandle<()>,
     reaper: JoinHandle<()>,
 }
 
@@ -76,6 +77,12 @@ impl Agent {
             addr: config.listen,
             source,
         })?;
+        let key = wrenn_proto::auth::load_or_create_key(&config.key_path()).map_err(|source| {
+            Error::Startup {
+                step: "read or create the agent key",
+                source: Box::new(source),
+            }
+        })?;
         let manager = Manager::new(runtime.clone(), manager_config(config));
         let recovered = runtime.recover().await.map_err(|e| Error::Startup {
             step: "recover sandboxes of a previous run",
@@ -87,26 +94,21 @@ impl Agent {
         let adopted = manager.adopt(recovered.adopted).await;
         info!(count = adopted.len(), "adopted sandboxes of a previous run");
 
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<HostAgentServer<AgentService>>()
             .await;
         let svc = HostAgentServer::new(AgentService::new(manager.clone()))
             .max_decoding_message_size(MAX_REQUEST);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(
-            Server::builder()
-                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-                .tcp_nodelay(true)
-                .add_service(health)
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                }),
-        );
+        let routes = tonic::service::Routes::new(health).add_service(svc);
+        let service = RequireBearer::new(&key).layer(routes);
+        let stop_server = CancellationToken::new();
+        let server = tokio::spawn(wrenn_proto::serve::serve(
+            listener,
+            service,
+            limits(config),
+            stop_server.clone(),
+        ));
         let reaper = manager.spawn_reaper();
         info!(%addr, backend = ?runtime.backend(), "host agent serving");
         Ok(Agent {
@@ -114,7 +116,7 @@ impl Agent {
             manager,
             keep_on_shutdown: config.keep_sandboxes_on_shutdown,
             shutdown_timeout: config.shutdown_timeout(),
-            stop_server: Some(stop_tx),
+            stop_server,
             server,
             reaper,
         })
@@ -133,9 +135,7 @@ impl Agent {
     /// lets the runtime shrink its images, and waits for the server to stop.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         info!(keep = self.keep_on_shutdown, "host agent shutting down");
-        if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
-        }
+        self.stop_server.cancel();
         let budget = self.shutdown_timeout;
         let steps = async {
             self.manager.shutdown(self.keep_on_shutdown).await;
@@ -150,9 +150,8 @@ impl Agent {
             );
         }
         self.reaper.abort();
-        match tokio::time::timeout(DRAIN_GRACE, &mut self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(Error::Serve(e)),
+        match tokio::time::timeout(DRAIN_GRACE * 2, &mut self.server).await {
+            Ok(Ok(())) => {}
             Ok(Err(join)) => warn!(error = %join, "server task ended abnormally"),
             Err(_) => {
                 warn!(
@@ -164,6 +163,19 @@ impl Agent {
         }
         info!("host agent stopped");
         Ok(())
+    }
+}
+
+/// The listener's timeouts: a request within 10 s of connecting (HTTP/1.1
+/// and HTTP/2 alike), connections with no call in progress closed after
+/// 620 s (Wrenn's host agent has the same), keepalive pings to callers.
+fn limits(c: &AgentConfig) -> ServerLimits {
+    ServerLimits {
+        header_read_timeout: c.header_read_timeout(),
+        idle_timeout: c.idle_timeout(),
+        http2_keepalive_interval: KEEPALIVE_INTERVAL,
+        http2_keepalive_timeout: KEEPALIVE_TIMEOUT,
+        shutdown_grace: DRAIN_GRACE,
     }
 }
 

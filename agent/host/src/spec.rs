@@ -86,7 +86,11 @@ pub fn validate(
     }
     out.env = check_map("spec.env", &spec.env, check_env_key)?;
     out.metadata = check_map("spec.metadata", &spec.metadata, |_| Ok(()))?;
+    wrenn_types::check_spec_bytes(spec.env.iter().chain(&spec.metadata))
+        .map_err(|why| SandboxError::invalid("spec.env/spec.metadata", why))?;
     out.internet = spec.internet.unwrap_or(true);
+    out.allow_out = check_networks("spec.allow_out", &spec.allow_out)?;
+    out.deny_out = check_networks("spec.deny_out", &spec.deny_out)?;
     let timeout_secs = timeout("spec.timeout_secs", spec.timeout_secs, limits)?;
 
     let proto = pb::SandboxSpec {
@@ -98,12 +102,36 @@ pub fn validate(
         metadata: spec.metadata.clone(),
         internet: Some(out.internet),
         timeout_secs,
+        allow_out: out.allow_out.iter().map(ToString::to_string).collect(),
+        deny_out: out.deny_out.iter().map(ToString::to_string).collect(),
     };
     Ok(ValidSpec {
         runtime: out,
         proto,
         timeout_secs,
     })
+}
+
+/// An egress list: CIDRs, at most [`wrenn_types::MAX_EGRESS_RULES`].
+pub fn check_networks(field: &str, raw: &[String]) -> Result<Vec<wrenn_types::Cidr>, SandboxError> {
+    if raw.len() > wrenn_types::MAX_EGRESS_RULES {
+        return Err(SandboxError::invalid(
+            field,
+            format!(
+                "{} networks, above the maximum {}",
+                raw.len(),
+                wrenn_types::MAX_EGRESS_RULES
+            ),
+        ));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.trim()
+                .parse::<wrenn_types::Cidr>()
+                .map_err(|e| SandboxError::invalid(format!("{field}[{i}]"), e.to_string()))
+        })
+        .collect()
 }
 
 /// A timeout in seconds: 0 means the default; at most the configured maximum.
@@ -134,6 +162,8 @@ pub fn to_proto(spec: &SandboxSpec, timeout_secs: u32) -> pb::SandboxSpec {
         metadata: spec.metadata.clone().into_iter().collect(),
         internet: Some(spec.internet),
         timeout_secs,
+        allow_out: spec.allow_out.iter().map(ToString::to_string).collect(),
+        deny_out: spec.deny_out.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -252,6 +282,8 @@ mod tests {
             metadata: [("owner".to_string(), "x".to_string())].into(),
             internet: Some(false),
             timeout_secs: 60,
+            allow_out: Vec::new(),
+            deny_out: Vec::new(),
         };
         let v = validate(id(), &spec, LIMITS).unwrap();
         assert_eq!(v.runtime.template, "py-3.12");

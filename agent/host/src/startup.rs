@@ -67,7 +67,7 @@ pub async fn start(
 ) -> Result<Agent, Error> {
     crate::server::validate(&config)?;
     let listener = crate::server::bind(config.listen).await?;
-    std::fs::create_dir_all(&config.dir).map_err(|source| Error::CreateDir {
+    wrenn_proto::auth::private_dir(&config.dir).map_err(|source| Error::CreateDir {
         path: config.dir.clone(),
         source,
     })?;
@@ -85,6 +85,37 @@ pub async fn start(
     let agent = Agent::serve(&config, runtime as Arc<dyn Runtime>, listener).await?;
     progress(Progress::Serving(agent.local_addr()));
     Ok(agent)
+}
+
+/// Destroys every sandbox an earlier agent over `config` left running
+/// (adopt-or-clean, then destroy what was adopted) and returns their ids.
+/// For `wrenn up` when the agent keeps dying: the platform stops, and stops
+/// as Ctrl-C would, leaving nothing behind.
+pub async fn destroy_leftovers(config: AgentConfig) -> Result<Vec<wrenn_types::SandboxId>, Error> {
+    crate::server::validate(&config)?;
+    let guest_bin = crate::guest_bin::resolve(config.runtime.guest_bin.as_deref())?;
+    let runtime =
+        wrenn_vmm::build(config.runtime_config(guest_bin)).map_err(|e| Error::Startup {
+            step: "build runtime",
+            source: Box::new(e),
+        })?;
+    let recovered = runtime.recover().await.map_err(|e| Error::Startup {
+        step: "recover sandboxes of a previous run",
+        source: Box::new(e),
+    })?;
+    let mut gone = recovered.cleaned;
+    for h in recovered.adopted {
+        match runtime.destroy(&h.id).await {
+            Ok(()) => gone.push(h.id),
+            Err(e) => {
+                tracing::warn!(sandbox_id = %h.id, error = %crate::error::chain(&e), "destroying a left-over sandbox")
+            }
+        }
+    }
+    if let Err(e) = runtime.shutdown(config.shutdown_timeout()).await {
+        tracing::warn!(error = %crate::error::chain(&e), "runtime shutdown");
+    }
+    Ok(gone)
 }
 
 /// Builds `base` if asked and missing, then grows every image to the default

@@ -197,7 +197,7 @@ async fn an_interrupted_upload_leaves_nothing() {
         let mut b = tokio::net::TcpStream::connect(agent).await.unwrap();
         let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
     });
-    let mut client = connect(relay_addr).await;
+    let mut client = connect(relay_addr, &agent_key(&h.config)).await;
     let (tx, rx) = mpsc::channel(4);
     let call = tokio::spawn(async move { client.write_file(ReceiverStream::new(rx)).await });
     for m in msgs.into_iter().take(4) {
@@ -358,5 +358,5 @@ async fn an_upload_open_at_shutdown_is_discarded_in_a_kept_sandbox() {
         .await
         .unwrap();
     let rt = h.runtime.clone();
-    eventually(T, "sandbox process gone", || rt.alive().is_empty()).await;
+    eventually(T, "sandbox process gone", || rt.live_pids().is_empty()).await;
 }

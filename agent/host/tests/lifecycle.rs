@@ -342,6 +342,38 @@ async fn ttl_expiry_destroys_and_set_timeout_extends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_guest_exits_is_destroyed_as_lost() {
+    let mut h = Harness::start().await;
+    let mut w = watch(&mut h.client).await;
+    assert_eq!(kind(&next(&mut w, T).await.unwrap().unwrap()), Kind::Synced);
+    let kept = h.create().await;
+    let lost = h.create().await;
+    let pid = h.runtime.guest_pid(&lost.id).expect("guest running");
+    // SAFETY: kill takes a pid and a signal by value.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // Within the reaper's scan interval, long before its 5-minute deadline.
+    loop {
+        let ev = next(&mut w, T).await.expect("the reaper notices").unwrap();
+        if kind(&ev) == Kind::Destroyed {
+            let sb = ev.sandbox.unwrap();
+            assert_eq!(sb.id, lost.id, "only the one whose guest exited");
+            assert_eq!(sb.stop_reason, "lost: its guest agent exited");
+            break;
+        }
+    }
+    eventually(T, "its sandbox process gone", || h.runtime.count() == 1).await;
+    let list = h
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = list.sandboxes.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [kept.id.as_str()]);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_destroys_every_sandbox_and_its_processes() {
     let mut h = Harness::start().await;
     let mut pids = Vec::new();
@@ -384,7 +416,12 @@ async fn shutdown_destroys_every_sandbox_and_its_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_sandboxes_are_adopted_by_the_next_agent() {
     let mut h = Harness::start_with(|c| c.keep_sandboxes_on_shutdown = true).await;
-    let sb = h.create().await;
+    let sb = h
+        .create_spec(pb::SandboxSpec {
+            timeout_secs: 3600,
+            ..Default::default()
+        })
+        .await;
     h.client
         .start_background(pb::StartBackgroundRequest {
             sandbox_id: sb.id.clone(),
@@ -416,6 +453,11 @@ async fn kept_sandboxes_are_adopted_by_the_next_agent() {
         adopted.generation > sb.generation,
         "a new generation for a reappearing sandbox"
     );
+    // Its own deadline and creation time, not the default timeout from now.
+    assert_eq!(adopted.expires_at, sb.expires_at);
+    assert_eq!(adopted.created_at, sb.created_at);
+    assert_eq!(adopted.spec.as_ref().unwrap().timeout_secs, 3600);
+    assert!(adopted.unhealthy.is_empty(), "{adopted:?}");
     // Its processes survived and the new channel reaches them.
     let ps = h2
         .client
@@ -434,6 +476,58 @@ async fn kept_sandboxes_are_adopted_by_the_next_agent() {
     h2.shutdown().await;
     assert_eq!(h2.runtime.count(), 0);
     eventually(T, "guest gone", || !pid_alive(pid)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_sandbox_whose_guest_does_not_answer_is_kept_and_probed_again() {
+    let mut h = Harness::start_with(|c| c.keep_sandboxes_on_shutdown = true).await;
+    let sb = h.create().await;
+    h.shutdown().await;
+    // The guest is stopped (a loaded host, a busy sandbox): it cannot answer.
+    let pid = h.runtime.guest_pid(&sb.id).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    *h.runtime.to_adopt.lock() = wrenn_vmm::Runtime::list(&*h.runtime);
+    let mut config = h.config.clone();
+    config.keep_sandboxes_on_shutdown = false;
+    let dir = std::mem::replace(&mut h.dir, tempfile::tempdir().unwrap());
+    let mut h2 = Harness::start_over(h.runtime.clone(), config, dir).await;
+    let get = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            c.list_sandboxes(pb::ListSandboxesRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .sandboxes
+        }
+    };
+    let list = get(&mut h2.client).await;
+    assert_eq!(list.len(), 1, "kept, not destroyed");
+    assert!(!list[0].unhealthy.is_empty(), "{:?}", list[0]);
+    assert!(pid_alive(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = get(&mut h2.client).await;
+        if list[0].unhealthy.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still unhealthy: {:?}",
+            list[0]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h2.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

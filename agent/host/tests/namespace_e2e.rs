@@ -43,10 +43,11 @@ fn busybox(id: &str) -> pb::CreateSandboxRequest {
 async fn boot(config: AgentConfig) -> (Agent, Client, Vec<Progress>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
+    let key_of = config.clone();
     let agent = wrenn_agent::start(config, move |p| sink.lock().unwrap().push(p))
         .await
         .unwrap_or_else(|e| panic!("agent start: {}", chain(&e)));
-    let client = connect(agent.local_addr()).await;
+    let client = connect(agent.local_addr(), &agent_key(&key_of)).await;
     let progress = seen.lock().unwrap().clone();
     (agent, client, progress)
 }

@@ -41,6 +41,9 @@ pub fn sandbox(s: &Sandbox) -> Value {
         "created_at": time(s.created_at.as_ref()),
         "expires_at": time(s.expires_at.as_ref()),
         "stop_reason": if s.stop_reason.is_empty() { Value::Null } else { Value::from(s.stop_reason.clone()) },
+        "allow_out": spec.allow_out,
+        "deny_out": spec.deny_out,
+        "unhealthy": if s.unhealthy.is_empty() { Value::Null } else { Value::from(s.unhealthy.clone()) },
     })
 }
 

@@ -160,7 +160,7 @@ pub async fn ensure_admin_key(
 /// rename), readable by the owner only.
 fn write_key_file(path: &Path, key: &ApiKey) -> Result<(), AuthError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|source| AuthError::CreateDir {
+    wrenn_proto::auth::private_dir(dir).map_err(|source| AuthError::CreateDir {
         path: dir.to_owned(),
         source,
     })?;

@@ -68,6 +68,26 @@ pub(crate) fn validate_spec(spec: &SandboxSpec) -> Result<(), Status> {
             ));
         }
     }
+    if let Err(why) = wrenn_types::check_spec_bytes(spec.env.iter().chain(&spec.metadata)) {
+        return bad(format!("spec.env/spec.metadata: {why}"));
+    }
+    for (field, list) in [
+        ("spec.allow_out", &spec.allow_out),
+        ("spec.deny_out", &spec.deny_out),
+    ] {
+        if list.len() > wrenn_types::MAX_EGRESS_RULES {
+            return bad(format!(
+                "{field}: {} networks, above the maximum {}",
+                list.len(),
+                wrenn_types::MAX_EGRESS_RULES
+            ));
+        }
+        for (i, c) in list.iter().enumerate() {
+            if let Err(e) = c.trim().parse::<wrenn_types::Cidr>() {
+                return bad(format!("{field}[{i}]: {e}"));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -165,6 +185,7 @@ pub(crate) fn to_proto(rec: &SandboxRecord) -> Sandbox {
             metadata: rec.metadata.clone().into_iter().collect(),
             internet: Some(rec.spec.internet),
             timeout_secs: rec.spec.timeout_secs,
+            ..Default::default()
         }),
         address: rec.address.clone(),
         generation: rec.generation,
@@ -174,6 +195,7 @@ pub(crate) fn to_proto(rec: &SandboxRecord) -> Sandbox {
         expires_at: rec.expires_at.map(timestamp),
         stop_reason: rec.stop_reason.clone(),
         netns: String::new(),
+        unhealthy: String::new(),
     }
 }
 

@@ -25,7 +25,7 @@ use crate::state::ControlState;
 use crate::store::{RecordState, SandboxRecord, now_ms};
 
 type AgentClient =
-    wrenn_proto::wrenn::v1::host_agent_client::HostAgentClient<tonic::transport::Channel>;
+    wrenn_proto::wrenn::v1::host_agent_client::HostAgentClient<wrenn_proto::auth::AuthChannel>;
 
 /// Runs `fut` in its own task (see the module docs).
 async fn detached<T: Send + 'static>(

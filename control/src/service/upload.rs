@@ -224,7 +224,7 @@ where
 /// `HostAgent.WriteFile` on `channel`, as the generated client makes it but
 /// with [`AbortableCodec`].
 pub(crate) async fn write_file(
-    channel: tonic::transport::Channel,
+    channel: wrenn_proto::auth::AuthChannel,
     upload: UploadStream<WriteFileRequest>,
 ) -> Result<tonic::Response<WriteResponse>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel)

@@ -106,6 +106,7 @@ impl FakeState {
             expires_at: Some((now + Duration::from_secs(timeout.into())).into()),
             stop_reason: String::new(),
             netns: String::new(),
+            unhealthy: String::new(),
         }
     }
 

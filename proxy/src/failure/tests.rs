@@ -66,6 +66,18 @@ fn statuses_and_codes() {
             504,
         ),
         (Failure::Internal, 500),
+        (
+            Failure::HostNotAllowed {
+                host: "evil.com".into(),
+            },
+            421,
+        ),
+        (
+            Failure::HeadersTooLarge {
+                limit: HeadLimit::Bytes,
+            },
+            431,
+        ),
     ];
     for (i, (f, status)) in cases.iter().enumerate() {
         assert_eq!(f.status(), *status, "{f:?}");
@@ -144,4 +156,48 @@ fn redirect_has_location_and_the_common_headers() {
     assert_eq!(header(&h, "location"), "/proxy/abc/80/?q=1");
     assert_eq!(header(&h, "cache-control"), "no-store");
     assert_eq!(header(&h, "access-control-allow-origin"), "*");
+}
+
+#[test]
+fn refused_hosts_and_large_heads_explain_themselves_on_the_wire() {
+    let f = Failure::HostNotAllowed {
+        host: "evil.com:7880".into(),
+    };
+    assert_eq!(
+        f.message(),
+        "host \"evil.com:7880\" is not served by this proxy"
+    );
+    assert!(f.hint().contains("allowed_hosts"));
+    let wire = String::from_utf8(f.to_wire(false, false)).unwrap();
+    assert!(
+        wire.starts_with("HTTP/1.1 421 Misdirected Request\r\n"),
+        "{wire}"
+    );
+    assert!(wire.contains("wrenn-error: host_not_allowed\r\n"), "{wire}");
+    assert!(
+        wire.contains("connection: close\r\n\r\n{\"error\""),
+        "{wire}"
+    );
+
+    let f = Failure::HeadersTooLarge {
+        limit: HeadLimit::Bytes,
+    };
+    assert!(
+        f.message().contains("64 KiB (65536 bytes)"),
+        "{}",
+        f.message()
+    );
+    let wire = String::from_utf8(f.to_wire(true, false)).unwrap();
+    assert!(
+        wire.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{wire}"
+    );
+    assert!(wire.contains("Content-Type: text/html"), "{wire}");
+    assert!(wire.contains("clear this site"), "{wire}");
+    let head_only = String::from_utf8(f.to_wire(true, true)).unwrap();
+    assert!(head_only.ends_with("\r\n\r\n"), "{head_only}");
+    let fields = Failure::HeadersTooLarge {
+        limit: HeadLimit::Fields,
+    };
+    assert!(fields.message().contains("more than 256 header fields"));
 }

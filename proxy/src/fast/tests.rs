@@ -18,11 +18,15 @@ fn fast(state: RouteState, options: RouteOptions) -> FastPath {
         options,
     ));
     let metrics = Metrics::new(routes.clone()).unwrap();
+    let config = ProxyConfig::default();
+    let own = crate::hosts::OwnAddrs::of(["192.0.2.10".parse().unwrap()]);
+    let hosts = crate::hosts::AllowedHosts::new(&config.domain, &[], own).unwrap();
     let proxy = WrennProxy::new(
-        &ProxyConfig::default(),
+        &config,
         routes,
         metrics,
         Arc::new(DirectConnector),
+        Arc::new(hosts),
     );
     FastPath::new(proxy, 8)
 }
@@ -142,11 +146,35 @@ fn everything_else_is_left_to_pingora() {
             "an incomplete head",
             "GET /proxy/abc123/8000/ HTTP/1.1\r\nHost: localhost\r\n",
         ),
+        (
+            "a Host the proxy does not answer (421)",
+            "GET /proxy/abc123/8000/ HTTP/1.1\r\nHost: rebound.example\r\n\r\n",
+        ),
+        (
+            "another host's address (421)",
+            "GET /proxy/abc123/8000/ HTTP/1.1\r\nHost: 192.0.2.11:7880\r\n\r\n",
+        ),
+        (
+            "a header-routed request with a foreign Host (421)",
+            "GET / HTTP/1.1\r\nHost: rebound.example\r\nE2b-Sandbox-Id: abc123\r\nE2b-Sandbox-Port: 8000\r\n\r\n",
+        ),
+        (
+            "an absolute-form target naming a foreign host (421)",
+            "GET http://rebound.example/proxy/abc123/8000/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
     ] {
         assert!(plan_of(&f, head).is_none(), "{why}");
     }
     let paused = fast(RouteState::Paused, RouteOptions::default());
     assert!(plan_of(&paused, ok).is_none(), "a paused sandbox");
+    // The host's own address, loopback, and header routing on localhost.
+    for head in [
+        "GET /proxy/abc123/8000/ HTTP/1.1\r\nHost: 192.0.2.10:7880\r\n\r\n",
+        "GET /proxy/abc123/8000/ HTTP/1.1\r\nHost: [::1]:7880\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: localhost\r\nE2b-Sandbox-Id: abc123\r\nE2b-Sandbox-Port: 8000\r\n\r\n",
+    ] {
+        assert!(plan_of(&f, head).is_some(), "{head:?}");
+    }
 }
 
 #[test]

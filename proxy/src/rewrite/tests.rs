@@ -77,6 +77,10 @@ fn location_table_subdomain_and_header_forms() {
             ("//cdn.example.com/x", "//cdn.example.com/x"),
             ("https://example.com/", "https://example.com/"),
             ("rel", "rel"),
+            // A path starting with `//` stays a path on this host, never a
+            // protocol-relative URL to host `x` (found by fuzzing).
+            ("http://localhost:8000//x", "/.//x"),
+            ("/proxy/abc/8000//x", "/.//x"),
         ];
         for (input, want) in table {
             assert_eq!(apply(|v| c.location(v), input), want, "{form:?} {input:?}");
@@ -123,4 +127,84 @@ fn cookie_paths_move_under_the_prefix_in_path_form_only() {
         assert_eq!(apply(|v| c.set_cookie(v), input), want, "{input:?}");
     }
     assert_eq!(ctx(Form::Subdomain).set_cookie(b"sid=1; Path=/"), None);
+    assert_eq!(
+        ctx(Form::Header).set_cookie(b"sid=1; Path=/; Domain=x"),
+        None
+    );
+}
+
+#[test]
+fn every_cookie_path_is_rewritten_and_every_domain_dropped() {
+    let c = ctx(Form::Path);
+    let table = [
+        // Several Path attributes (browsers use the last): all of them.
+        (
+            "sid=1; Path=/a; Path=/b",
+            "sid=1; Path=/proxy/abc/8000/a; Path=/proxy/abc/8000/b",
+        ),
+        (
+            "sid=1; Path=/proxy/abc/8000/x; path=/",
+            "sid=1; Path=/proxy/abc/8000/x; path=/proxy/abc/8000/",
+        ),
+        // Case variants and whitespace around names and values.
+        ("sid=1; PATH=/x", "sid=1; PATH=/proxy/abc/8000/x"),
+        ("sid=1; pAtH=/x", "sid=1; pAtH=/proxy/abc/8000/x"),
+        (
+            "sid=1;   Path  =   /x  ",
+            "sid=1;   Path  =   /proxy/abc/8000/x  ",
+        ),
+        ("sid=1;\tPath\t=\t/x", "sid=1;\tPath\t=\t/proxy/abc/8000/x"),
+        // Domain, in any case and spacing, with or without a value: dropped.
+        ("sid=1; Domain=localhost", "sid=1"),
+        (
+            "sid=1; domain=.localhost; Path=/",
+            "sid=1; Path=/proxy/abc/8000/",
+        ),
+        (
+            "sid=1; Path=/; DOMAIN = example.com ; Secure",
+            "sid=1; Path=/proxy/abc/8000/; Secure",
+        ),
+        ("sid=1; Domain; HttpOnly", "sid=1; HttpOnly"),
+        (
+            "sid=1; Domain=a; Domain=b; Path=/x; Domain=c",
+            "sid=1; Path=/proxy/abc/8000/x",
+        ),
+        // Quoted, empty, relative and attribute-less Paths: browsers ignore
+        // them (the default path is under the prefix already); kept as sent.
+        ("sid=1; Path=\"/x\"", "sid=1; Path=\"/x\""),
+        ("sid=1; Path=", "sid=1; Path="),
+        ("sid=1; Path", "sid=1; Path"),
+        ("sid=1; Path=x/y", "sid=1; Path=x/y"),
+        // A quoted cookie value is the name=value part: never an attribute.
+        ("sid=\"a b\"; Path=/", "sid=\"a b\"; Path=/proxy/abc/8000/"),
+        ("Domain=x; Path=/", "Domain=x; Path=/proxy/abc/8000/"),
+        ("Path=/", "Path=/"),
+        // Another sandbox's prefix, or one that only starts like ours.
+        (
+            "sid=1; Path=/proxy/other/8000/",
+            "sid=1; Path=/proxy/abc/8000/proxy/other/8000/",
+        ),
+        (
+            "sid=1; Path=/proxy/abc/80001",
+            "sid=1; Path=/proxy/abc/8000/proxy/abc/80001",
+        ),
+        // Look-alike attribute names are left alone.
+        (
+            "sid=1; Pathname=/x; XDomain=y",
+            "sid=1; Pathname=/x; XDomain=y",
+        ),
+        // Empty attributes and a trailing `;` survive.
+        ("sid=1;; Path=/;", "sid=1;; Path=/proxy/abc/8000/;"),
+        // No Path at all: nothing to do.
+        (
+            "sid=1; Max-Age=60; Secure; HttpOnly",
+            "sid=1; Max-Age=60; Secure; HttpOnly",
+        ),
+    ];
+    for (input, want) in table {
+        assert_eq!(apply(|v| c.set_cookie(v), input), want, "{input:?}");
+    }
+    // Unchanged values allocate nothing.
+    assert_eq!(c.set_cookie(b"sid=1; Path=/proxy/abc/8000/; Secure"), None);
+    assert_eq!(c.set_cookie(b"sid=1"), None);
 }

@@ -2,8 +2,9 @@
 //! error pages, metrics and the access log, one hook at a time.
 //!
 //! # Design
-//! - `request_filter` parses the URL form, looks the sandbox up in the route
-//!   table (lock-free) and answers 308/400/404/409 itself.
+//! - `request_filter` checks the `Host` ([`crate::hosts`]), parses the URL
+//!   form, looks the sandbox up in the route table (lock-free) and answers
+//!   308/400/404/409/421 itself.
 //! - Connect retry: `fail_to_connect` marks connect failures retryable until
 //!   `connect_attempts` is reached; `upstream_peer` sleeps `n × backoff`
 //!   before attempt `n + 1` and re-checks the route, so a sandbox destroyed
@@ -35,6 +36,7 @@ use crate::config::ProxyConfig;
 use crate::connect::{PeerSettings, UpstreamConnector};
 use crate::deadline::ConnState;
 use crate::failure::Failure;
+use crate::hosts::AllowedHosts;
 use crate::metrics::Metrics;
 use crate::routes::{Route, RouteTable};
 use crate::target::Form;
@@ -94,6 +96,8 @@ pub struct WrennProxy {
     pub(crate) websocket_idle: Duration,
     pub(crate) access_log: bool,
     pub(crate) denied_ports: Vec<u16>,
+    /// The `Host` values the proxy listener answers.
+    pub(crate) hosts: Arc<AllowedHosts>,
 }
 
 impl WrennProxy {
@@ -102,6 +106,7 @@ impl WrennProxy {
         routes: Arc<RouteTable>,
         metrics: Arc<Metrics>,
         connector: Arc<dyn UpstreamConnector>,
+        hosts: Arc<AllowedHosts>,
     ) -> Self {
         WrennProxy {
             routes,
@@ -118,6 +123,7 @@ impl WrennProxy {
             websocket_idle: Duration::from_secs(config.websocket_idle_secs),
             access_log: config.access_log,
             denied_ports: config.denied_ports.clone(),
+            hosts,
         }
     }
 }

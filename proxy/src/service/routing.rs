@@ -8,13 +8,29 @@ use pingora_proxy::Session;
 
 use super::{RequestCtx, WrennProxy, names};
 use crate::failure::{self, Failure};
+use crate::hosts::Listener;
 use crate::routes::RouteState;
 use crate::target::{self, Parsed, RequestView};
 
 impl WrennProxy {
-    /// Parses the URL form and looks the sandbox up. `Ok(true)`: the proxy
-    /// answered itself (308, 400, 403, 404, 409).
+    /// Checks the `Host`, parses the URL form and looks the sandbox up.
+    /// `Ok(true)`: the proxy answered itself (308, 400, 403, 404, 409, 421).
     pub(super) async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        // Before anything else, header-routed requests included: a `Host`
+        // this proxy does not answer is 421 (DNS rebinding).
+        let hosts = req.headers.get_all(http::header::HOST).iter();
+        let checked = self.hosts.check(
+            Listener::Proxy,
+            hosts.map(|v| v.as_bytes()),
+            target::authority(req.raw_path()),
+        );
+        if let Err(host) = checked {
+            let host = String::from_utf8_lossy(host).into_owned();
+            self.respond(session, ctx, Failure::HostNotAllowed { host })
+                .await;
+            return Ok(true);
+        }
         let req = session.req_header();
         // Pre-parsed names: a `&str` name is parsed again on every lookup.
         let h = |name: &HeaderName| req.headers.get(name).map(|v| v.as_bytes());

@@ -180,3 +180,164 @@ async fn many_sequential_requests_on_one_connection_keep_working() {
     }
     assert_eq!(h.metric("wrenn_proxy_header_timeouts_total"), 0.0);
 }
+
+/// Writes `head` on a new connection and reads until the proxy closes it.
+async fn raw(addr: std::net::SocketAddr, head: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut all))
+        .await
+        .expect("the proxy closes the connection after its answer")
+        .unwrap();
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// A request head with `fields` header fields and a cookie of `cookie` bytes.
+fn head_with(method: &str, target: &str, extra: &str, fields: usize, cookie: usize) -> Vec<u8> {
+    let mut h = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n{extra}").into_bytes();
+    for i in 0..fields {
+        h.extend_from_slice(format!("X-Field-{i}: {i}\r\n").as_bytes());
+    }
+    if cookie > 0 {
+        h.extend_from_slice(b"Cookie: c=");
+        h.extend(std::iter::repeat_n(b'a', cookie));
+        h.extend_from_slice(b"\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_over_64_kib_or_256_fields_get_431_and_the_proxy_keeps_serving() {
+    for fast_path in [true, false] {
+        let h = Harness::start_with(|c| c.fast_path = fast_path).await;
+        let up = Upstream::http().await;
+        h.running("sbbighead", 1).await;
+        let target = format!("/proxy/sbbighead/{}/x?q=1", up.port());
+
+        // Just under the limit: served (the fast path takes heads of any
+        // size up to it, Pingora the rest).
+        let cookie = 64 * 1024 - 200;
+        let under = head_with("GET", &target, "Connection: close\r\n", 0, cookie);
+        assert!(under.len() <= 64 * 1024);
+        let r = raw(h.addr(), &under).await;
+        assert!(
+            r.starts_with("HTTP/1.1 200 "),
+            "fast_path {fast_path}: {r:.300}"
+        );
+        let under = head_with(
+            "POST",
+            &target,
+            "Content-Length: 0\r\nConnection: close\r\n",
+            0,
+            cookie,
+        );
+        let r = raw(h.addr(), &under).await;
+        assert!(
+            r.starts_with("HTTP/1.1 200 "),
+            "fast_path {fast_path}: {r:.300}"
+        );
+
+        // Over it, GET or POST, complete or not: 431 naming the limit, JSON...
+        let over = head_with("GET", &target, "", 0, 70 * 1024);
+        let mut cut = over.clone();
+        cut.truncate(over.len() - 4); // no blank line yet
+        let post = head_with("POST", &target, "Content-Length: 0\r\n", 0, 70 * 1024);
+        for (what, head) in [("complete", &over), ("unfinished", &cut), ("POST", &post)] {
+            let r = raw(h.addr(), head).await;
+            assert!(
+                r.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+                "fast_path {fast_path}, {what}: {r:.300}"
+            );
+            let lower = r.to_ascii_lowercase();
+            assert!(lower.contains("wrenn-error: headers_too_large\r\n"), "{r}");
+            assert!(lower.contains("connection: close\r\n"), "{r}");
+            assert!(lower.contains("content-type: application/json\r\n"), "{r}");
+            let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+            let j: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(j["error"]["code"], "headers_too_large");
+            assert!(
+                j["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("larger than 64 KiB"),
+                "{j}"
+            );
+        }
+        // ... or a page for a browser; no body for HEAD.
+        let page = head_with("GET", &target, "Accept: text/html\r\n", 0, 70 * 1024);
+        let r = raw(h.addr(), &page).await;
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r:.300}");
+        assert!(
+            r.to_ascii_lowercase().contains("content-type: text/html"),
+            "{r:.300}"
+        );
+        assert!(
+            r.contains("<h1>431 Request Header Fields Too Large</h1>"),
+            "{r}"
+        );
+        let r = raw(h.addr(), &head_with("HEAD", &target, "", 0, 70 * 1024)).await;
+        assert!(
+            r.starts_with("HTTP/1.1 431 ") && r.ends_with("\r\n\r\n"),
+            "{r}"
+        );
+
+        // Small, but too many fields: Pingora's limit, answered the same way.
+        // (`head_with` adds Host.)
+        let close = "Connection: close\r\n";
+        let r = raw(h.addr(), &head_with("GET", &target, close, 254, 0)).await;
+        assert!(r.starts_with("HTTP/1.1 200 "), "256 fields: {r:.300}");
+        let r = raw(h.addr(), &head_with("GET", &target, "", 256, 0)).await;
+        assert!(r.starts_with("HTTP/1.1 431 "), "257 fields: {r:.300}");
+        assert!(r.contains("more than 256 header fields"), "{r}");
+
+        // The proxy keeps serving, on new and kept-alive connections.
+        let mut conn = Conn::open(h.addr()).await;
+        for _ in 0..3 {
+            assert_eq!(conn.send("GET", &target, &[]).await.status, 200);
+        }
+        assert_eq!(
+            h.metric("wrenn_proxy_errors_total{class=\"headers_too_large\"}"),
+            6.0
+        );
+        assert!(up.accepted() > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_long_head_after_a_good_request_on_one_connection_gets_431() {
+    for fast_path in [true, false] {
+        let h = Harness::start_with(|c| c.fast_path = fast_path).await;
+        let up = Upstream::http().await;
+        h.running("sbkahead", 1).await;
+        let target = format!("/proxy/sbkahead/{}/", up.port());
+        let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
+        tcp.write_all(&head_with("GET", &target, "", 0, 0))
+            .await
+            .unwrap();
+        // The echo server's JSON body ends the response.
+        let mut first = Vec::new();
+        while !first.ends_with(b"}") {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after the first request");
+            first.extend_from_slice(&buf[..n]);
+        }
+        let first = String::from_utf8_lossy(&first);
+        assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+        tcp.write_all(&head_with("GET", &target, "", 0, 80 * 1024))
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest))
+            .await
+            .expect("closed after the 431")
+            .unwrap();
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.starts_with("HTTP/1.1 431 "),
+            "fast_path {fast_path}: {rest:.300}"
+        );
+    }
+}

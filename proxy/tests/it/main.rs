@@ -6,6 +6,7 @@ mod common;
 
 mod fast;
 mod hardening;
+mod hosts;
 mod netns;
 mod pool;
 mod retry;

@@ -123,3 +123,60 @@ async fn cookies_refresh_and_content_location_follow_the_prefix() {
     .await;
     assert_eq!(r.header("set-cookie"), Some("a=1; Path=/"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cookie_path_and_domain_is_rewritten_on_both_paths() {
+    for fast_path in [true, false] {
+        let h = Harness::start_with(|c| c.fast_path = fast_path).await;
+        let up = Upstream::http().await;
+        h.running("sbcook2", 1).await;
+        let p = up.port();
+        let r = get(
+            h.addr(),
+            &format!("/proxy/sbcook2/{p}/"),
+            &[
+                (
+                    "x-test-set-cookie",
+                    "a=1; Path=/x; Domain=localhost; path=/",
+                ),
+                ("x-test-set-cookie", "b=2; DOMAIN=.localhost"),
+                ("x-test-set-cookie", "c=3; Path=\"/q\"; Secure"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 200, "fast_path {fast_path}");
+        let cookies: Vec<_> = r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            cookies,
+            [
+                format!("a=1; Path=/proxy/sbcook2/{p}/x; path=/proxy/sbcook2/{p}/"),
+                "b=2".to_owned(),
+                "c=3; Path=\"/q\"; Secure".to_owned(),
+            ],
+            "fast_path {fast_path}"
+        );
+        let fast = h.metric("wrenn_proxy_fast_path_requests_total");
+        assert_eq!(fast, if fast_path { 1.0 } else { 0.0 });
+
+        // Subdomain form: as the app set them.
+        let host = format!("{p}-sbcook2.localhost");
+        let r = get(
+            h.addr(),
+            "/",
+            &[
+                ("host", &host),
+                ("x-test-set-cookie", "a=1; Path=/; Domain=localhost"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            r.header("set-cookie"),
+            Some("a=1; Path=/; Domain=localhost")
+        );
+    }
+}

@@ -52,7 +52,7 @@ async fn bare_prefix_redirects_into_it_with_the_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_replace_client_values_and_host_is_public() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(|c| c.allowed_hosts = vec!["public.test".into()]).await;
     let up = Upstream::http().await;
     h.running("sbfwd", 1).await;
     let target = format!("/proxy/sbfwd/{}/x", up.port());
@@ -273,7 +273,7 @@ async fn paused_and_starting_sandboxes_answer_409_naming_the_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_can_send_localhost_as_host_per_port() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(|c| c.allowed_hosts = vec!["public.test".into()]).await;
     let up = Upstream::http().await;
     let mut sb = sandbox("sbvite", "127.0.0.1", SandboxState::Running, 1);
     sb.spec = Some(wrenn_proto::wrenn::v1::SandboxSpec {

@@ -1,9 +1,12 @@
 //! The route table follows the agent's WatchSandboxes stream: snapshot, live
-//! events, reconnect and resync; and the admin listener reports on it.
+//! events, reconnect and resync, the decode limit; and the admin listener
+//! reports on it (`/readyz`, `/routes` behind the agent's key).
 
 use std::time::Duration;
 
-use wrenn_proto::wrenn::v1::SandboxState;
+use wrenn_proto::auth::Secret;
+use wrenn_proto::wrenn::v1::sandbox_event::Kind;
+use wrenn_proto::wrenn::v1::{SandboxSpec, SandboxState};
 use wrenn_proxy::{Proxy, RouteState};
 
 use crate::common::*;
@@ -89,9 +92,11 @@ async fn an_agent_that_is_down_at_start_is_waited_for() {
     assert_eq!(get(admin, "/readyz", &[]).await.status, 200);
 }
 
+const AGENT_AUTH: &str = "Bearer test-agent-key";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_serves_metrics_routes_and_health() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(|c| c.agent_key = Secret::new("test-agent-key")).await;
     let up = Upstream::http().await;
     h.running("sbadm", 4).await;
     assert_eq!(
@@ -139,7 +144,24 @@ async fn admin_serves_metrics_routes_and_health() {
     assert!(metric(&text, "wrenn_proxy_response_body_bytes_total") > 0.0);
     assert_eq!(metric(&text, "wrenn_proxy_watch_synced"), 1.0);
 
+    // `/routes` lists every sandbox id: the agent's key holder only.
     let r = get(h.admin(), "/routes", &[]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert!(r.text().contains("authorization: Bearer <agent key>"));
+    for wrong in [
+        "Bearer wrong",
+        "Bearer test-agent-key-",
+        "bearer test-agent-key",
+        "test-agent-key",
+        "Basic dGVzdA==",
+    ] {
+        let r = get(h.admin(), "/routes", &[("authorization", wrong)]).await;
+        assert_eq!(r.status, 401, "{wrong}");
+        assert!(!r.text().contains("sbadm"));
+    }
+    let r = get(h.admin(), "/routes", &[("authorization", AGENT_AUTH)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     assert_eq!(j["synced"], true);
     assert_eq!(j["routes"][0]["sandbox_id"], "sbadm");
@@ -148,4 +170,136 @@ async fn admin_serves_metrics_routes_and_health() {
     assert_eq!(get(h.admin(), "/healthz", &[]).await.status, 200);
     assert_eq!(get(h.admin(), "/readyz", &[]).await.status, 200);
     assert_eq!(get(h.admin(), "/nope", &[]).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_is_disabled_without_an_agent_key() {
+    let h = Harness::start().await; // agent_key: empty, the default
+    h.running("sbnokey", 1).await;
+    for auth in [None, Some("Bearer "), Some("Bearer x")] {
+        let headers: Vec<_> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let r = get(h.admin(), "/routes", &headers).await;
+        assert_eq!(r.status, 404, "{auth:?}");
+        assert!(r.text().contains("/routes is disabled"), "{}", r.text());
+        assert!(!r.text().contains("sbnokey"));
+    }
+    assert_eq!(get(h.admin(), "/readyz", &[]).await.status, 200);
+}
+
+/// Polls `path` on the admin listener until it answers `status`; the last body.
+async fn admin_until(h: &Harness, path: &str, status: u16) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let r = get(h.admin(), path, &[]).await;
+        if r.status == status {
+            return r.text();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{path} still answers {} ({}), not {status}",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn quick_reconnects(c: &mut wrenn_proxy::ProxyConfig, fast_path: bool) {
+    c.watch_backoff_ms = 20;
+    c.watch_backoff_max_ms = 100;
+    c.fast_path = fast_path;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_cannot_resync_is_not_ready_and_keeps_serving_its_routes() {
+    for fast_path in [true, false] {
+        let h = Harness::start_with(|c| quick_reconnects(c, fast_path)).await;
+        let up = Upstream::http().await;
+        h.running("sbstay", 1).await;
+        let target = format!("/proxy/sbstay/{}/", up.port());
+        assert_eq!(admin_until(&h, "/readyz", 200).await, "ready\n");
+
+        // The stream breaks, and every new one breaks before its snapshot ends.
+        h.agent.break_snapshots(true);
+        h.agent.drop_streams();
+        let why = admin_until(&h, "/readyz", 503).await;
+        assert!(why.starts_with("not ready: "), "{why}");
+        assert!(why.contains("fake agent"), "{why}");
+        assert!(why.contains("the last 1 routes keep serving"), "{why}");
+        let calls = h.agent.watch_calls();
+        let agent = &h.agent;
+        wait_until("two more failed resyncs", Duration::from_secs(10), || {
+            agent.watch_calls() >= calls + 2
+        })
+        .await;
+        assert_eq!(get(h.admin(), "/readyz", &[]).await.status, 503);
+        let r = get(h.addr(), &target, &[]).await;
+        assert_eq!(r.status, 200, "fast_path {fast_path}: {}", r.text());
+        assert_eq!(h.metric("wrenn_proxy_watch_synced"), 0.0);
+
+        // A good snapshot again: ready.
+        h.agent.break_snapshots(false);
+        assert_eq!(admin_until(&h, "/readyz", 200).await, "ready\n");
+        assert_eq!(get(h.addr(), &target, &[]).await.status, 200);
+        assert_eq!(h.metric("wrenn_proxy_watch_synced"), 1.0);
+        let fast = h.metric("wrenn_proxy_fast_path_requests_total");
+        assert_eq!(fast, if fast_path { 2.0 } else { 0.0 });
+    }
+}
+
+/// A sandbox whose metadata holds `bytes` bytes.
+fn with_metadata(id: &str, bytes: usize) -> wrenn_proto::wrenn::v1::Sandbox {
+    let mut sb = sandbox(id, "127.0.0.1", SandboxState::Running, 1);
+    sb.spec = Some(SandboxSpec {
+        metadata: [("note".to_owned(), "x".repeat(bytes))].into(),
+        ..Default::default()
+    });
+    sb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_decode_limit_makes_the_proxy_not_ready_until_a_good_snapshot() {
+    for fast_path in [true, false] {
+        let h = Harness::start_with(|c| quick_reconnects(c, fast_path)).await;
+        let up = Upstream::http().await;
+        h.running("sbkept", 1).await;
+        let target = format!("/proxy/sbkept/{}/", up.port());
+
+        // The largest legal event (env and metadata capped at 64 KiB) passes.
+        h.agent
+            .emit(Kind::Running, with_metadata("sbbig", 64 * 1024));
+        let routes = h.proxy.routes().clone();
+        wait_until("the 64 KiB event", Duration::from_secs(5), || {
+            routes.get("sbbig").is_some()
+        })
+        .await;
+        assert_eq!(admin_until(&h, "/readyz", 200).await, "ready\n");
+
+        // A live event over the limit breaks the stream; the snapshot on
+        // every reconnect carries it again.
+        h.agent
+            .emit(Kind::Running, with_metadata("sbhuge", 300 * 1024));
+        let why = admin_until(&h, "/readyz", 503).await;
+        assert!(
+            why.contains("OutOfRange") && why.contains("262144"),
+            "the reason names the limit: {why}"
+        );
+        assert!(routes.get("sbhuge").is_none());
+        let r = get(h.addr(), &target, &[]).await;
+        assert_eq!(r.status, 200, "fast_path {fast_path}: {}", r.text());
+        let calls = h.agent.watch_calls();
+        let agent = &h.agent;
+        wait_until("two more failed resyncs", Duration::from_secs(10), || {
+            agent.watch_calls() >= calls + 2
+        })
+        .await;
+        assert_eq!(get(h.admin(), "/readyz", &[]).await.status, 503);
+        assert!(routes.get("sbkept").is_some(), "routes are kept");
+
+        // The agent stops sending it: the next snapshot syncs.
+        h.agent.remove_quietly("sbhuge");
+        assert_eq!(admin_until(&h, "/readyz", 200).await, "ready\n");
+        assert!(routes.get("sbbig").is_some() && routes.get("sbkept").is_some());
+        assert_eq!(get(h.addr(), &target, &[]).await.status, 200);
+    }
 }

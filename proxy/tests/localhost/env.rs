@@ -24,7 +24,7 @@ use wrenn_vmm::{Backend, RuntimeConfig};
 
 pub const PREFIX: &str = "wrenn-tf";
 
-pub type Client = HostAgentClient<Channel>;
+pub type Client = HostAgentClient<wrenn_proto::auth::AuthChannel>;
 
 pub struct Env {
     dir: PathBuf,
@@ -50,14 +50,16 @@ fn runtime_config(dir: &std::path::Path, slots: &RangeInclusive<u16>) -> Runtime
         guest_bin: guest_bin(),
         firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
         kernel: None,
+        unhardened: false,
     }
 }
 
-fn proxy(agent: std::net::SocketAddr, connect: UpstreamConnect) -> ProxyHandle {
+fn proxy(agent: std::net::SocketAddr, key: &str, connect: UpstreamConnect) -> ProxyHandle {
     let config = ProxyConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: None,
         agent: format!("http://{agent}"),
+        agent_key: wrenn_proto::auth::Secret::new(key),
         threads: 2,
         grace_period_secs: 2,
         access_log: false,
@@ -106,24 +108,31 @@ impl Env {
             dir,
             slots,
             agent: None,
-            client: HostAgentClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy()),
+            client: HostAgentClient::new(wrenn_proto::auth::with_bearer(
+                Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+                wrenn_proto::auth::Bearer::none(),
+            )),
             fast: None,
             direct: None,
         };
+        let key_path = config.key_path();
         let agent = wrenn_agent::start(config, |_| {})
             .await
             .unwrap_or_else(|e| panic!("agent start: {e:?}"));
         let addr = agent.local_addr();
         env.agent = Some(agent);
-        env.client = HostAgentClient::new(
-            Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-        env.fast = Some(proxy(addr, UpstreamConnect::Netns));
-        env.direct = Some(proxy(addr, UpstreamConnect::Direct));
+        let key = wrenn_proto::auth::load_key(&key_path).expect("the agent's key");
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        env.client = HostAgentClient::new(wrenn_proto::auth::with_bearer(
+            channel,
+            wrenn_proto::auth::Bearer::new(&key).unwrap(),
+        ));
+        env.fast = Some(proxy(addr, &key, UpstreamConnect::Netns));
+        env.direct = Some(proxy(addr, &key, UpstreamConnect::Direct));
         env
     }
 

@@ -9,14 +9,19 @@ use std::process::Command;
 use super::{Error, GUEST_IN_IMAGE};
 use crate::image;
 
+/// A file written into the image: path in the image, contents, mode (owned
+/// by root).
+pub type ImageFile = (&'static str, String, u32);
+
 /// Builds `dest` from `template`: copy, grow to `disk_mb` (if larger), write
-/// the guest binary and the given `(path in image, contents)` files.
+/// the guest binary and the given files (their directories must exist in
+/// the template or be `/etc/wrenn`).
 pub fn prepare(
     template: &Path,
     dest: &Path,
     disk_mb: u32,
     guest_bin: &Path,
-    files: &[(&str, String)],
+    files: &[ImageFile],
 ) -> Result<(), Error> {
     image::sparse::copy(template, dest).map_err(|e| Error::Io {
         step: "copy template image",
@@ -39,17 +44,20 @@ pub fn prepare(
         source,
     })?;
     let mut script = format!(
-        "mkdir /usr/local\nmkdir /usr/local/bin\nrm {GUEST_IN_IMAGE}\nwrite {} {GUEST_IN_IMAGE}\nsif {GUEST_IN_IMAGE} mode 0100755\n",
+        "mkdir /usr/local\nmkdir /usr/local/bin\nmkdir /etc/wrenn\nrm {GUEST_IN_IMAGE}\nwrite {} {GUEST_IN_IMAGE}\nsif {GUEST_IN_IMAGE} mode 0100755\n",
         guest_bin.display()
     );
-    for (i, (path, body)) in files.iter().enumerate() {
+    for (i, (path, body, mode)) in files.iter().enumerate() {
         let local = staging.join(i.to_string());
         fs::write(&local, body).map_err(|source| Error::Io {
             step: "write",
             path: local.clone(),
             source,
         })?;
-        script.push_str(&format!("rm {path}\nwrite {} {path}\n", local.display()));
+        script.push_str(&format!(
+            "rm {path}\nwrite {} {path}\nsif {path} mode 0100{mode:o}\nsif {path} uid 0\nsif {path} gid 0\n",
+            local.display()
+        ));
     }
     let cmds = staging.join("debugfs.cmds");
     fs::write(&cmds, &script).map_err(|source| Error::Io {

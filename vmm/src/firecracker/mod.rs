@@ -46,6 +46,8 @@ pub const VMM_OVERHEAD_MB: u32 = 64;
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Where the guest binary is written inside the image.
 pub const GUEST_IN_IMAGE: &str = "/usr/local/bin/wrenn-guest";
+/// The guest agent's credential inside the image (root-only).
+pub const TOKEN_IN_IMAGE: &str = "/etc/wrenn/token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -116,10 +118,19 @@ pub fn guest_mac(slot: Slot) -> String {
 /// Kernel command line of a sandbox. The guest agent's localhost forwarder is
 /// on: apps bound to the VM's loopback are reachable only through it (the spec's
 /// env, appended after, may turn it off).
-pub fn boot_args(hostname: &str, env: &std::collections::BTreeMap<String, String>) -> String {
+/// The guest agent's credential is a root-only file of the image
+/// ([`TOKEN_IN_IMAGE`]), not an argument (the command line is readable by
+/// every process of the VM); it accepts calls only from the host's end of
+/// the slot's link.
+pub fn boot_args(
+    hostname: &str,
+    slot: Slot,
+    env: &std::collections::BTreeMap<String, String>,
+) -> String {
     let mut args = format!(
-        "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw {} init={GUEST_IN_IMAGE} WRENN_SANDBOX_ID={hostname} WRENN_GUEST_FORWARD_LOCALHOST=1",
-        net::kernel_ip_arg(hostname)
+        "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw {} init={GUEST_IN_IMAGE} WRENN_SANDBOX_ID={hostname} WRENN_GUEST_FORWARD_LOCALHOST=1 WRENN_GUEST_TOKEN_FILE={TOKEN_IN_IMAGE} WRENN_GUEST_ALLOW_PEER={}",
+        net::kernel_ip_arg(hostname),
+        slot.host_addr()
     );
     for (k, v) in env {
         args.push_str(&format!(" {k}={v}"));

@@ -15,11 +15,19 @@ use crate::namespace::state::{SandboxDir, process_start_time, sandboxes_dir};
 use crate::runtime::{Recovered, Result};
 
 pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
-    inner.net.firewall().install()?;
     let mut out = Recovered::default();
     let entries: Vec<_> = std::fs::read_dir(sandboxes_dir(&inner.cfg.dir))
         .map(|e| e.flatten().collect())
         .unwrap_or_default();
+    inner
+        .net
+        .firewall()
+        .install(&crate::namespace::state::recorded_egress(
+            &inner.cfg.dir,
+            &inner.cfg.prefix,
+            &inner.cfg.slots,
+            &entries,
+        ))?;
     for e in entries {
         let Ok(id) = e.file_name().to_string_lossy().parse::<SandboxId>() else {
             continue;
@@ -58,6 +66,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
             let handle = inner.handle(&st);
             let vm = Arc::new(Vm {
                 handle: Mutex::new(Some(handle.clone())),
+                init: Mutex::new(st.proc.clone()),
                 state: tokio::sync::Mutex::new(st),
             });
             inner.table.lock().1.insert(id, vm);

@@ -1,8 +1,6 @@
 //! [`FirecrackerRuntime`]: the `Runtime` trait over Firecracker processes.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +42,8 @@ pub(super) struct Inner {
 #[derive(Debug)]
 pub(super) struct Vm {
     pub(super) handle: Mutex<Option<SandboxHandle>>,
+    /// The VMM process once started, for `alive`.
+    pub(super) init: Mutex<Option<Proc>>,
     pub(super) state: tokio::sync::Mutex<VmState>,
 }
 
@@ -71,7 +71,7 @@ impl FirecrackerRuntime {
         validate::guest_bin(&cfg)?;
         let layout = Layout::detect()?;
         let net = Network::new(&cfg.prefix, cfg.slots.clone());
-        net.firewall().install()?;
+        net.firewall().ensure()?;
         Ok(FirecrackerRuntime {
             inner: Arc::new(Inner {
                 kernel: cfg.kernel.clone().unwrap_or_default(),
@@ -107,6 +107,7 @@ impl Inner {
             spec: st.record.spec(),
             paused: st.paused,
             netns: None,
+            guest_token: st.record.guest_token.clone(),
         }
     }
 
@@ -123,7 +124,12 @@ impl Inner {
         }
         let cgroup = st.cgroup.clone();
         let cg = tokio::task::spawn_blocking(move || cgroup.destroy(CGROUP_TIMEOUT)).await;
-        let net = self.net.teardown(st.slot).await;
+        let egress = crate::net::firewall::Egress {
+            addr: st.slot.sandbox_addr(),
+            allow: st.record.allow_out.clone(),
+            deny: st.record.deny_out.clone(),
+        };
+        let net = self.net.teardown(st.slot, &egress).await;
         let dir = st.dir.dir.clone();
         let rm = std::fs::remove_dir_all(&dir);
         if let Ok(Err(e)) = cg {
@@ -189,6 +195,7 @@ impl Runtime for FirecrackerRuntime {
         };
         let vm = Arc::new(Vm {
             handle: Mutex::new(None),
+            init: Mutex::new(None),
             state: tokio::sync::Mutex::new(VmState { ..clone_state(&st) }),
         });
         inner.table.lock().1.insert(spec.id.clone(), vm.clone());
@@ -200,7 +207,13 @@ impl Runtime for FirecrackerRuntime {
                     path: st.dir.dir.clone(),
                     source,
                 })?;
-            let sn = inner.net.setup(slot, spec.internet).await?;
+            let opts = crate::net::SlotOptions {
+                internet: spec.internet,
+                allow_out: spec.allow_out.clone(),
+                deny_out: spec.deny_out.clone(),
+                gids: None,
+            };
+            let sn = inner.net.setup(slot, &opts).await?;
             super::net::setup_guest_link(&sn).await?;
             let cgroup = st.cgroup.clone();
             let limits = Limits {
@@ -217,6 +230,7 @@ impl Runtime for FirecrackerRuntime {
                 (
                     "/etc/resolv.conf",
                     resolv::sandbox_resolv_conf(spec.internet),
+                    0o644,
                 ),
                 (
                     "/etc/hosts",
@@ -225,7 +239,9 @@ impl Runtime for FirecrackerRuntime {
                         slot.sandbox_addr(),
                         spec.id
                     ),
+                    0o644,
                 ),
+                (super::TOKEN_IN_IMAGE, st.record.guest_token.clone(), 0o400),
             ];
             tokio::task::spawn_blocking(move || -> Result<()> {
                 cgroup.create(&limits)?;
@@ -267,18 +283,19 @@ impl Runtime for FirecrackerRuntime {
         let inner = &self.inner;
         let sock = st.dir.api_socket();
         let _ = std::fs::remove_file(&sock);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(st.dir.log())
-            .map_err(|source| Error::Io {
-                step: "open guest log",
-                path: st.dir.log(),
-                source,
-            })?;
+        let (console, log) = crate::guestlog::pipe().map_err(|source| Error::Io {
+            step: "create the console pipe",
+            path: st.dir.log(),
+            source,
+        })?;
         let err_log = log.try_clone().map_err(|source| Error::Io {
             step: "dup",
+            path: st.dir.log(),
+            source,
+        })?;
+        st.record.console = crate::guestlog::PipeId::of(&console).ok();
+        crate::guestlog::drain(console, st.dir.log()).map_err(|source| Error::Io {
+            step: "drain the VM's console",
             path: st.dir.log(),
             source,
         })?;
@@ -323,7 +340,7 @@ impl Runtime for FirecrackerRuntime {
         let api = ApiClient::new(&sock);
         let plan = VmPlan {
             kernel: inner.kernel.display().to_string(),
-            boot_args: super::boot_args(id.as_str(), &st.record.env),
+            boot_args: super::boot_args(id.as_str(), st.slot, &st.record.env),
             rootfs: st.dir.rootfs_copy().display().to_string(),
             mac: super::guest_mac(st.slot),
             vcpus: st.record.vcpus,
@@ -341,7 +358,14 @@ impl Runtime for FirecrackerRuntime {
             }
             return Err(fc(e.into()));
         }
+        *vm.init.lock() = st.proc.clone();
         Ok(())
+    }
+
+    fn alive(&self, id: &SandboxId) -> Option<bool> {
+        let vm = self.vm(id).ok()?;
+        let init = vm.init.lock();
+        init.as_ref().map(|p| !p.has_exited())
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<()> {
@@ -388,7 +412,7 @@ impl Runtime for FirecrackerRuntime {
     }
 
     fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String> {
-        crate::runtime::read_tail(&SandboxDir::new(&self.inner.cfg.dir, id).log(), max)
+        crate::guestlog::tail(&SandboxDir::new(&self.inner.cfg.dir, id).log(), max)
     }
 
     async fn recover(&self) -> Result<Recovered> {

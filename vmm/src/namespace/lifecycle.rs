@@ -1,16 +1,16 @@
 //! create, start, pause/resume, destroy and metrics of namespace sandboxes.
 
-use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use tracing::Instrument;
 use wrenn_types::SandboxId;
 
 use super::proc::Proc;
+use super::rootmount;
 use super::spawn::{self, Plan, PlanInput};
 use super::state::{self, Record, SandboxDir, process_start_time};
+use super::userns::{self, IdRange};
 use super::{CGROUP_TIMEOUT, Cell, EXIT_TIMEOUT, Inner, State};
 use crate::cgroup::{Cgroup, Limits, PIDS_MAX};
 use crate::net::{netns, resolv};
@@ -67,6 +67,7 @@ fn reserve(inner: &Inner, spec: &SandboxSpec) -> Result<(Arc<Cell>, Slot)> {
         })?;
     let cell = Arc::new(Cell {
         handle: parking_lot::Mutex::new(None),
+        init: parking_lot::Mutex::new(None),
         state: tokio::sync::Mutex::new(State {
             record: Record::new(spec, &inner.cfg.prefix, slot, Backend::Namespace),
             slot,
@@ -101,7 +102,7 @@ async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result
             });
         }
     }
-    inner.net.setup(st.slot, st.record.internet).await?;
+    inner.net.setup(st.slot, &slot_options(inner, st)).await?;
     let cgroup = st.cgroup.clone();
     let limits = Limits {
         memory_bytes: u64::from(st.record.memory_mb) << 20,
@@ -116,6 +117,20 @@ async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result
         inner.disks.create(disk_mb, &disk)
     });
     join(blocking).await
+}
+
+/// The network a sandbox's record asks for.
+fn slot_options(inner: &Inner, st: &State) -> crate::net::SlotOptions {
+    let ids = IdRange::for_slot(st.slot);
+    crate::net::SlotOptions {
+        internet: st.record.internet,
+        allow_out: st.record.allow_out.clone(),
+        deny_out: st.record.deny_out.clone(),
+        gids: inner
+            .seccomp
+            .is_some()
+            .then(|| (ids.host(0), ids.host(userns::IDS - 1))),
+    }
 }
 
 pub(super) async fn join<T>(h: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
@@ -166,7 +181,8 @@ pub(super) async fn teardown(inner: &Arc<Inner>, st: &mut State, remove_dir: boo
     let release = st.holds_template.then(|| st.record.template.clone());
     st.holds_template = false;
     // 2. The rest is independent: cgroups (killing any straggler, e.g. of a
-    //    sandbox whose init was never recorded), network, directory.
+    //    sandbox whose init was never recorded), network, template; then
+    //    the directory.
     let cgroup = st.cgroup.clone();
     let cgroups = join(tokio::task::spawn_blocking(move || {
         cgroup.destroy(CGROUP_TIMEOUT).map_err(Error::from)
@@ -183,19 +199,24 @@ pub(super) async fn teardown(inner: &Arc<Inner>, st: &mut State, remove_dir: boo
             Ok(())
         }
     };
-    let net = async { inner.net.teardown(st.slot).await.map_err(Error::from) };
-    let files = async {
-        if remove_dir {
-            retire_dir(inner, st)
-        } else {
-            Ok(())
-        }
+    let egress = slot_options(inner, st).egress(st.slot);
+    let net = async {
+        inner
+            .net
+            .teardown(st.slot, &egress)
+            .await
+            .map_err(Error::from)
     };
-    let (c, n, d, t) = tokio::join!(cgroups, net, files, templates);
+    let (c, n, t) = tokio::join!(cgroups, net, templates);
     note(t);
     note(c);
     note(n);
-    note(d);
+    // The directory (and with it the record) goes last: an agent that dies
+    // before every other step is done leaves the record, so the next start
+    // finishes the job instead of leaking what the record names.
+    if remove_dir {
+        note(retire_dir(inner, st));
+    }
     tracing::debug!(
         sandbox_id = %st.record.id,
         exit_us = exited.as_micros() as u64,
@@ -281,6 +302,7 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
     let template = st.record.template.clone();
     let input = StartInput {
         id: id.clone(),
+        slot: st.slot,
         netns: inner.net.netns_name(st.slot),
         cgroup: st.cgroup.clone(),
         dir: st.dir.clone(),
@@ -293,9 +315,10 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
             id
         ),
         env: st.record.env.clone(),
+        token: st.record.guest_token.clone(),
     };
     let inner2 = inner.clone();
-    let pid = join(tokio::task::spawn_blocking(move || {
+    let (pid, console) = join(tokio::task::spawn_blocking(move || {
         let lower = inner2.templates.acquire(&input.template)?;
         let spawned = start_blocking(&inner2, input, &lower);
         if let Err(e) = &spawned {
@@ -314,13 +337,20 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
     });
     st.record.pid = Some(pid.as_raw());
     st.record.pid_start = Some(start_time);
+    st.record.console = crate::guestlog::PipeId::of(&console).ok();
+    let drained = crate::guestlog::drain(console, st.dir.log()).map_err(|source| Error::Io {
+        step: "drain the guest's console",
+        path: st.dir.log(),
+        source,
+    });
     let saved = st.dir.write_record(&st.record).map_err(|source| Error::Io {
         step: "write sandbox record",
         path: st.dir.record(),
         source,
     });
-    match (proc, saved) {
+    match (proc, saved.and(drained)) {
         (Ok(p), Ok(())) => {
+            *cell.init.lock() = Some(p.clone());
             st.proc = Some(p);
             tracing::debug!(sandbox_id = %id, pid = pid.as_raw(), "sandbox started");
             Ok(())
@@ -341,6 +371,7 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
 
 struct StartInput {
     id: SandboxId,
+    slot: Slot,
     netns: String,
     cgroup: Cgroup,
     dir: SandboxDir,
@@ -349,56 +380,80 @@ struct StartInput {
     resolv_conf: String,
     hosts: String,
     env: std::collections::BTreeMap<String, String>,
+    token: String,
 }
 
-/// Attaches the disk, prepares the plan and clones the first process from
+/// Attaches the disk, builds the root filesystem and the user namespace,
+/// prepares the plan and clones the first process — all from a thread in
 /// the spawn mount namespace (where `lower`, the template, is mounted).
+/// Returns the first process and the read end of its console.
 fn start_blocking(
     inner: &Inner,
     i: StartInput,
     lower: &std::path::Path,
-) -> Result<nix::unistd::Pid> {
+) -> Result<(nix::unistd::Pid, OwnedFd)> {
     let disk = loopdev::attach(&i.dir.disk_image(), false)?;
-    let log_path = i.dir.log();
-    let log: OwnedFd = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&log_path)
-        .map_err(|source| Error::Io {
-            step: "open guest log",
-            path: log_path.clone(),
-            source,
-        })?
-        .into();
+    let (console, stdout) = crate::guestlog::pipe().map_err(|source| Error::Io {
+        step: "create the console pipe",
+        path: i.dir.log(),
+        source,
+    })?;
     let spawn_err = |source| Error::Spawn {
         id: i.id.clone(),
         source,
     };
-    let plan = Plan::new(PlanInput {
-        hostname: i.id.as_str(),
-        netns: netns::open(&i.netns)?,
-        cgroup_procs: i.cgroup.open_procs()?,
-        log,
-        loop_dev: &disk.path(),
-        disk_dir: &i.dir.disk_dir(),
-        root_dir: &i.dir.root_dir(),
-        lower,
-        guest_bin: &i.guest_bin,
-        resolv_conf: i.resolv_conf,
-        hosts: i.hosts,
-        env: i.env,
-    })
-    .map_err(spawn_err)?;
+    let netns = netns::open(&i.netns)?;
+    let cgroup_procs = i.cgroup.open_procs()?;
+    let ids = IdRange::for_slot(i.slot);
+    let seccomp = inner.seccomp;
+    let guest_args = vec![
+        "--token-file".to_owned(),
+        spawn::TOKEN_PATH.to_owned(),
+        "--allow-peer".to_owned(),
+        i.slot.host_addr().to_string(),
+    ];
+    let root_dir = i.dir.root_dir();
+    let disk_path = disk.path();
+    let id = i.id.clone();
     let pid = inner
         .templates
         .ns()
-        .run(move || spawn::spawn(plan))?
-        .map_err(spawn_err)?;
+        .run(move || -> Result<nix::unistd::Pid> {
+            let userns = match seccomp {
+                Some(_) => Some(userns::create(ids).map_err(|source| Error::Io {
+                    step: "create the sandbox's user namespace",
+                    path: format!("uid {}", ids.base).into(),
+                    source,
+                })?),
+                None => None,
+            };
+            let idmap = userns.as_ref().map(|u| rootmount::Idmap { ids, userns: u });
+            let root = rootmount::assemble(lower, &disk_path, idmap).map_err(|e| Error::Io {
+                step: e.step,
+                path: e.what.into(),
+                source: e.source,
+            })?;
+            let plan = Plan::new(PlanInput {
+                hostname: id.as_str(),
+                netns,
+                cgroup_procs,
+                stdout,
+                root,
+                root_dir: &root_dir,
+                guest_bin: &i.guest_bin,
+                args: guest_args,
+                token: &i.token,
+                resolv_conf: i.resolv_conf,
+                hosts: i.hosts,
+                env: i.env,
+                hardening: userns.zip(seccomp).map(|(u, s)| (ids, u, s)),
+            })
+            .map_err(spawn_err)?;
+            spawn::spawn(plan).map_err(spawn_err)
+        })??;
     // The sandbox's mount holds the device now; autoclear frees it with the mount.
     drop(disk);
-    Ok(pid)
+    Ok((pid, console))
 }
 
 pub(super) async fn set_paused(_inner: &Inner, cell: &Cell, paused: bool) -> Result<()> {

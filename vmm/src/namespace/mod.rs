@@ -20,20 +20,30 @@
 //! - Per-sandbox operations are serialised by an async lock; different
 //!   sandboxes proceed in parallel.
 //!
+//! - Each sandbox has a user namespace of its own ([`userns`]): its root is
+//!   an unprivileged host uid, its root filesystem is idmapped
+//!   ([`rootmount`]), and it runs under a seccomp filter ([`seccomp`]) and
+//!   a reduced capability set, with `/proc` and `/sys` masked
+//!   ([`spawn`]).
+//!
 //! # Limitations
 //!
-//! Isolation is the host kernel's: no user namespace (root inside is root on
-//! the host, bounded by capabilities, namespaces and cgroups) and no seccomp
-//! filter. That is why production hosts use the Firecracker backend.
+//! Isolation is still the host kernel's: a kernel bug reachable through the
+//! allowed system calls reaches the host. That is why production hosts use
+//! the Firecracker backend.
 
 mod background;
+mod caps;
 mod lifecycle;
 pub mod mountns;
 pub(crate) mod proc;
 mod recover;
 pub mod rootfs;
+pub mod rootmount;
+pub mod seccomp;
 pub mod spawn;
 pub mod state;
+pub mod userns;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +82,9 @@ struct Inner {
     disks: rootfs::Disks,
     table: Mutex<Table>,
     background: background::Background,
+    /// The seccomp filter; `None` only when the runtime runs unhardened
+    /// (no user namespace either: benchmarks).
+    seccomp: Option<&'static [seccompiler::sock_filter]>,
 }
 
 #[derive(Debug)]
@@ -80,10 +93,12 @@ struct Table {
     sandboxes: HashMap<SandboxId, Arc<Cell>>,
 }
 
-/// One sandbox: a snapshot for `list` and the state behind an async lock.
+/// One sandbox: a snapshot for `list`, its first process (for `alive`)
+/// and the state behind an async lock.
 #[derive(Debug)]
 struct Cell {
     handle: Mutex<Option<SandboxHandle>>,
+    init: Mutex<Option<proc::Proc>>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -114,17 +129,38 @@ impl NamespaceRuntime {
         crate::validate::guest_bin(&cfg)?;
         let layout = Layout::detect()?;
         let net = Network::new(&cfg.prefix, cfg.slots.clone());
-        net.firewall().install()?;
+        net.firewall().ensure()?;
         let instance = format!("{}-{}-{}", cfg.prefix, cfg.slots.start(), cfg.slots.end());
+        let seccomp = if cfg.unhardened {
+            tracing::warn!(
+                "namespace sandboxes run WITHOUT user namespaces and seccomp (benchmarks only)"
+            );
+            None
+        } else {
+            Some(seccomp::program().map_err(|reason| Error::Unavailable {
+                backend: Backend::Namespace,
+                reason: format!("compiling the seccomp filter: {reason}"),
+            })?)
+        };
+        let mut slots = SlotAllocator::new(cfg.slots.clone());
+        let reserved = userns::reserved_slots(std::path::Path::new("/etc"));
+        if !reserved.is_empty() {
+            tracing::info!(
+                ?reserved,
+                "slots whose host id range a host user or group uses are never allocated"
+            );
+        }
+        slots.reserve(reserved);
         Ok(NamespaceRuntime {
             inner: Arc::new(Inner {
                 templates: rootfs::Templates::new(&cfg.dir, &instance)?,
                 disks: rootfs::Disks::new(&cfg.dir),
                 background: background::Background::default(),
                 table: Mutex::new(Table {
-                    slots: SlotAllocator::new(cfg.slots.clone()),
+                    slots,
                     sandboxes: HashMap::new(),
                 }),
+                seccomp,
                 net,
                 layout,
                 cfg,
@@ -167,6 +203,7 @@ impl Inner {
             netns: Some(crate::net::netns::path(
                 &st.slot.netns_name(&self.cfg.prefix),
             )),
+            guest_token: st.record.guest_token.clone(),
         }
     }
 }
@@ -222,9 +259,15 @@ impl Runtime for NamespaceRuntime {
         out
     }
 
+    fn alive(&self, id: &SandboxId) -> Option<bool> {
+        let cell = self.cell(id).ok()?;
+        let init = cell.init.lock();
+        init.as_ref().map(|p| !p.has_exited())
+    }
+
     fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String> {
         let dir = SandboxDir::new(&self.inner.cfg.dir, id);
-        crate::runtime::read_tail(&dir.log(), max)
+        crate::guestlog::tail(&dir.log(), max)
     }
 
     async fn recover(&self) -> Result<Recovered> {

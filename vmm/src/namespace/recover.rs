@@ -23,13 +23,21 @@ use crate::net::{link, netns};
 use crate::runtime::{Recovered, Result};
 
 pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
-    inner.net.firewall().install()?;
     let mut out = Recovered::default();
     let base = sandboxes_dir(&inner.cfg.dir);
     let entries: Vec<_> = match std::fs::read_dir(&base) {
         Ok(e) => e.flatten().collect(),
         Err(_) => Vec::new(),
     };
+    // The firewall table anew, with the egress lists of every sandbox a
+    // record of this instance names, in one transaction: an adopted
+    // sandbox's lists never lapse, and elements nothing names are gone.
+    inner.net.firewall().install(&state::recorded_egress(
+        &inner.cfg.dir,
+        &inner.cfg.prefix,
+        &inner.cfg.slots,
+        &entries,
+    ))?;
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(rest) = state::parse_creating(&name) {
@@ -87,20 +95,30 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
             record,
         };
         match intact(inner, &st).await {
-            Some(proc) => {
+            Ok(proc) => {
                 st.paused = st.cgroup.is_frozen().unwrap_or(false);
-                st.proc = Some(proc);
+                if let Some(console) = st.record.console {
+                    let drained = crate::guestlog::reopen(proc.pid.as_raw(), console)
+                        .and_then(|fd| crate::guestlog::drain(fd, st.dir.log()));
+                    if let Err(e) = drained {
+                        tracing::warn!(sandbox_id = %id, error = %e, "the console of an adopted sandbox is not logged");
+                    }
+                }
                 let handle = inner.handle(&st);
                 let cell = Arc::new(Cell {
                     handle: parking_lot::Mutex::new(Some(handle.clone())),
-                    state: tokio::sync::Mutex::new(st),
+                    init: parking_lot::Mutex::new(Some(proc.clone())),
+                    state: tokio::sync::Mutex::new(State {
+                        proc: Some(proc),
+                        ..st
+                    }),
                 });
                 inner.table.lock().sandboxes.insert(id.clone(), cell);
                 tracing::info!(sandbox_id = %id, slot = slot.get(), "adopted sandbox");
                 out.adopted.push(handle);
             }
-            None => {
-                tracing::info!(sandbox_id = %id, slot = slot.get(), "cleaning dead or partial sandbox");
+            Err(why) => {
+                tracing::info!(sandbox_id = %id, slot = slot.get(), why, "cleaning dead or partial sandbox");
                 // Its init may still run with a broken network: kill through the cgroup.
                 let result = super::lifecycle::teardown(inner, &mut st, true).await;
                 inner.table.lock().slots.release(slot);
@@ -120,27 +138,45 @@ fn owns_creating(inner: &Inner, rest: &str) -> bool {
         .is_some_and(|s| inner.cfg.slots.contains(&s.get()) && !inner.table.lock().slots.is_used(s))
 }
 
-/// The init of `st` still runs and everything it needs exists.
-async fn intact(inner: &Inner, st: &State) -> Option<Proc> {
-    let (pid, start) = (st.record.pid?, st.record.pid_start?);
+/// The init of `st` still runs and everything it needs exists; otherwise
+/// what is missing.
+async fn intact(inner: &Inner, st: &State) -> Result<Proc, &'static str> {
+    let (Some(pid), Some(start)) = (st.record.pid, st.record.pid_start) else {
+        return Err("never started");
+    };
     if process_start_time(pid) != Some(start) {
-        return None;
+        return Err("its first process is gone");
     }
-    if !netns::exists(&inner.net.netns_name(st.slot)) || !st.cgroup.exists() {
-        return None;
+    if !netns::exists(&inner.net.netns_name(st.slot)) {
+        return Err("its network namespace is gone");
     }
-    let root = inner.net.root().await.ok()?;
-    link::get(root, &st.slot.host_iface()).await.ok()??;
-    // The init of a sandbox is in the sandbox's cgroup.
-    if !st.cgroup.pids().ok()?.contains(&pid) {
-        return None;
+    if !st.cgroup.exists() {
+        return Err("its cgroups are gone");
+    }
+    let root = inner.net.root().await.map_err(|_| "no netlink socket")?;
+    match link::get(root, &st.slot.host_iface()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err("its host link is gone"),
+        Err(_) => return Err("its host link cannot be read"),
+    }
+    // The init of a sandbox is in the sandbox's cgroup (a zombie is not).
+    let pids = st.cgroup.pids().map_err(|_| "its cgroup cannot be read")?;
+    if !pids.contains(&pid) {
+        tracing::debug!(
+            sandbox_id = %st.record.id,
+            pid,
+            ?pids,
+            stat = %std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().trim(),
+            "the recorded first process is not in the sandbox's cgroup"
+        );
+        return Err("its first process is not in its cgroup (dead)");
     }
     Proc::watch(
         nix::unistd::Pid::from_raw(pid),
         false,
         st.record.id.as_str(),
     )
-    .ok()
+    .map_err(|_| "its first process cannot be watched")
 }
 
 /// Network objects of the range that no managed sandbox owns.

@@ -6,8 +6,12 @@
 //! disk.ext4      the sandbox's writable disk (sparse ext4, no journal)
 //! disk/          mount point of the disk (inside the sandbox's mount ns only)
 //! root/          mount point of the overlay (ditto)
-//! guest.log      the guest agent's stdout and stderr
+//! guest.log      the guest agent's stdout and stderr (capped, with its
+//!                rotated part guest.log.1: [`crate::guestlog`])
 //! ```
+//!
+//! The directory is `0700` and the record `0600`: it holds the sandbox's
+//! environment and its guest's credential.
 //!
 //! A directory is created as `.creating-<prefix>-<slot>` holding the record
 //! and renamed into place, and retired as `.deleting-<prefix>-<slot>-<id>-<n>`
@@ -16,7 +20,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -43,10 +48,20 @@ pub struct Record {
     pub env: BTreeMap<String, String>,
     pub metadata: BTreeMap<String, String>,
     pub internet: bool,
+    #[serde(default)]
+    pub allow_out: Vec<wrenn_types::Cidr>,
+    #[serde(default)]
+    pub deny_out: Vec<wrenn_types::Cidr>,
     /// PID (in the root PID namespace) of the sandbox's first process and its
     /// start time in clock ticks since boot, which identifies it across PID reuse.
     pub pid: Option<i32>,
     pub pid_start: Option<u64>,
+    /// The credential the guest agent requires on every call.
+    #[serde(default)]
+    pub guest_token: String,
+    /// The pipe the first process's stdout and stderr go to.
+    #[serde(default)]
+    pub console: Option<crate::guestlog::PipeId>,
 }
 
 impl Record {
@@ -63,8 +78,12 @@ impl Record {
             env: spec.env.clone(),
             metadata: spec.metadata.clone(),
             internet: spec.internet,
+            allow_out: spec.allow_out.clone(),
+            deny_out: spec.deny_out.clone(),
             pid: None,
             pid_start: None,
+            guest_token: new_token(),
+            console: None,
         }
     }
 
@@ -78,6 +97,8 @@ impl Record {
             env: self.env.clone(),
             metadata: self.metadata.clone(),
             internet: self.internet,
+            allow_out: self.allow_out.clone(),
+            deny_out: self.deny_out.clone(),
         }
     }
 
@@ -130,7 +151,7 @@ impl SandboxDir {
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
-        fs::create_dir(&tmp)?;
+        fs::DirBuilder::new().mode(0o700).create(&tmp)?;
         let result = (|| {
             write_record_at(&tmp.join(RECORD), record)?;
             fs::create_dir(tmp.join("disk"))?;
@@ -157,6 +178,31 @@ impl SandboxDir {
     pub fn read_record(&self) -> io::Result<Record> {
         read_record(&self.record())
     }
+}
+
+/// The egress lists of the records among `entries` (of the sandboxes
+/// directory) that belong to `prefix` and `slots`, one per slot.
+pub fn recorded_egress(
+    wrenn_dir: &Path,
+    prefix: &str,
+    slots: &std::ops::RangeInclusive<u16>,
+    entries: &[fs::DirEntry],
+) -> Vec<crate::net::firewall::Egress> {
+    let mut seen = std::collections::BTreeSet::new();
+    entries
+        .iter()
+        .filter_map(|e| e.file_name().to_str()?.parse::<SandboxId>().ok())
+        .filter_map(|id| SandboxDir::new(wrenn_dir, &id).read_record().ok())
+        .filter_map(|r| {
+            let slot = r.slot()?;
+            let ours = r.prefix == prefix && slots.contains(&slot.get());
+            (ours && seen.insert(slot)).then(|| crate::net::firewall::Egress {
+                addr: slot.sandbox_addr(),
+                allow: r.allow_out,
+                deny: r.deny_out,
+            })
+        })
+        .collect()
 }
 
 /// `$WRENN_DIR/sandboxes`.
@@ -191,12 +237,41 @@ pub fn parse_deleting(prefix: &str, name: &str) -> Option<u16> {
 }
 
 fn write_record_at(path: &Path, record: &Record) -> io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(record).map_err(io::Error::other)?,
-    )?;
+    write_private(
+        path,
+        &serde_json::to_vec_pretty(record).map_err(io::Error::other)?,
+    )
+}
+
+/// Writes `bytes` to `path` readable by the owner only (`0600`), replacing
+/// it atomically (a temporary file beside it, renamed over it).
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
     fs::rename(&tmp, path)
+}
+
+/// A new credential for a guest agent: 32 random bytes, hex.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    let mut got = 0;
+    while got < bytes.len() {
+        // SAFETY: getrandom writes at most `len` bytes into the buffer.
+        let n = unsafe { libc::getrandom(bytes[got..].as_mut_ptr().cast(), bytes.len() - got, 0) };
+        if n > 0 {
+            got += n as usize;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn read_record(path: &Path) -> io::Result<Record> {

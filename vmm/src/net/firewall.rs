@@ -3,24 +3,32 @@
 //! One table per instance, `ip <prefix>_<first>_<last>` (nft names cannot hold
 //! `-`), holds every rule, so removing an instance's rules is one
 //! `delete table` and instances side by side never touch each other's rules.
-//! The table is installed (atomically replaced) when the runtime starts and
-//! never changes per sandbox: a sandbox's internet access is carried by the
-//! interface group of its host link (`wv<slot>`), set when the link is
-//! created. Rules match the instance's address range `R` (both ends of
-//! every slot of the instance):
+//! The rules never change per sandbox: a sandbox's internet access is carried
+//! by the interface group of its host link (`wv<slot>`), set when the link is
+//! created, and its own egress lists are elements of two sets keyed by its
+//! address (added at create, removed at destroy; a create without lists
+//! costs no nft call). Rules match the instance's address range `R` (both
+//! ends of every slot of the instance):
 //!
 //! ```text
+//! set private   not for internet sandboxes: RFC 1918, 100.64/10, 127/8,
+//!               169.254/16 (cloud metadata), 0/8, test and benchmark nets,
+//!               multicast and reserved (224/3)
+//! set allow_out { sandbox address . network }   per-sandbox allow list
+//! set deny_out  { sandbox address . network }   per-sandbox deny list
 //! chain forward (filter, priority filter - 10)
 //!   ip saddr R ip daddr 10.210.0.0/15 reject       # never sandbox -> sandbox (any instance)
 //!   ip daddr R ip saddr 10.210.0.0/15 drop
 //!   ip daddr R ct state established,related accept # replies to a sandbox's own connections
 //!   ip daddr R drop                                # nothing outside starts a connection in
-//!   ip saddr R ip daddr 169.254.0.0/16 reject      # no cloud metadata endpoints
+//!   ip saddr R ip saddr . ip daddr @deny_out reject
+//!   ip saddr R ip saddr . ip daddr @allow_out accept
+//!   ip saddr R ip daddr @private reject            # the public internet only, by default
 //!   ip saddr R iifgroup INTERNET accept            # egress, internet sandboxes only
 //!   ip saddr R reject
 //! chain input (filter, priority filter - 10)
 //!   ip saddr R ct state established,related accept # answers to host-initiated connections
-//!   ip saddr R reject                              # no host port is reachable from a sandbox
+//!   ip saddr R reject                              # no host address or port, whatever the lists
 //! chain postrouting (nat, srcnat)
 //!   ip saddr R oifname != "wv*" masquerade         # egress leaves with the host's address
 //! ```
@@ -33,12 +41,21 @@
 //! their answers are `established`, so they work for every sandbox.
 //! Anti-spoofing: the host end of every veth has strict reverse-path filtering
 //! (`rp_filter = 1`) and no IPv6, so a sandbox cannot borrow another source
-//! address or reach the host over link-local IPv6.
+//! address or reach the host over link-local IPv6. The table is IPv4 only
+//! because IPv6 is off inside every sandbox and on its link; a create whose
+//! netns cannot turn it off fails.
+//!
+//! The table is created when the runtime starts if it is missing, and
+//! replaced — rules and the adopted sandboxes' elements in one transaction —
+//! by recovery, so rules of an older version and elements a crash left
+//! behind do not survive a restart.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
+
 use std::ops::RangeInclusive;
 use std::process::{Command, Stdio};
+use wrenn_types::Cidr;
 
 use super::{Error, Result};
 use crate::slot;
@@ -47,6 +64,55 @@ use crate::slot;
 pub const INTERNET_GROUP: u32 = 0x0057_524e;
 /// Program used to load rules.
 pub const NFT: &str = "nft";
+/// What an internet sandbox may not reach unless its allow list says so.
+pub const PRIVATE: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/3",
+];
+
+/// One sandbox's egress lists, as the sets hold them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    pub addr: Ipv4Addr,
+    pub allow: Vec<Cidr>,
+    pub deny: Vec<Cidr>,
+}
+
+impl Egress {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+
+    /// `add element` / `delete element` lines for `verb`.
+    fn script(&self, table: &str, verb: &str) -> String {
+        let mut out = String::new();
+        for (set, list) in [("allow_out", &self.allow), ("deny_out", &self.deny)] {
+            if list.is_empty() {
+                continue;
+            }
+            let elems: Vec<String> = list
+                .iter()
+                .map(|c| format!("{} . {c}", self.addr))
+                .collect();
+            out.push_str(&format!(
+                "{verb} element ip {table} {set} {{ {} }}\n",
+                elems.join(", ")
+            ));
+        }
+        out
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Firewall {
@@ -78,8 +144,19 @@ impl Firewall {
         let net = format!("{}/{}", slot::BASE, slot::BASE_PREFIX_LEN);
         let t = &self.table;
         let reject = "goto refuse";
+        let private = PRIVATE.join(", ");
         format!(
             "table ip {t} {{
+    set private {{
+        type ipv4_addr; flags interval;
+        elements = {{ {private} }}
+    }}
+    set allow_out {{
+        type ipv4_addr . ipv4_addr; flags interval;
+    }}
+    set deny_out {{
+        type ipv4_addr . ipv4_addr; flags interval;
+    }}
     chain refuse {{
         meta l4proto tcp reject with tcp reset
         reject with icmp type admin-prohibited
@@ -90,7 +167,9 @@ impl Firewall {
         ip daddr {r} ip saddr {net} drop
         ip daddr {r} ct state established,related accept
         ip daddr {r} drop
-        ip saddr {r} ip daddr 169.254.0.0/16 {reject}
+        ip saddr {r} ip saddr . ip daddr @deny_out {reject}
+        ip saddr {r} ip saddr . ip daddr @allow_out accept
+        ip saddr {r} ip daddr @private {reject}
         ip saddr {r} iifgroup {INTERNET_GROUP} accept
         ip saddr {r} {reject}
     }}
@@ -108,11 +187,42 @@ impl Firewall {
         )
     }
 
-    /// Installs the table, replacing any previous version atomically.
-    pub fn install(&self) -> Result<()> {
+    /// Installs the table with the given sandboxes' egress lists, replacing
+    /// any previous version (rules and elements) in one transaction.
+    pub fn install(&self, egress: &[Egress]) -> Result<()> {
         let t = &self.table;
-        let script = format!("table ip {t}\ndelete table ip {t}\n{}", self.rules());
+        let mut script = format!("table ip {t}\ndelete table ip {t}\n{}", self.rules());
+        for e in egress {
+            script.push_str(&e.script(t, "add"));
+        }
         run_nft(&["-f", "-"], Some(&script), &format!("install table {t}"))
+    }
+
+    /// Installs the table unless it exists (a running instance's rules and
+    /// elements stay until recovery replaces them).
+    pub fn ensure(&self) -> Result<()> {
+        if self.exists() {
+            return Ok(());
+        }
+        self.install(&[])
+    }
+
+    /// Adds a sandbox's egress lists (nothing to do for empty lists).
+    pub fn add_egress(&self, e: &Egress) -> Result<()> {
+        if e.is_empty() {
+            return Ok(());
+        }
+        let what = format!("add egress lists of {}", e.addr);
+        run_nft(&["-f", "-"], Some(&e.script(&self.table, "add")), &what)
+    }
+
+    /// Removes a sandbox's egress lists.
+    pub fn remove_egress(&self, e: &Egress) -> Result<()> {
+        if e.is_empty() {
+            return Ok(());
+        }
+        let what = format!("remove egress lists of {}", e.addr);
+        run_nft(&["-f", "-"], Some(&e.script(&self.table, "delete")), &what)
     }
 
     /// Removes the table. Missing is fine (also when it vanishes meanwhile).
@@ -197,5 +307,43 @@ mod tests {
         );
         assert!(rules.contains(&format!("iifgroup {INTERNET_GROUP} accept")));
         assert!(rules.contains("masquerade"));
+        for private in [
+            "10.0.0.0/8",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+            "172.16.0.0/12",
+        ] {
+            assert!(rules.contains(private), "{private}");
+        }
+        let deny = rules.find("@deny_out").unwrap();
+        let allow = rules.find("@allow_out").unwrap();
+        let private = rules.find("@private").unwrap();
+        assert!(
+            deny < allow && allow < private,
+            "deny, then allow, then the default"
+        );
+    }
+
+    #[test]
+    fn egress_lists_become_set_elements_of_the_sandbox() {
+        let e = Egress {
+            addr: "10.210.7.209".parse().unwrap(),
+            allow: vec![
+                "10.1.2.0/24".parse().unwrap(),
+                "192.168.1.5/32".parse().unwrap(),
+            ],
+            deny: vec!["8.8.8.8/32".parse().unwrap()],
+        };
+        assert_eq!(
+            e.script("t", "add"),
+            "add element ip t allow_out { 10.210.7.209 . 10.1.2.0/24, 10.210.7.209 . 192.168.1.5/32 }\n\
+             add element ip t deny_out { 10.210.7.209 . 8.8.8.8/32 }\n"
+        );
+        let none = Egress {
+            addr: e.addr,
+            allow: vec![],
+            deny: vec![],
+        };
+        assert!(none.is_empty() && none.script("t", "delete").is_empty());
     }
 }

@@ -13,7 +13,16 @@
 //! 3. turns IPv6 off and strict reverse-path filtering on for `wv<s>`, gives
 //!    both ends their /31 address, brings them and `lo` up and routes the
 //!    sandbox's default via the host end;
-//! 4. for an internet sandbox, makes sure `net.ipv4.ip_forward` is on.
+//! 4. for an internet sandbox, makes sure `net.ipv4.ip_forward` is on;
+//! 5. adds the sandbox's egress lists to the instance's sets.
+//!
+//! Inside the netns: IPv6 off (a create fails when it cannot be turned
+//! off), `net.ipv4.ip_unprivileged_port_start = 0` and, for a sandbox with
+//! a user namespace, `net.ipv4.ping_group_range` over its host gids: the
+//! netns belongs to the host's user namespace, so the sandbox's root holds
+//! no network capability there, yet may bind port 80 and ping. Outside:
+//! `net.ipv4.ip_forward = 1` (once, for internet sandboxes), and IPv6 off and
+//! `rp_filter = 1` on each `wv<slot>`.
 //!
 //! All of it goes over rtnetlink; netlink sockets inside a netns are created
 //! by a short-lived thread that joins it ([`netns`]). The instance's
@@ -68,6 +77,29 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a slot's network is set up with.
+#[derive(Debug, Clone, Default)]
+pub struct SlotOptions {
+    /// Egress to the internet.
+    pub internet: bool,
+    /// Networks reachable despite the defaults, and never reachable.
+    pub allow_out: Vec<wrenn_types::Cidr>,
+    pub deny_out: Vec<wrenn_types::Cidr>,
+    /// The sandbox's host gids (first, last), for `ping_group_range`.
+    pub gids: Option<(u32, u32)>,
+}
+
+impl SlotOptions {
+    /// The slot's egress lists as the firewall's sets hold them.
+    pub fn egress(&self, slot: Slot) -> firewall::Egress {
+        firewall::Egress {
+            addr: slot.sandbox_addr(),
+            allow: self.allow_out.clone(),
+            deny: self.deny_out.clone(),
+        }
+    }
+}
+
 /// A slot's network as set up: the netns and a netlink handle inside it.
 #[derive(Debug)]
 pub struct SlotNet {
@@ -120,8 +152,11 @@ impl Network {
 
     /// Creates the slot's netns and veth pair (see the module docs). On error
     /// nothing of the slot is left.
-    pub async fn setup(&self, slot: Slot, internet: bool) -> Result<SlotNet> {
-        let result = self.try_setup(slot, internet).await;
+    pub async fn setup(&self, slot: Slot, opts: &SlotOptions) -> Result<SlotNet> {
+        let mut result = self.try_setup(slot, opts).await;
+        if let Ok(sn) = result {
+            result = self.firewall.add_egress(&opts.egress(slot)).map(|()| sn);
+        }
         if result.is_err()
             && let Err(e) = self.teardown_now(slot).await
         {
@@ -130,7 +165,8 @@ impl Network {
         result
     }
 
-    async fn try_setup(&self, slot: Slot, internet: bool) -> Result<SlotNet> {
+    async fn try_setup(&self, slot: Slot, opts: &SlotOptions) -> Result<SlotNet> {
+        let internet = opts.internet;
         let root = self.root().await?.clone();
         let name = self.netns_name(slot);
         let host = slot.host_iface();
@@ -140,21 +176,29 @@ impl Network {
             tracing::debug!(netns = %name, "removing the slot's previous network");
             self.teardown_now(slot).await?;
         }
-        let (netns, inside) = netns::create(&name, || {
+        let ping = opts.gids.map(|(first, last)| format!("{first} {last}"));
+        let (netns, inside) = netns::create(&name, move || -> Result<Handle> {
             for p in [
                 "/proc/sys/net/ipv6/conf/default/disable_ipv6",
                 "/proc/sys/net/ipv6/conf/all/disable_ipv6",
             ] {
-                let _ = write_sysctl(Path::new(p), "1");
+                write_sysctl(Path::new(p), "1")?;
             }
-            link::connect()
+            write_sysctl(
+                Path::new("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
+                "0",
+            )?;
+            if let Some(range) = &ping {
+                write_sysctl(Path::new("/proc/sys/net/ipv4/ping_group_range"), range)?;
+            }
+            link::connect().map_err(|source| Error::Io {
+                step: "open netlink socket in netns",
+                path: "NETLINK_ROUTE".into(),
+                source,
+            })
         })
         .await?;
-        let inside = inside.map_err(|source| Error::Io {
-            step: "open netlink socket in netns",
-            path: netns::path(&name),
-            source,
-        })?;
+        let inside = inside?;
         let group = if internet {
             firewall::INTERNET_GROUP
         } else {
@@ -162,7 +206,7 @@ impl Network {
         };
         let idx = link::create_veth(&root, &host, slot::GUEST_IFACE, &netns, group).await?;
         let conf = Path::new("/proc/sys/net");
-        let _ = write_sysctl(&conf.join(format!("ipv6/conf/{host}/disable_ipv6")), "1");
+        write_sysctl(&conf.join(format!("ipv6/conf/{host}/disable_ipv6")), "1")?;
         write_sysctl(&conf.join(format!("ipv4/conf/{host}/rp_filter")), "1")?;
         link::add_addr(&root, idx, &host, slot.host_addr(), slot::LINK_PREFIX_LEN).await?;
         link::set_up(&root, idx, &host).await?;
@@ -200,8 +244,9 @@ impl Network {
     /// 25–40 ms of RCU grace periods per sandbox (measured), blocking the
     /// calling thread. A slot whose `wv<slot>` still exists when it is
     /// reused is cleaned then ([`Network::setup`]). Idempotent.
-    pub async fn teardown(&self, slot: Slot) -> Result<()> {
-        netns::remove(&self.netns_name(slot))
+    pub async fn teardown(&self, slot: Slot, egress: &firewall::Egress) -> Result<()> {
+        let lists = self.firewall.remove_egress(egress);
+        netns::remove(&self.netns_name(slot)).and(lists)
     }
 
     /// Like [`Network::teardown`], and deletes `wv<slot>` now (recovery,

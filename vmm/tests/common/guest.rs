@@ -5,9 +5,11 @@ use std::time::{Duration, Instant};
 
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
+use wrenn_proto::auth::{AuthChannel, Bearer, with_bearer};
 use wrenn_proto::process::process_client::ProcessClient;
 use wrenn_proto::process::process_event::{Event, data_event::Output as Stream};
 use wrenn_proto::process::{ProcessConfig, StartRequest};
+use wrenn_vmm::SandboxHandle;
 
 pub async fn channel(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(format!("http://{addr}"))
@@ -57,14 +59,68 @@ pub struct Output {
 }
 
 /// Runs `sh -c script` in the sandbox (as root) and collects its output.
-pub async fn sh(addr: SocketAddr, script: &str) -> Output {
-    run(addr, "/bin/sh", &["-c", script], None).await
+pub async fn sh(h: &SandboxHandle, script: &str) -> Output {
+    run(h, "/bin/sh", &["-c", script], None).await
+}
+
+/// A process client for the sandbox's guest, presenting its token.
+pub async fn process(h: &SandboxHandle) -> ProcessClient<AuthChannel> {
+    let ch = channel(h.guest_addr).await.expect("connect to guest");
+    ProcessClient::new(with_bearer(ch, Bearer::new(&h.guest_token).unwrap()))
+}
+
+/// Writes `bytes` to `path` in the sandbox (`filesystem.Filesystem/Write`).
+pub async fn put(h: &SandboxHandle, path: &str, bytes: Vec<u8>, mode: u32) {
+    use wrenn_proto::filesystem::WriteRequest;
+    use wrenn_proto::filesystem::filesystem_client::FilesystemClient;
+    use wrenn_proto::filesystem::write_request::{Event as W, StartEvent};
+    let ch = channel(h.guest_addr).await.expect("connect to guest");
+    let mut fs = FilesystemClient::new(with_bearer(ch, Bearer::new(&h.guest_token).unwrap()))
+        .max_encoding_message_size(usize::MAX);
+    let size = bytes.len() as u64;
+    let mut msgs = vec![WriteRequest {
+        event: Some(W::Start(StartEvent {
+            path: path.into(),
+            mode: Some(mode),
+            owner: None,
+            size: Some(size),
+        })),
+    }];
+    msgs.extend(bytes.chunks(64 * 1024).map(|c| WriteRequest {
+        event: Some(W::Data(c.to_vec())),
+    }));
+    fs.write(tokio_stream::iter(msgs)).await.expect("Write");
+}
+
+/// The static probe (`vmm/probe`): `WRENN_PROBE_BIN`, else the workspace's
+/// musl build.
+pub fn probe_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("WRENN_PROBE_BIN") {
+        return p.into();
+    }
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-linux-musl");
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("wrenn-probe"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "wrenn-probe not found under {}: build it with `cargo build -p wrenn-probe --target x86_64-unknown-linux-musl` (scripts/setup does)",
+                target.display()
+            )
+        })
+}
+
+/// Copies the probe into the sandbox at `/probe`.
+pub async fn install_probe(h: &SandboxHandle) {
+    let bytes = std::fs::read(probe_bin()).expect("read wrenn-probe");
+    put(h, "/probe", bytes, 0o755).await;
 }
 
 /// Runs a command in the sandbox through `process.Process/Start`.
-pub async fn run(addr: SocketAddr, cmd: &str, args: &[&str], user: Option<&str>) -> Output {
-    let ch = channel(addr).await.expect("connect to guest");
-    let mut client = ProcessClient::new(ch);
+pub async fn run(h: &SandboxHandle, cmd: &str, args: &[&str], user: Option<&str>) -> Output {
+    let mut client = process(h).await;
     let req = StartRequest {
         process: Some(ProcessConfig {
             cmd: cmd.into(),
@@ -105,8 +161,7 @@ pub struct Lines {
 }
 
 /// Starts `cmd` and keeps its output stream open.
-pub async fn stream(addr: SocketAddr, cmd: &str, args: &[&str]) -> Lines {
-    let ch = channel(addr).await.expect("connect to guest");
+pub async fn stream(h: &SandboxHandle, cmd: &str, args: &[&str]) -> Lines {
     let req = StartRequest {
         process: Some(ProcessConfig {
             cmd: cmd.into(),
@@ -119,7 +174,8 @@ pub async fn stream(addr: SocketAddr, cmd: &str, args: &[&str]) -> Lines {
         stdin: Some(false),
         user: None,
     };
-    let stream = ProcessClient::new(ch)
+    let stream = process(h)
+        .await
         .start(req)
         .await
         .expect("Start")
@@ -131,6 +187,26 @@ pub async fn stream(addr: SocketAddr, cmd: &str, args: &[&str]) -> Lines {
 }
 
 impl Lines {
+    /// The next line printed (10 s at most).
+    pub async fn next_line(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self.buf.find('\n') {
+                let line: String = self.buf.drain(..=i).collect();
+                return line.trim_end().to_owned();
+            }
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("no line within 10 s")
+                .expect("the stream ended");
+            if let Some(Event::Data(d)) = msg.expect("stream").event.and_then(|e| e.event)
+                && let Some(Stream::Stdout(b)) = d.output
+            {
+                self.buf.push_str(&String::from_utf8_lossy(&b));
+            }
+        }
+    }
+
     /// The next number printed, waiting as long as it takes (10 s at most).
     pub async fn next_number(&mut self) -> u64 {
         self.number_within(Duration::from_secs(10))

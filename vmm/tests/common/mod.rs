@@ -55,6 +55,7 @@ pub fn config(dir: &Path, slots: RangeInclusive<u16>) -> RuntimeConfig {
         guest_bin: guest_bin(),
         firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
         kernel: None,
+        unhardened: false,
     }
 }
 
@@ -119,6 +120,8 @@ impl Env {
             env: BTreeMap::new(),
             metadata: BTreeMap::new(),
             internet: false,
+            allow_out: Vec::new(),
+            deny_out: Vec::new(),
         }
     }
 

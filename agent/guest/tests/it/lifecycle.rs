@@ -14,6 +14,19 @@ async fn health_is_serving_for_every_service() {
 }
 
 #[tokio::test]
+async fn a_console_nobody_reads_does_not_stop_the_agent() {
+    // Every call logs at debug level, and every log line meets a broken pipe.
+    let agent = Agent::builder()
+        .log_level("debug")
+        .broken_stderr()
+        .start()
+        .await;
+    for _ in 0..3 {
+        agent.assert_serving().await;
+    }
+}
+
+#[tokio::test]
 async fn sigterm_stops_process_groups_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("got-term");

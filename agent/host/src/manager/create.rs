@@ -68,6 +68,7 @@ impl Manager {
         ));
         // Held until the guest is ready: lifecycle calls wait for the create.
         let op = sb.op.lock().await;
+        sb.keep();
         self.insert(sb.clone(), Kind::Created);
         drop(_reservation);
 
@@ -105,39 +106,55 @@ impl Manager {
     }
 
     /// Takes over sandboxes a previous agent left running: a new generation,
-    /// a new channel, the default timeout from now. A running one whose guest
-    /// does not answer is destroyed.
+    /// a new channel, the creation time and deadline the previous agent kept
+    /// (the default timeout from now if it kept none). A running one whose
+    /// guest does not answer is kept, reported unhealthy and probed again
+    /// until it answers: a guest slow to answer (a loaded host, a sandbox
+    /// busy at the moment of the restart) is no reason to destroy work.
     pub async fn adopt(self: &Arc<Self>, handles: Vec<SandboxHandle>) -> Vec<SandboxId> {
         let mut adopted = Vec::new();
         for h in handles {
-            let timeout = self.cfg.limits.default_timeout_secs;
             let state = if h.paused {
                 State::Paused
             } else {
                 State::Running
             };
-            let sb = Arc::new(Sandbox::new(
+            let kept = match super::kept::load(&h.dir) {
+                Ok(k) => k,
+                Err(e) => {
+                    let timeout = self.cfg.limits.default_timeout_secs;
+                    warn!(sandbox_id = %h.id, error = %e, timeout_secs = timeout, "no deadline kept for an adopted sandbox; giving it the default timeout");
+                    let now = std::time::SystemTime::now();
+                    super::kept::Kept::new(now, now + Duration::from_secs(timeout.into()), timeout)
+                }
+            };
+            let sb = Arc::new(Sandbox::restored(
                 &h,
-                spec::to_proto(&h.spec, timeout),
+                spec::to_proto(&h.spec, kept.timeout_secs),
                 self.next_generation(),
                 state,
-                timeout,
+                kept,
                 self.shutdown.child_token(),
             ));
+            sb.keep();
             if state == State::Running {
                 let probe = sb
                     .guest
                     .wait_ready(
                         self.cfg.guest_poll_interval,
-                        self.cfg.guest_ready_timeout.min(Duration::from_secs(5)),
+                        self.cfg.guest_ready_timeout.min(ADOPT_PROBE),
                     )
                     .await;
                 if let Err(e) = probe {
-                    warn!(sandbox_id = %h.id, error = %e, "adopted sandbox's guest does not answer; destroying it");
-                    if let Err(e) = self.runtime.destroy(&h.id).await {
-                        warn!(sandbox_id = %h.id, error = %crate::error::chain(&e), "destroy unhealthy adopted sandbox");
+                    if self.runtime.alive(&h.id) == Some(false) {
+                        // Nothing to wait for: the reaper destroys it.
+                        warn!(sandbox_id = %h.id, error = %e, "adopted sandbox's guest exited");
+                        sb.set_unhealthy(Some(format!("its guest agent exited: {e}")));
+                    } else {
+                        warn!(sandbox_id = %h.id, error = %e, "adopted sandbox's guest does not answer; keeping it and probing again");
+                        sb.set_unhealthy(Some(e));
+                        self.spawn_health_retry(sb.clone());
                     }
-                    continue;
                 }
             }
             info!(sandbox_id = %h.id, address = %h.address, generation = sb.generation, "adopted sandbox");
@@ -147,7 +164,46 @@ impl Manager {
         self.reaper_wake.notify_one();
         adopted
     }
+
+    /// Probes an unhealthy sandbox's guest with backoff until it answers (then
+    /// clears the mark and announces it running) or the sandbox goes.
+    fn spawn_health_retry(self: &Arc<Self>, sb: Arc<Sandbox>) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            loop {
+                tokio::select! {
+                    _ = sb.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                match sb.guest.probe().await {
+                    Ok(()) => break,
+                    Err(e) => sb.set_unhealthy(Some(e)),
+                }
+                let Some(this) = this.upgrade() else { return };
+                if this.runtime.alive(&sb.id) == Some(false) {
+                    // Its guest is gone for good: the reaper destroys it.
+                    this.reaper_wake.notify_one();
+                    return;
+                }
+                wait = (wait * 2).min(HEALTH_RETRY_MAX);
+            }
+            let Some(this) = this.upgrade() else { return };
+            if sb.cancel.is_cancelled() {
+                return;
+            }
+            sb.set_unhealthy(None);
+            info!(sandbox_id = %sb.id, "adopted sandbox's guest answers again");
+            this.announce(&sb, Kind::Running);
+        });
+    }
 }
+
+/// How long an adopted sandbox's guest may take to answer before it is
+/// reported unhealthy (and probed again in the background).
+const ADOPT_PROBE: Duration = Duration::from_secs(5);
+/// Longest wait between two probes of an unhealthy guest.
+const HEALTH_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// An id reserved for a create in progress.
 struct IdReservation<'a> {

@@ -32,7 +32,13 @@ impl Default for EventHub {
     }
 }
 
-pub fn event(kind: Kind, sandbox: Option<Sandbox>) -> SandboxEvent {
+/// An event. Watchers learn where and in what state sandboxes are, never
+/// their environment (it may hold secrets, and up to the spec's size cap):
+/// `spec.env` is emptied.
+pub fn event(kind: Kind, mut sandbox: Option<Sandbox>) -> SandboxEvent {
+    if let Some(spec) = sandbox.as_mut().and_then(|s| s.spec.as_mut()) {
+        spec.env.clear();
+    }
     SandboxEvent {
         kind: kind as i32,
         sandbox,

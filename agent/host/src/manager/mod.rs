@@ -15,6 +15,7 @@
 pub mod admission;
 mod create;
 pub mod events;
+pub mod kept;
 mod reaper;
 pub mod sandbox;
 
@@ -173,6 +174,15 @@ impl Manager {
         })
     }
 
+    /// Announces the current record of `sb` as `kind` (a change that is not
+    /// a state change, e.g. a guest answering again).
+    fn announce(&self, sb: &Sandbox, kind: Kind) {
+        self.events.publish(|| {
+            let record = sb.to_proto(&self.cfg.host_id);
+            ((), Some(event(kind, Some(record))))
+        });
+    }
+
     /// Removes `sb` from the map (announcing it) and has the runtime destroy
     /// it. Used when a create fails half-way; the caller holds `sb.op`.
     async fn remove_and_destroy(&self, sb: &Sandbox, reason: &str) {
@@ -259,6 +269,7 @@ impl Manager {
         let sb = self.get(raw)?;
         let secs = spec::timeout("timeout_secs", timeout_secs, self.cfg.limits)?;
         sb.set_timeout(secs);
+        sb.keep();
         self.reaper_wake.notify_one();
         Ok(sb.to_proto(&self.cfg.host_id))
     }

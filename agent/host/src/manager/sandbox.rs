@@ -42,6 +42,9 @@ impl State {
 #[derive(Debug)]
 struct Mutable {
     state: State,
+    /// Why the guest does not answer, while it does not (an adopted
+    /// sandbox whose guest did not answer is kept and probed again).
+    unhealthy: Option<String>,
     /// When the reaper destroys the sandbox.
     deadline: Instant,
     expires_at: SystemTime,
@@ -62,6 +65,8 @@ pub struct Sandbox {
     /// Changes every time a sandbox (re)appears; keys the proxy's pools.
     pub generation: u64,
     pub created_at: SystemTime,
+    /// The sandbox's directory (`agent.json` lives there, see [`super::kept`]).
+    pub dir: std::path::PathBuf,
     /// The dedicated channel to the guest agent.
     pub guest: Guest,
     /// Cancelled when the sandbox is destroyed: ends every relay to it.
@@ -74,6 +79,7 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// A sandbox created now that expires `timeout_secs` from now.
     pub fn new(
         handle: &SandboxHandle,
         spec: pb::SandboxSpec,
@@ -83,7 +89,28 @@ impl Sandbox {
         cancel: CancellationToken,
     ) -> Self {
         let now = SystemTime::now();
-        let ttl = Duration::from_secs(timeout_secs.into());
+        let kept = super::kept::Kept::new(
+            now,
+            now + Duration::from_secs(timeout_secs.into()),
+            timeout_secs,
+        );
+        Self::restored(handle, spec, generation, state, kept, cancel)
+    }
+
+    /// A sandbox with the times an earlier agent kept for it (its deadline
+    /// may have passed: the reaper then destroys it at once).
+    pub fn restored(
+        handle: &SandboxHandle,
+        spec: pb::SandboxSpec,
+        generation: u64,
+        state: State,
+        kept: super::kept::Kept,
+        cancel: CancellationToken,
+    ) -> Self {
+        let left = kept
+            .expires_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
         Sandbox {
             id: handle.id.clone(),
             backend: handle.backend,
@@ -92,15 +119,17 @@ impl Sandbox {
             netns: handle.netns.clone(),
             spec,
             generation,
-            created_at: now,
-            guest: Guest::new(handle.guest_addr),
+            created_at: kept.created_at(),
+            dir: handle.dir.clone(),
+            guest: Guest::new(handle.guest_addr, &handle.guest_token),
             cancel,
             op: tokio::sync::Mutex::new(()),
             m: Mutex::new(Mutable {
                 state,
-                deadline: Instant::now() + ttl,
-                expires_at: now + ttl,
-                timeout_secs,
+                unhealthy: None,
+                deadline: Instant::now() + left,
+                expires_at: kept.expires_at(),
+                timeout_secs: kept.timeout_secs,
             }),
             end_reason: Mutex::new(None),
         }
@@ -137,6 +166,27 @@ impl Sandbox {
 
     pub fn deadline(&self) -> Instant {
         self.m.lock().deadline
+    }
+
+    /// Writes the times the next agent needs to `agent.json`; a failure is
+    /// logged (the sandbox would come back with the default timeout).
+    pub(crate) fn keep(&self) {
+        let kept = {
+            let m = self.m.lock();
+            super::kept::Kept::new(self.created_at, m.expires_at, m.timeout_secs)
+        };
+        if let Err(e) = super::kept::save(&self.dir, &kept) {
+            tracing::warn!(sandbox_id = %self.id, dir = %self.dir.display(), error = %e, "keeping the sandbox's deadline on disk");
+        }
+    }
+
+    /// Why the guest does not answer, if it does not.
+    pub fn unhealthy(&self) -> Option<String> {
+        self.m.lock().unhealthy.clone()
+    }
+
+    pub(crate) fn set_unhealthy(&self, why: Option<String>) {
+        self.m.lock().unhealthy = why;
     }
 
     /// Expiry `timeout_secs` from now.
@@ -193,6 +243,7 @@ impl Sandbox {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            unhealthy: m.unhealthy.clone().unwrap_or_default(),
         }
     }
 

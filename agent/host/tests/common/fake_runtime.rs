@@ -95,7 +95,7 @@ impl FakeRuntime {
     }
 
     /// Pids of sandbox processes still alive.
-    pub fn alive(&self) -> Vec<u32> {
+    pub fn live_pids(&self) -> Vec<u32> {
         self.spawned
             .lock()
             .iter()
@@ -112,13 +112,16 @@ impl FakeRuntime {
         cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"]);
         match &*self.mode.lock() {
             GuestMode::Real => {
-                cmd.arg(&self.guest_bin).args([
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--print-addr",
-                    "--keepalive-secs",
-                    "1",
-                ]);
+                cmd.arg(&self.guest_bin)
+                    .args([
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--print-addr",
+                        "--keepalive-secs",
+                        "1",
+                        "--token-file",
+                    ])
+                    .arg(dir.join(TOKEN_FILE));
             }
             GuestMode::Broken(script) => {
                 cmd.args(["sh", "-c", script]);
@@ -134,6 +137,9 @@ impl FakeRuntime {
     }
 }
 
+/// The guest's token file in its sandbox directory.
+const TOKEN_FILE: &str = "token";
+
 fn step(
     step: &'static str,
     id: &SandboxId,
@@ -148,6 +154,12 @@ fn step(
 
 #[async_trait::async_trait]
 impl Runtime for FakeRuntime {
+    fn alive(&self, id: &SandboxId) -> Option<bool> {
+        let mut sandboxes = self.sandboxes.lock();
+        let child = sandboxes.get_mut(id)?.child.as_mut()?;
+        Some(matches!(child.try_wait(), Ok(None)))
+    }
+
     fn backend(&self) -> Backend {
         Backend::Namespace
     }
@@ -167,6 +179,9 @@ impl Runtime for FakeRuntime {
         let id = spec.id.clone();
         let dir = self.root.join("sandboxes").join(id.as_str());
         std::fs::create_dir_all(&dir).map_err(|e| step("create sandbox dir", &id, e))?;
+        // The guest requires a token, as in a real sandbox.
+        let token = format!("fake-token-{id}");
+        std::fs::write(dir.join(TOKEN_FILE), &token).map_err(|e| step("write token", &id, e))?;
         let mut child = self
             .spawn(&spec, &dir)
             .map_err(|e| step("spawn guest", &id, e))?;
@@ -215,6 +230,7 @@ impl Runtime for FakeRuntime {
             spec,
             paused: false,
             netns: None,
+            guest_token: token,
         };
         self.sandboxes.lock().insert(
             id,

@@ -71,6 +71,7 @@ impl HostEnv {
             guest_bin: super::guest_bin(),
             firecracker_bin: PathBuf::from(RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
             kernel: None,
+            unhardened: false,
         }
     }
 

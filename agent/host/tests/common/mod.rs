@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tonic::transport::Channel;
 use wrenn_agent::{Agent, AgentConfig};
 use wrenn_proto::process as pp;
 use wrenn_proto::wrenn::v1::{self as pb, host_agent_client::HostAgentClient};
@@ -19,7 +18,7 @@ use wrenn_proto::wrenn::v1::{self as pb, host_agent_client::HostAgentClient};
 #[allow(unused_imports)]
 pub use fake_runtime::{FakeRuntime, GuestMode};
 
-pub type Client = HostAgentClient<Channel>;
+pub type Client = HostAgentClient<wrenn_proto::auth::AuthChannel>;
 
 /// The static guest binary; a missing one fails the test with the command
 /// that builds it.
@@ -86,7 +85,7 @@ impl Harness {
         let agent = Agent::start_with_runtime(&config, runtime.clone())
             .await
             .expect("agent starts");
-        let client = connect(agent.local_addr()).await;
+        let client = connect(agent.local_addr(), &agent_key(&config)).await;
         Harness {
             agent: Some(agent),
             runtime,
@@ -126,7 +125,7 @@ impl Harness {
             eventually(
                 Duration::from_secs(10),
                 "every sandbox process gone",
-                || rt.alive().is_empty(),
+                || rt.live_pids().is_empty(),
             )
             .await;
         }
@@ -152,13 +151,20 @@ pub fn init_logs() {
     }
 }
 
-pub async fn connect(addr: std::net::SocketAddr) -> Client {
+/// A client of the agent at `addr` presenting `key` (see [`agent_key`]).
+pub async fn connect(addr: std::net::SocketAddr, key: &str) -> Client {
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .expect("connect to the agent");
+    let ch = wrenn_proto::auth::with_bearer(ch, wrenn_proto::auth::Bearer::new(key).unwrap());
     HostAgentClient::new(ch).max_decoding_message_size(64 << 20)
+}
+
+/// The key the agent of `config` made at its first start.
+pub fn agent_key(config: &AgentConfig) -> String {
+    wrenn_proto::auth::load_key(&config.key_path()).expect("the agent's key")
 }
 
 pub fn start(cmd: &str, args: &[&str]) -> pp::StartRequest {

@@ -59,6 +59,15 @@ pub struct CreateArgs {
     /// No egress to the internet.
     #[arg(long)]
     no_internet: bool,
+    /// An IPv4 network (CIDR) the sandbox may reach although the default
+    /// refuses it (private and link-local ranges; anything with
+    /// --no-internet). Repeatable, or comma-separated.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    allow_out: Vec<wrenn_types::Cidr>,
+    /// An IPv4 network (CIDR) the sandbox may never reach, whatever else
+    /// allows it. Repeatable, or comma-separated.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    deny_out: Vec<wrenn_types::Cidr>,
     /// Print the whole record as JSON.
     #[arg(long)]
     json: bool,
@@ -98,6 +107,12 @@ pub struct TimeoutArgs {
     json: bool,
 }
 
+fn parse_cidr(s: &str) -> Result<wrenn_types::Cidr, String> {
+    s.trim()
+        .parse()
+        .map_err(|e: wrenn_types::InvalidCidr| e.to_string())
+}
+
 pub async fn run(g: &GlobalArgs, cmd: SandboxCmd) -> Result<()> {
     let mut c = g.connect().await?;
     match cmd {
@@ -111,6 +126,8 @@ pub async fn run(g: &GlobalArgs, cmd: SandboxCmd) -> Result<()> {
                 metadata: a.meta.into_iter().collect(),
                 internet: Some(!a.no_internet),
                 timeout_secs: a.timeout.unwrap_or(0),
+                allow_out: a.allow_out.iter().map(ToString::to_string).collect(),
+                deny_out: a.deny_out.iter().map(ToString::to_string).collect(),
             };
             let sb = c
                 .create(CreateSandboxRequest {
@@ -255,6 +272,7 @@ fn print_one(sb: &Sandbox, as_json: bool) {
         "created_at",
         "expires_at",
         "stop_reason",
+        "unhealthy",
     ] {
         let val = &v[key];
         if !val.is_null() {
@@ -290,7 +308,11 @@ fn print_table(list: &[Sandbox]) {
         println!(
             "{:<22} {:<9} {:<10} {:<15} {:<21} {}",
             sb.id,
-            json::state(sb.state),
+            if sb.unhealthy.is_empty() {
+                json::state(sb.state).to_owned()
+            } else {
+                "unhealthy".to_owned()
+            },
             spec.template,
             sb.address,
             json::time(sb.expires_at.as_ref()).unwrap_or_default(),

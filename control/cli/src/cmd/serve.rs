@@ -86,6 +86,10 @@ pub struct AgentArgs {
     /// Print the resulting configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Serve nothing: destroy every sandbox an earlier agent with this
+    /// configuration left running, then exit.
+    #[arg(long)]
+    pub destroy_leftovers: bool,
 }
 
 fn parse_slots(s: &str) -> Result<(u16, u16), String> {
@@ -132,6 +136,14 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
     }
     require_root("agent")?;
     crate::logging::init("agent", Some(&config.dir))?;
+    if a.destroy_leftovers {
+        let gone = wrenn_agent::destroy_leftovers(config)
+            .await
+            .context("destroying left-over sandboxes")?;
+        tracing::info!(count = gone.len(), ids = ?gone, "destroyed left-over sandboxes");
+        eprintln!("destroyed {} left-over sandbox(es)", gone.len());
+        return Ok(());
+    }
     wrenn_agent::run(config, stop_signal())
         .await
         .context("host agent")?;
@@ -163,9 +175,12 @@ pub struct ProxyArgs {
     /// Seconds in-flight requests get to finish on shutdown [default: 10].
     #[arg(long, env = "WRENN_PROXY_GRACE_PERIOD")]
     pub grace_period: Option<u64>,
-    /// State directory, for the log file [default: /var/lib/wrenn].
+    /// State directory, for the log file and the agent key [default: /var/lib/wrenn].
     #[arg(long, env = "WRENN_DIR")]
     pub dir: Option<PathBuf>,
+    /// The key the host agent requires [default: $WRENN_DIR/agent.key].
+    #[arg(long, env = "WRENN_AGENT_KEY_FILE")]
+    pub agent_key_file: Option<PathBuf>,
     /// Print the resulting configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -206,6 +221,9 @@ pub fn proxy(a: ProxyArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::client::DEFAULT_DIR));
     crate::logging::init("proxy", Some(&dir))?;
+    let mut config = config;
+    config.agent_key =
+        wrenn_proto::auth::Secret::new(agent_key(a.agent_key_file.as_deref(), &dir)?);
     let report = wrenn_proxy::run(config, stop_signal()).context("proxy")?;
     tracing::info!(?report, "proxy stopped");
     Ok(())
@@ -233,6 +251,23 @@ pub struct ControlArgs {
     /// Seconds between two reconciliations of the store with the agents.
     #[arg(long, env = "WRENN_RECONCILE_INTERVAL", default_value_t = 30)]
     pub reconcile_interval: u64,
+    /// The key the host agent requires [default: $WRENN_DIR/agent.key].
+    #[arg(long, env = "WRENN_AGENT_KEY_FILE")]
+    pub agent_key_file: Option<PathBuf>,
+}
+
+/// The host agent's key: `file`, or `agent.key` in `dir`, created there (a
+/// random key, `0600`) if no agent has made it yet.
+fn agent_key(file: Option<&std::path::Path>, dir: &std::path::Path) -> Result<String> {
+    let path = file.map_or_else(
+        || dir.join(wrenn_agent::AgentConfig::KEY_FILE),
+        ToOwned::to_owned,
+    );
+    let key = match file {
+        Some(_) => wrenn_proto::auth::load_key(&path),
+        None => wrenn_proto::auth::load_or_create_key(&path),
+    };
+    key.with_context(|| format!("the host agent's key {}", path.display()))
 }
 
 pub async fn control(a: ControlArgs) -> Result<()> {
@@ -240,6 +275,7 @@ pub async fn control(a: ControlArgs) -> Result<()> {
     let mut options = wrenn_control::Options::new(&a.dir)
         .with_listen(a.listen)
         .with_agent(a.agent.clone())
+        .with_agent_key(agent_key(a.agent_key_file.as_deref(), &a.dir)?)
         .with_shutdown(stop_signal());
     if let Some(url) = a.database_url.filter(|u| !u.trim().is_empty()) {
         options = options.with_store(wrenn_control::StoreConfig::Url(url));

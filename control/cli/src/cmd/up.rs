@@ -12,9 +12,18 @@
 //! agent and wait for its gRPC health, then the control plane (health), then
 //! the proxy (its port accepts). Ctrl-C or SIGTERM stops them in reverse
 //! order, each with SIGTERM and a grace period; the agent destroys its
-//! sandboxes on the way out, so nothing is left behind. If a child dies, the
-//! others are stopped and `wrenn up` exits with an error. Children get
-//! PR_SET_PDEATHSIG so they also stop if `wrenn up` is killed outright.
+//! sandboxes on the way out, so nothing is left behind.
+//!
+//! Supervision: a component that dies (a crash, the OOM killer's SIGKILL) is
+//! started again after a backoff (0.5 s, doubling to 10 s) and waited for as
+//! at start; a restarted agent adopts the sandboxes it left. Only a component
+//! that keeps dying — [`MAX_RESTARTS`] deaths within [`RESTART_WINDOW`] —
+//! stops the platform, which then destroys its sandboxes as Ctrl-C does.
+//!
+//! Children get PR_SET_PDEATHSIG, so they also stop if `wrenn up` itself is
+//! killed outright: the control plane and the proxy with SIGTERM, the agent
+//! with SIGKILL — an agent told to stop destroys its sandboxes, and `wrenn
+//! up` dying is no reason to lose them: the next start adopts them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,13 +68,23 @@ pub struct UpArgs {
 struct Component {
     name: &'static str,
     child: Child,
+    args: Vec<String>,
+    /// When it died lately (restarts in the window).
+    deaths: Vec<Instant>,
 }
+
+/// Deaths of one component within [`RESTART_WINDOW`] that stop the platform.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(120);
+const RESTART_BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub async fn run(a: UpArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("wrenn up needs root (namespaces, cgroups, mounts, netlink): run it with sudo");
     }
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("create {}", a.dir.display()))?;
+    wrenn_proto::auth::private_dir(&a.dir)
+        .with_context(|| format!("create {}", a.dir.display()))?;
     crate::logging::init("up", Some(&a.dir))?;
     super::serve::prepare_base_image(&a.dir).await?;
 
@@ -84,16 +103,80 @@ pub async fn run(a: UpArgs) -> Result<()> {
     }
     banner(&a);
 
-    let result = tokio::select! {
-        _ = sigint.recv() => Ok(()),
-        _ = sigterm.recv() => Ok(()),
-        (name, status) = first_exit(&mut running) => {
-            Err(anyhow::anyhow!("{name} exited unexpectedly ({status}); stopping the others"))
+    let result = loop {
+        let (i, status) = tokio::select! {
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            exited = first_exit(&mut running) => exited,
+        };
+        let now = Instant::now();
+        let c = &mut running[i];
+        c.deaths.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        c.deaths.push(now);
+        let deaths = c.deaths.len();
+        if deaths > MAX_RESTARTS {
+            break Err(anyhow::anyhow!(
+                "{} keeps dying ({status}; {deaths} times in {} s); stopping the others — see {}/logs/{}.log",
+                c.name,
+                RESTART_WINDOW.as_secs(),
+                a.dir.display(),
+                c.name
+            ));
+        }
+        let backoff =
+            (RESTART_BACKOFF_FIRST * 2u32.pow(deaths as u32 - 1)).min(RESTART_BACKOFF_MAX);
+        eprintln!(
+            "{} exited unexpectedly ({status}); restarting it in {:.1} s ({deaths} of {MAX_RESTARTS} restarts)",
+            c.name,
+            backoff.as_secs_f64()
+        );
+        tracing::warn!(component = c.name, %status, deaths, backoff_ms = backoff.as_millis() as u64, "component died; restarting it");
+        let restarted = tokio::select! {
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            r = restart(&a, &mut running, i, backoff) => r,
+        };
+        if let Err(e) = restarted {
+            tracing::warn!(error = %format!("{e:#}"), "restart failed");
+            eprintln!("restart failed: {e:#}");
         }
     };
     eprintln!("\nstopping wrenn…");
+    let gave_up = result.is_err();
+    let agent_args = running.first().map(|c| c.args.clone());
     stop_all(&mut running, a.stop_timeout).await;
+    // A platform that gives up stops as Ctrl-C does: if the agent was the
+    // one that kept dying, nothing destroyed its sandboxes yet.
+    if gave_up
+        && !a.keep_sandboxes
+        && let Some(mut args) = agent_args
+    {
+        args.push("--destroy-leftovers".into());
+        let exe = std::env::current_exe().context("find the wrenn executable")?;
+        // runs: -; this wrenn binary, as a one-shot agent
+        let status = Command::new(&exe).args(&args).status().await;
+        tracing::info!(?status, "destroyed the sandboxes left behind");
+    }
     result
+}
+
+/// Starts component `i` again after `backoff` and waits until it serves. A
+/// start that fails leaves a dead child behind, which the supervision loop
+/// counts as one more death.
+async fn restart(a: &UpArgs, running: &mut [Component], i: usize, backoff: Duration) -> Result<()> {
+    tokio::time::sleep(backoff).await;
+    let (name, args) = (running[i].name, running[i].args.clone());
+    let fresh = spawn(name, &args)?;
+    running[i].child = fresh.child;
+    match name {
+        "agent" => wait_grpc_health(&format!("http://{}", a.agent_listen), name, a, running).await,
+        "control" => {
+            wait_grpc_health(&format!("http://{}", a.control_listen), name, a, running).await
+        }
+        _ => wait_tcp(a.proxy_listen, name, a, running).await,
+    }?;
+    eprintln!("{name} is back");
+    Ok(())
 }
 
 async fn start_all(a: &UpArgs, running: &mut Vec<Component>) -> Result<()> {
@@ -151,6 +234,13 @@ async fn start_all(a: &UpArgs, running: &mut Vec<Component>) -> Result<()> {
 
 fn spawn(name: &'static str, args: &[String]) -> Result<Component> {
     let exe = std::env::current_exe().context("find the wrenn executable")?;
+    // The agent must not take `wrenn up`'s death as an order to destroy its
+    // sandboxes (see the module docs).
+    let death_signal = if name == "agent" {
+        libc::SIGKILL
+    } else {
+        libc::SIGTERM
+    };
     // runs: -; this wrenn binary, as a component
     let mut cmd = Command::new(&exe);
     cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
@@ -160,8 +250,8 @@ fn spawn(name: &'static str, args: &[String]) -> Result<Component> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
     // memory of the parent; it runs in the child between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -171,7 +261,12 @@ fn spawn(name: &'static str, args: &[String]) -> Result<Component> {
         .spawn()
         .with_context(|| format!("start {} {}", exe.display(), name))?;
     tracing::info!(component = name, pid = child.id(), "started");
-    Ok(Component { name, child })
+    Ok(Component {
+        name,
+        child,
+        args: args.to_vec(),
+        deaths: Vec::new(),
+    })
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -250,21 +345,18 @@ async fn wait_tcp(
     }
 }
 
-async fn first_exit(running: &mut [Component]) -> (&'static str, std::process::ExitStatus) {
-    let waits = running.iter_mut().map(|c| {
-        let name = c.name;
+/// The first component to exit: its index and status.
+async fn first_exit(running: &mut [Component]) -> (usize, std::process::ExitStatus) {
+    let waits = running.iter_mut().enumerate().map(|(i, c)| {
         Box::pin(async move {
             let status = c.child.wait().await;
-            (name, status)
+            (i, status)
         })
     });
-    let ((name, status), _, _) = futures::future::select_all(waits).await;
+    let ((i, status), _, _) = futures::future::select_all(waits).await;
     match status {
-        Ok(s) => (name, s),
-        Err(_) => (
-            name,
-            std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
-        ),
+        Ok(s) => (i, s),
+        Err(_) => (i, std::os::unix::process::ExitStatusExt::from_raw(1 << 8)),
     }
 }
 

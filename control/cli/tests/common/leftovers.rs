@@ -228,6 +228,7 @@ pub fn force_clean(options: &PlatformOptions, dir: &Path) {
         guest_bin: super::guest_bin(),
         firecracker_bin: PathBuf::from(wrenn_vmm::RuntimeConfig::DEFAULT_FIRECRACKER_BIN),
         kernel: None,
+        unhardened: false,
     };
     // A runtime of its own on its own thread: the caller may be unwinding
     // inside a test's runtime.

@@ -101,12 +101,56 @@ pub struct Platform {
     /// The proxy's admin listener (`/metrics`, `/readyz`).
     pub proxy_admin: SocketAddr,
     pub options: PlatformOptions,
+    control: SocketAddr,
+    guest: PathBuf,
     up: Option<Proc>,
     /// Released after the teardown (fields drop after `Drop::drop`).
     _claim: DirClaim,
 }
 
+/// How a platform's `wrenn up` ends.
+enum Ending {
+    /// SIGINT, then a clean exit.
+    Interrupt,
+    /// It exits by itself, with a failure, within the time.
+    FailsByItself(Duration),
+}
+
+/// The children of `pid` (from `/proc/<pid>/task/*/children`).
+fn children(pid: nix::unistd::Pid) -> Vec<nix::unistd::Pid> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(nix::unistd::Pid::from_raw),
+        );
+    }
+    out
+}
+
 impl Platform {
+    /// The `wrenn up` command of this platform.
+    fn up_command(&self) -> Command {
+        // runs: -; the wrenn binary built here
+        let mut cmd = Command::new(WRENN);
+        cmd.arg("up")
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--control-listen", &self.control.to_string()])
+            .args(["--agent-listen", &self.agent.to_string()])
+            .args(["--proxy-listen", &self.proxy.to_string()])
+            .args(["--proxy-admin", &self.proxy_admin.to_string()])
+            .args(["--stop-timeout", "60"]);
+        component_env(&mut cmd, &self.options, &self.guest);
+        cmd
+    }
+
     /// Starts `wrenn up` and waits until it is ready. Panics with its output
     /// when it exits or is not ready within [`START_TIMEOUT`].
     pub fn start(options: PlatformOptions) -> Platform {
@@ -115,19 +159,6 @@ impl Platform {
         let claim = prepare_dir(&options);
         let dir = claim.path().to_owned();
         let [control, agent, proxy, proxy_admin] = free_ports();
-        // runs: -; the wrenn binary built here
-        // runs: -; the wrenn binary built here
-        let mut cmd = Command::new(WRENN);
-        cmd.arg("up")
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--control-listen", &control.to_string()])
-            .args(["--agent-listen", &agent.to_string()])
-            .args(["--proxy-listen", &proxy.to_string()])
-            .args(["--proxy-admin", &proxy_admin.to_string()])
-            .args(["--stop-timeout", "60"]);
-        component_env(&mut cmd, &options, &guest);
-        let up = Proc::spawn("wrenn up", cmd);
         // Built before it is ready, so that a failed start is torn down and
         // checked like any other.
         let mut p = Platform {
@@ -137,10 +168,13 @@ impl Platform {
             admin_key: String::new(),
             proxy,
             proxy_admin,
+            control,
+            guest,
             options,
-            up: Some(up),
+            up: None,
             _claim: claim,
         };
+        p.up = Some(Proc::spawn("wrenn up", p.up_command()));
         p.up.as_ref()
             .unwrap()
             .wait_for_output("wrenn is up", START_TIMEOUT);
@@ -200,22 +234,91 @@ impl Platform {
         self.up.as_ref().map(Proc::output).unwrap_or_default()
     }
 
+    /// The components `wrenn up` runs now: `(name, pid)` of each child.
+    pub fn components(&self) -> Vec<(String, nix::unistd::Pid)> {
+        let Some(up) = &self.up else {
+            return Vec::new();
+        };
+        children(up.pid())
+            .into_iter()
+            .filter_map(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let name = cmdline.split(|b| *b == 0).nth(1)?;
+                Some((String::from_utf8_lossy(name).into_owned(), pid))
+            })
+            .collect()
+    }
+
+    /// The pid of component `name` (`agent`, `control`, `proxy`).
+    pub fn component(&self, name: &str) -> nix::unistd::Pid {
+        self.components()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("no {name} under wrenn up: {:?}", self.components()))
+    }
+
+    /// SIGKILLs `wrenn up` first and, a moment later, every component (as
+    /// `pkill -9` may, giving the components time to see their parent die),
+    /// waits until all are gone, and starts `wrenn up` again on the same
+    /// directory and ports. Sandboxes are not touched.
+    pub fn kill_everything_and_start_again(&mut self) {
+        let mut up = self.up.take().expect("running");
+        let parts = self.components_of(&up);
+        up.kill();
+        std::thread::sleep(Duration::from_millis(150));
+        for (_, pid) in &parts {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        for (name, pid) in &parts {
+            eventually(Duration::from_secs(10), &format!("{name} gone"), || {
+                (nix::sys::signal::kill(*pid, None).is_err()).then_some(())
+            });
+        }
+        let fresh = Proc::spawn("wrenn up", self.up_command());
+        fresh.wait_for_output("wrenn is up", START_TIMEOUT);
+        self.up = Some(fresh);
+    }
+
+    fn components_of(&self, up: &Proc) -> Vec<(String, nix::unistd::Pid)> {
+        children(up.pid())
+            .into_iter()
+            .map(|pid| (pid.to_string(), pid))
+            .collect()
+    }
+
+    /// Waits until `wrenn up` exits by itself, asserts it failed, and checks
+    /// that nothing of it is left.
+    pub fn expect_failed_exit(mut self, timeout: Duration) {
+        self.end(Ending::FailsByItself(timeout));
+    }
+
     /// Stops the platform now and asserts nothing is left (what `Drop` does).
     pub fn stop(mut self) {
         self.teardown();
     }
 
     fn teardown(&mut self) {
+        self.end(Ending::Interrupt);
+    }
+
+    fn end(&mut self, how: Ending) {
         let Some(mut up) = self.up.take() else { return };
         // Every sandbox this instance ever had, for the cgroup/process check.
         let mut ids = self.known_ids();
-        let status = up.interrupt_and_wait(STOP_TIMEOUT);
-        ids.extend(leftovers::sandbox_dirs(&self.dir));
-        let problem = match status {
-            Ok(s) if s.success() => None,
-            Ok(s) => Some(format!("wrenn up exited with {s}")),
-            Err(e) => Some(e),
+        let problem = match how {
+            Ending::Interrupt => match up.interrupt_and_wait(STOP_TIMEOUT) {
+                Ok(s) if s.success() => None,
+                Ok(s) => Some(format!("wrenn up exited with {s}")),
+                Err(e) => Some(e),
+            },
+            Ending::FailsByItself(timeout) => match up.wait(timeout) {
+                Ok(s) if !s.success() => None,
+                Ok(s) => Some(format!("wrenn up exited with {s}, expected a failure")),
+                Err(e) => Some(e),
+            },
         };
+        ids.extend(leftovers::sandbox_dirs(&self.dir));
         finish(
             &self.options,
             &self.dir,
@@ -323,6 +426,12 @@ pub fn finish(
         } else {
             panic!("{msg}");
         }
+    } else if std::thread::panicking() {
+        // The test failed: what the platform said helps find out why.
+        eprintln!(
+            "{what} (the test failed)\n--- output ---\n{}",
+            tail(&output(), 150)
+        );
     }
 }
 

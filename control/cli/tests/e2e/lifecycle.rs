@@ -191,6 +191,26 @@ pub fn bad_input(p: &Platform) {
     assert_fails(&p.cli(&["files", "ls", missing, "/"]), 3, &[missing]);
     assert_fails(&p.cli(&["url", missing, "0"]), 2, &["0"]);
     assert_fails(&p.cli(&["sandbox", "frobnicate"]), 2, &["frobnicate"]);
+    // A spec over the size cap (env and metadata together, 64 KiB): refused
+    // by name and size, and the proxy's watch of the agent is unharmed.
+    let big: Vec<String> = (0..5)
+        .map(|i| format!("V{i}={}", "x".repeat(15 * 1024)))
+        .collect();
+    let mut args: Vec<&str> = Vec::new();
+    for e in &big {
+        args.extend(["--env", e.as_str()]);
+    }
+    assert_fails(&create(&args), 6, &["65536", "bytes", "env"]);
+    assert_fails(
+        &create(&["--allow-out", "10.1.2.3/24"]),
+        2,
+        &["10.1.2.0/24", "host bits"],
+    );
+    assert_fails(
+        &create(&["--allow-out", "10.210.0.0/16"]),
+        6,
+        &["sandbox network"],
+    );
 
     // Nothing was made, and the platform still serves.
     let all = parse(&p.cli_ok(&["sandbox", "ls", "--all", "--json", "--meta", &suite]));
@@ -203,6 +223,8 @@ pub fn bad_input(p: &Platform) {
     );
     let sb = p.sandbox(&["--timeout", "120"]);
     assert_eq!(sb.sh_ok("echo still serving"), "still serving\n");
+    let ready = crate::common::net::http_get(p.proxy_admin, "localhost", "/readyz").unwrap();
+    assert_eq!(ready.status, 200, "the proxy is not ready: {}", ready.head);
 }
 
 /// The counter in the sandbox as the host kernel sees it (through the

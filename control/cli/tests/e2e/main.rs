@@ -12,7 +12,8 @@
 //! store (`postgres::*`), each on one `wrenn up` shared by its tests; every
 //! test makes its own sandboxes. Prefix `wrenn-te`; slots: 3000–3099 the
 //! SQLite platform, 3100–3199 the PostgreSQL platform, 3200–3299 the agent
-//! restart tests, 3300–3399 the harness's own tests and the start-up failures.
+//! restart tests, 3300–3399 the harness's own tests and the start-up failures, 3400–3419
+//! the supervision tests.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -26,6 +27,7 @@ mod pty;
 mod restart;
 mod startup;
 mod stores;
+mod supervise;
 
 /// One test per entry and store: `sqlite::<name>` and `postgres::<name>`,
 /// each calling `<body>(&Platform)` on that store's shared platform.

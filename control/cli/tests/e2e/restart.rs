@@ -150,6 +150,10 @@ impl Split {
                 .connect()
                 .await
                 .expect("connect to the agent");
+            let key =
+                wrenn_proto::auth::load_key(&self.dir.join("agent.key")).expect("the agent's key");
+            let ch =
+                wrenn_proto::auth::with_bearer(ch, wrenn_proto::auth::Bearer::new(&key).unwrap());
             let list = HostAgentClient::new(ch)
                 .list_sandboxes(ListSandboxesRequest::default())
                 .await

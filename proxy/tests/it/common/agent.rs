@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::stream::BoxStream;
 use parking_lot::Mutex;
@@ -23,6 +23,8 @@ struct State {
     sandboxes: Mutex<BTreeMap<String, Sandbox>>,
     events: Mutex<Option<broadcast::Sender<SandboxEvent>>>,
     watch_calls: AtomicUsize,
+    /// Every new watch stream breaks before its snapshot is complete.
+    break_snapshots: AtomicBool,
 }
 
 /// The fake agent; dropping it stops the server.
@@ -117,6 +119,12 @@ impl FakeAgent {
         self.kill_streams.send_modify(|n| *n += 1);
     }
 
+    /// While `on`, every watch stream sends the snapshot's sandboxes, then
+    /// breaks instead of sending `KIND_SYNCED` (the proxy cannot resync).
+    pub fn break_snapshots(&self, on: bool) {
+        self.state.break_snapshots.store(on, Ordering::SeqCst);
+    }
+
     pub fn watch_calls(&self) -> usize {
         self.state.watch_calls.load(Ordering::SeqCst)
     }
@@ -162,6 +170,7 @@ impl HostAgent for Service {
         };
         let mut kill = self.kill.clone();
         kill.mark_unchanged();
+        let broken = self.state.break_snapshots.load(Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             for sb in snapshot {
@@ -172,6 +181,12 @@ impl HostAgent for Service {
                 if tx.send(Ok(e)).await.is_err() {
                     return;
                 }
+            }
+            if broken {
+                let _ = tx
+                    .send(Err(Status::unavailable("fake agent broke the snapshot")))
+                    .await;
+                return;
             }
             let synced = SandboxEvent {
                 kind: Kind::Synced as i32,

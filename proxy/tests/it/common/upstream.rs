@@ -64,6 +64,8 @@ impl Upstream {
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| echo(req, conn_id));
                     let _ = hyper::server::conn::http1::Builder::new()
+                        // Above the proxy's 256, so its limit is what tests see.
+                        .max_headers(300)
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
                 });

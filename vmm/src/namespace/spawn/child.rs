@@ -2,20 +2,35 @@
 //! parent module's docs).
 
 use std::ffi::{CStr, OsStr};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
+use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
 use super::Step;
-use super::plan::Plan;
+use super::plan::{Mask, Plan};
+use crate::namespace::caps;
 
-type ChildResult = Result<std::convert::Infallible, (Step, nix::Error)>;
+/// A failed step: which, at which entry of a list, and why.
+type Failure = (Step, usize, Errno);
+type ChildResult = Result<std::convert::Infallible, Failure>;
 
 /// Tags a syscall result with its step.
-fn at<T>(step: Step, r: nix::Result<T>) -> Result<T, (Step, nix::Error)> {
-    r.map_err(|e| (step, e))
+fn at<T>(step: Step, r: nix::Result<T>) -> Result<T, Failure> {
+    r.map_err(|e| (step, 0, e))
+}
+
+/// Tags a syscall result with its step and list entry.
+fn at_nth<T>(step: Step, index: usize, r: nix::Result<T>) -> Result<T, Failure> {
+    r.map_err(|e| (step, index, e))
+}
+
+/// A raw system call's result (`-1` and errno, or a value).
+fn raw(rc: libc::c_long) -> nix::Result<libc::c_long> {
+    Errno::result(rc)
 }
 
 /// The child, between `clone` and `execve`. No allocation, no panics.
@@ -41,26 +56,29 @@ pub(super) fn child_main(
             none,
         ),
     )?;
-    at(
-        Step::MountDisk,
-        mount(
-            Some(c.loop_dev.as_c_str()),
-            c.disk.as_c_str(),
-            Some(c.ext4.as_c_str()),
-            MsFlags::MS_NOATIME,
-            Some(c.disk_opts.as_c_str()),
-        ),
-    )?;
-    at(
-        Step::MountOverlay,
-        mount(
-            Some(c.overlay.as_c_str()),
-            c.root.as_c_str(),
-            Some(c.overlay.as_c_str()),
-            MsFlags::MS_NODEV,
-            Some(c.overlay_opts.as_c_str()),
-        ),
-    )?;
+    // SAFETY: move_mount with an empty source path and MOVE_MOUNT_F_EMPTY_PATH
+    // acts on the detached mount `root`; the target is a NUL-terminated path.
+    let attached = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            p.root.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.root.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    at(Step::AttachRoot, raw(attached))?;
+    if let Some(h) = &p.hardening {
+        let id = h.ids.host(0);
+        // SAFETY: setfsgid/setfsuid take an id by value and act on this
+        // (single-threaded) process.
+        unsafe {
+            libc::setfsgid(id);
+            libc::setfsuid(id);
+        }
+        at(Step::OwnFiles, caps::raise_effective())?;
+    }
     let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     at(
         Step::MountProc,
@@ -68,7 +86,7 @@ pub(super) fn child_main(
             Some(c"proc"),
             c.proc_.as_c_str(),
             Some(c"proc"),
-            hidden | MsFlags::MS_RDONLY,
+            hidden,
             none,
         ),
     )?;
@@ -82,6 +100,40 @@ pub(super) fn child_main(
             none,
         ),
     )?;
+    for (n, m) in c.masks.iter().enumerate() {
+        let r = match m {
+            Mask::File(path) => mount(
+                Some(c.dev_null.as_c_str()),
+                path.as_c_str(),
+                none,
+                MsFlags::MS_BIND,
+                none,
+            ),
+            Mask::Dir(path) => mount(
+                Some(c.tmpfs.as_c_str()),
+                path.as_c_str(),
+                Some(c.tmpfs.as_c_str()),
+                hidden | MsFlags::MS_RDONLY,
+                Some(c.empty_ro.as_c_str()),
+            ),
+        };
+        at_nth(Step::Mask, n, r)?;
+    }
+    for (n, path) in c.read_only.iter().enumerate() {
+        let p = path.as_c_str();
+        at_nth(
+            Step::ReadOnly,
+            n,
+            mount(Some(p), p, none, MsFlags::MS_BIND | MsFlags::MS_REC, none),
+        )?;
+        let ro = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
+        at_nth(Step::ReadOnly, n, mount(none, p, none, ro, none))?;
+    }
     at(
         Step::MountDev,
         mount(
@@ -93,10 +145,11 @@ pub(super) fn child_main(
         ),
     )?;
     nix::sys::stat::umask(Mode::empty());
-    for (path, major, minor) in &c.nodes {
+    for (n, (path, major, minor)) in c.nodes.iter().enumerate() {
         let mode = Mode::from_bits_truncate(0o666);
-        at(
+        at_nth(
             Step::MakeDevNode,
+            n,
             mknod(
                 path.as_c_str(),
                 SFlag::S_IFCHR,
@@ -119,9 +172,10 @@ pub(super) fn child_main(
             Some(c.pts_opts.as_c_str()),
         ),
     )?;
-    for (target, link) in &c.links {
-        at(
+    for (n, (target, link)) in c.links.iter().enumerate() {
+        at_nth(
             Step::LinkDev,
+            n,
             nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str()),
         )?;
     }
@@ -193,16 +247,27 @@ pub(super) fn child_main(
         Step::BindGuest,
         mount(none, c.guest_target.as_c_str(), none, ro, none),
     )?;
+    let token = at(
+        Step::WriteToken,
+        nix::fcntl::open(
+            c.token.as_c_str(),
+            oflag | nix::fcntl::OFlag::O_EXCL | nix::fcntl::OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o400),
+        ),
+    )?;
+    at(Step::WriteToken, nix::unistd::write(&token, &p.token))?;
+    drop(token);
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
-    for (path, body) in &p.files {
+    for (n, (path, body)) in p.files.iter().enumerate() {
         // A symlink (e.g. to a resolver's runtime file) is replaced by a file.
         let _ = nix::unistd::unlink(path.as_c_str());
         let oflag = oflag | nix::fcntl::OFlag::O_TRUNC | nix::fcntl::OFlag::O_NOFOLLOW;
-        let fd = at(
+        let fd = at_nth(
             Step::WriteEtc,
+            n,
             nix::fcntl::open(path.as_c_str(), oflag, Mode::from_bits_truncate(0o644)),
         )?;
-        at(Step::WriteEtc, nix::unistd::write(&fd, body))?;
+        at_nth(Step::WriteEtc, n, nix::unistd::write(&fd, body))?;
     }
     at(Step::PivotRoot, nix::unistd::chdir(c.root.as_c_str()))?;
     at(
@@ -218,10 +283,9 @@ pub(super) fn child_main(
         Step::SetHostname,
         nix::unistd::sethostname(OsStr::from_bytes(&p.hostname)),
     )?;
-    drop_caps(&p.caps_drop)?;
     at(Step::Stdio, nix::unistd::dup2_stdin(&p.stdin))?;
-    at(Step::Stdio, nix::unistd::dup2_stdout(&p.log))?;
-    at(Step::Stdio, nix::unistd::dup2_stderr(&p.log))?;
+    at(Step::Stdio, nix::unistd::dup2_stdout(&p.stdout))?;
+    at(Step::Stdio, nix::unistd::dup2_stderr(&p.stdout))?;
     // SAFETY: close_range only flags descriptors close-on-exec; none of them
     // is used by this process again except across exec.
     let rc = unsafe {
@@ -231,75 +295,66 @@ pub(super) fn child_main(
             libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
         )
     };
-    at(Step::Stdio, nix::errno::Errno::result(rc))?;
+    at(Step::Stdio, Errno::result(rc))?;
+    if let Some(h) = &p.hardening {
+        at(
+            Step::JoinUserns,
+            setns(&h.userns, CloneFlags::CLONE_NEWUSER),
+        )?;
+        // SAFETY: raw set*id calls with integer arguments (0 is the
+        // namespace's root, which maps to the range's base).
+        unsafe {
+            at(
+                Step::SetIds,
+                raw(libc::syscall(
+                    libc::SYS_setgroups,
+                    0,
+                    std::ptr::null::<libc::gid_t>(),
+                )),
+            )?;
+            at(
+                Step::SetIds,
+                raw(libc::syscall(libc::SYS_setresgid, 0, 0, 0)),
+            )?;
+            at(
+                Step::SetIds,
+                raw(libc::syscall(libc::SYS_setresuid, 0, 0, 0)),
+            )?;
+        }
+    }
+    // After joining the user namespace: setns gives a full bounding set.
+    at(Step::DropCaps, caps::drop_bounding(&p.caps_drop))?;
+    at(Step::DropCaps, caps::clear_inheritable())?;
     reset_signals()?;
+    if let Some(h) = &p.hardening {
+        let prog = libc::sock_fprog {
+            len: h.seccomp.len() as libc::c_ushort,
+            filter: h.seccomp.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: `prog` points at the compiled filter (seccompiler's
+        // sock_filter has libc's layout), alive until exec; the kernel
+        // copies it. Without no_new_privs the kernel asks for CAP_SYS_ADMIN
+        // in the current user namespace, which the sandbox's root holds here.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+                0,
+                0,
+            )
+        };
+        at(Step::Seccomp, Errno::result(rc))?;
+    }
     // SAFETY: `exe`, `argv` and `envp` are NUL-terminated C strings and
     // NULL-terminated pointer arrays owned by the plan, alive until exec.
     unsafe { libc::execve(c.exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    Err((Step::Exec, nix::Error::last()))
-}
-
-/// Drops every capability outside [`ALLOWED_CAPS`] from the bounding set and
-/// clears the inheritable (and so the ambient) set; `exec` then gives the
-/// root guest exactly the bounding set.
-fn drop_caps(drop: &[libc::c_ulong]) -> Result<(), (Step, nix::Error)> {
-    for cap in drop {
-        // SAFETY: PR_CAPBSET_DROP takes a capability number by value.
-        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap, 0, 0, 0) };
-        if rc < 0 {
-            let e = nix::Error::last();
-            if e != nix::Error::EINVAL {
-                return Err((Step::DropCaps, e));
-            }
-        }
-    }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capget fills `data` (two elements for version 3) for the
-    // calling thread; both structs are repr(C) and outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut Header,
-            data.as_mut_ptr(),
-        )
-    };
-    if rc < 0 {
-        return Err((Step::DropCaps, nix::Error::last()));
-    }
-    for d in &mut data {
-        d.inheritable = 0;
-    }
-    // SAFETY: as above; capset reads the same structures.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
-    if rc < 0 {
-        return Err((Step::DropCaps, nix::Error::last()));
-    }
-    Ok(())
+    Err((Step::Exec, 0, Errno::last()))
 }
 
 /// Default dispositions for every signal and an empty mask: the guest must
 /// not inherit the runtime's ignored SIGPIPE or blocked signals.
-fn reset_signals() -> Result<(), (Step, nix::Error)> {
+fn reset_signals() -> Result<(), Failure> {
     for sig in 1..libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;

@@ -12,32 +12,45 @@
 //! restriction, but needs a binary the library cannot assume and costs an
 //! extra `exec` on every start.
 //!
-//! The child (PID 1 of its new PID namespace, with new mount, UTS and IPC
-//! namespaces):
+//! The parent first builds the sandbox's root filesystem as a detached,
+//! idmapped overlay ([`super::rootmount`]) and its user namespace
+//! ([`super::userns`]). The child (PID 1 of its new PID namespace, with new
+//! mount, UTS and IPC namespaces), still host root:
 //!
 //! 1. joins its cgroups by writing `0` to the `cgroup.procs` files opened by
 //!    the parent, then unshares a cgroup namespace rooted there;
 //! 2. joins the sandbox's netns (`setns`);
-//! 3. makes every mount private, mounts the sandbox's disk (ext4 on a loop
-//!    device) and the overlay (template image below, the disk's `upper` on
-//!    top) — inside its own mount namespace, so they vanish with it;
-//! 4. mounts `/proc` and `/sys` read-only, a tmpfs `/dev` with `null`, `zero`,
-//!    `full`, `random`, `urandom`, `tty`, a private `devpts` and `ptmx`,
-//!    tmpfs `/dev/shm`, `/tmp` and `/run`, binds `wrenn-guest` read-only at
-//!    `/run/wrenn/wrenn-guest`, writes `/etc/resolv.conf` and `/etc/hosts`;
-//! 5. `pivot_root`s into the overlay and detaches the old root;
-//! 6. sets the hostname to the sandbox id, bounds its capabilities, points
-//!    stdin at `/dev/null` and stdout/stderr at `guest.log`, resets signal
-//!    dispositions and the signal mask, and `exec`s the guest.
+//! 3. makes every mount private and attaches the overlay on its root
+//!    directory — inside its own mount namespace, so it vanishes with it;
+//! 4. takes the sandbox root's host ids as its filesystem ids, so that
+//!    every file and directory it makes is the sandbox root's;
+//! 5. mounts `/proc` (`/proc/sys`, `/proc/sysrq-trigger`, `/proc/irq`,
+//!    `/proc/bus`, `/proc/fs` read-only) and `/sys` read-only, covers
+//!    [`plan::MASKED`] (`/proc/kcore`, `/proc/keys`, `/sys/firmware`, …),
+//!    mounts a tmpfs `/dev` with `null`, `zero`, `full`, `random`,
+//!    `urandom`, `tty`, a private `devpts` and `ptmx`, tmpfs `/dev/shm`,
+//!    `/tmp` and `/run`, binds `wrenn-guest` read-only at
+//!    `/run/wrenn/wrenn-guest`, writes the guest's token (0400) and
+//!    `/etc/resolv.conf` and `/etc/hosts`;
+//! 6. `pivot_root`s into the overlay and detaches the old root, sets the
+//!    hostname to the sandbox id, points stdin at `/dev/null` and
+//!    stdout/stderr at the log pipe;
+//! 7. joins the sandbox's user namespace and becomes its root (every
+//!    namespace but the user namespace stays owned by the host's: the
+//!    sandbox's root cannot mount, change the hostname or the network),
+//!    bounds its capabilities, resets signal dispositions and the mask,
+//!    installs the seccomp filter ([`super::seccomp`]) and `exec`s the
+//!    guest.
 //!
-//! Failure of any step is written as `(step, errno)` to a close-on-exec pipe;
-//! end-of-file on that pipe means the `exec` succeeded.
+//! Failure of any step is written as `(step, index, errno)` to a
+//! close-on-exec pipe; end-of-file on that pipe means the `exec` succeeded.
 //!
 //! Capabilities: the bounding set (and so what the guest and every process it
 //! starts as root can ever hold) is Docker's default set without `MKNOD`:
-//! [`ALLOWED_CAPS`]. `no_new_privs` is *not* set: the `base` template's
-//! `wrenn-user` uses `sudo`, a set-uid program, and the bounding set already
-//! caps what set-uid root can regain.
+//! [`ALLOWED_CAPS`], held in the sandbox's user namespace only.
+//! `no_new_privs` is *not* set: the `base` template's `wrenn-user` uses
+//! `sudo`, a set-uid program, and the bounding set already caps what set-uid
+//! root can regain.
 
 mod child;
 mod plan;
@@ -68,6 +81,9 @@ pub const ALLOWED_CAPS: &[(u32, &str)] = &[
 
 /// Where the guest binary appears inside the sandbox.
 pub const GUEST_PATH: &str = "/run/wrenn/wrenn-guest";
+/// The guest's credential inside the sandbox: readable by the sandbox's
+/// root only.
+pub const TOKEN_PATH: &str = "/run/wrenn/token";
 const CHILD_STACK: usize = 256 * 1024;
 
 /// A step of the child, reported back on failure.
@@ -78,10 +94,12 @@ enum Step {
     CgroupNs,
     JoinNetns,
     PrivateMounts,
-    MountDisk,
-    MountOverlay,
+    AttachRoot,
+    OwnFiles,
     MountProc,
     MountSys,
+    Mask,
+    ReadOnly,
     MountDev,
     MakeDevNode,
     LinkDev,
@@ -91,15 +109,54 @@ enum Step {
     MountRun,
     MakeGuestTarget,
     BindGuest,
+    WriteToken,
     WriteEtc,
     PivotRoot,
     DetachOldRoot,
     SetHostname,
-    DropCaps,
     Stdio,
+    JoinUserns,
+    SetIds,
+    DropCaps,
     Signals,
+    Seccomp,
     Exec,
 }
+
+/// Every step, in order (`Step as u8 - 1` is the index).
+const STEPS: [Step; 31] = [
+    Step::JoinCgroup,
+    Step::CgroupNs,
+    Step::JoinNetns,
+    Step::PrivateMounts,
+    Step::AttachRoot,
+    Step::OwnFiles,
+    Step::MountProc,
+    Step::MountSys,
+    Step::Mask,
+    Step::ReadOnly,
+    Step::MountDev,
+    Step::MakeDevNode,
+    Step::LinkDev,
+    Step::MountDevPts,
+    Step::MountShm,
+    Step::MountTmp,
+    Step::MountRun,
+    Step::MakeGuestTarget,
+    Step::BindGuest,
+    Step::WriteToken,
+    Step::WriteEtc,
+    Step::PivotRoot,
+    Step::DetachOldRoot,
+    Step::SetHostname,
+    Step::Stdio,
+    Step::JoinUserns,
+    Step::SetIds,
+    Step::DropCaps,
+    Step::Signals,
+    Step::Seccomp,
+    Step::Exec,
+];
 
 /// A failed start, with the step and what it was working on.
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +197,10 @@ pub fn spawn(plan: Plan) -> Result<Pid, SpawnError> {
         | CloneFlags::CLONE_NEWIPC;
     let (plan_ref, argv_ref, envp_ref) = (&plan, &argv, &envp);
     let child: nix::sched::CloneCb = Box::new(move || {
-        let Err((step, errno)) = child::child_main(plan_ref, argv_ref, envp_ref);
+        let Err((step, index, errno)) = child::child_main(plan_ref, argv_ref, envp_ref);
         let mut report = [0u8; 8];
         report[0] = step as u8;
+        report[2..4].copy_from_slice(&(index as u16).to_le_bytes());
         report[4..].copy_from_slice(&(errno as i32).to_le_bytes());
         let _ = nix::unistd::write(&err_w, &report);
         127
@@ -169,45 +227,16 @@ pub fn spawn(plan: Plan) -> Result<Pid, SpawnError> {
         return Ok(pid);
     }
     let _ = nix::sys::wait::waitpid(pid, None);
-    let step = step_from(report[0]);
+    let step = STEPS
+        .get(usize::from(report[0]).wrapping_sub(1))
+        .copied()
+        .unwrap_or(Step::Exec);
+    let index = usize::from(u16::from_le_bytes([report[2], report[3]]));
     let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
-    let (name, path) = plan.describe(step);
+    let (name, path) = plan.describe(step, index);
     Err(SpawnError {
         step: name,
         path,
         source: io::Error::from_raw_os_error(errno),
     })
-}
-
-fn step_from(b: u8) -> Step {
-    const ALL: [Step; 25] = [
-        Step::JoinCgroup,
-        Step::CgroupNs,
-        Step::JoinNetns,
-        Step::PrivateMounts,
-        Step::MountDisk,
-        Step::MountOverlay,
-        Step::MountProc,
-        Step::MountSys,
-        Step::MountDev,
-        Step::MakeDevNode,
-        Step::LinkDev,
-        Step::MountDevPts,
-        Step::MountShm,
-        Step::MountTmp,
-        Step::MountRun,
-        Step::MakeGuestTarget,
-        Step::BindGuest,
-        Step::WriteEtc,
-        Step::PivotRoot,
-        Step::DetachOldRoot,
-        Step::SetHostname,
-        Step::DropCaps,
-        Step::Stdio,
-        Step::Signals,
-        Step::Exec,
-    ];
-    ALL.into_iter()
-        .find(|s| *s as u8 == b)
-        .unwrap_or(Step::Exec)
 }

@@ -40,12 +40,26 @@ pub struct Agent {
 
 /// How to start an agent.
 pub struct AgentBuilder {
+    /// Stderr is a pipe whose read end is closed at once (a console nobody
+    /// drains, as while the host agent restarts).
+    broken_stderr: bool,
+    log_level: String,
     command: Command,
 }
 
 impl AgentBuilder {
     pub fn arg(mut self, arg: &str) -> Self {
         self.command.arg(arg);
+        self
+    }
+
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.to_owned();
+        self
+    }
+
+    pub fn broken_stderr(mut self) -> Self {
+        self.broken_stderr = true;
         self
     }
 
@@ -61,12 +75,19 @@ impl AgentBuilder {
 
     pub async fn start(mut self) -> Agent {
         require_root();
+        let stderr = if self.broken_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         let mut child = self
             .command
+            .args(["--log-level", &self.log_level])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting wrenn-guest");
+        drop(child.stderr.take());
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -116,16 +137,13 @@ impl Agent {
             }
             None => Command::new(bin), // runs: -; the guest agent built here
         };
-        // WRENN_TEST_GUEST_LOG=debug shows the agent's logs while debugging a test.
-        let level = std::env::var("WRENN_TEST_GUEST_LOG").unwrap_or_else(|_| "warn".into());
-        command.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--print-addr",
-            "--log-level",
-            &level,
-        ]);
-        AgentBuilder { command }
+        command.args(["--listen", "127.0.0.1:0", "--print-addr"]);
+        AgentBuilder {
+            broken_stderr: false,
+            // WRENN_TEST_GUEST_LOG=debug shows the agent's logs while debugging a test.
+            log_level: std::env::var("WRENN_TEST_GUEST_LOG").unwrap_or_else(|_| "warn".into()),
+            command,
+        }
     }
 
     pub async fn start() -> Agent {

@@ -1,33 +1,34 @@
 //! Per-connection bookkeeping for the header-read and idle timeouts.
 //!
 //! hyper's own HTTP/1 header timeout restarts the moment a response is done,
-//! so on a keep-alive connection it doubles as a 10 s idle timeout. wrenn
-//! wants the two apart (10 s to send a header, 620 s of quiet between
-//! requests), so the connection's socket is wrapped ([`WatchedIo`]) to see
-//! bytes move, the service is wrapped ([`Tracked`]) to see requests start and
-//! finish, and [`watch`] turns that into a verdict.
+//! so on a keep-alive connection it doubles as a 10 s idle timeout, and its
+//! HTTP/2 server has neither. wrenn wants the two apart (10 s to send a
+//! request, 620 s with none in progress), for both protocols, so the
+//! connection's socket is wrapped ([`WatchedIo`]) to see bytes arrive, the
+//! service is wrapped ([`Tracked`]) to see requests start and finish, and
+//! [`watch`] turns that into a verdict.
 //!
-//! - Header timeout: from accept (first request) or from the first byte read
-//!   while no request is in progress (later requests) until the request
-//!   reaches the service.
-//! - Idle timeout: no byte read or written while no request is in progress.
-//! - HTTP/2 connections (recognised by their preface) get neither: their
-//!   streams may be quiet for hours (a PTY), and keepalive PINGs find dead
-//!   peers instead.
+//! - Header timeout: from accept until the first request reaches the
+//!   service; on HTTP/1 also from the first byte read while no request is in
+//!   progress until that request reaches the service. (An HTTP/2 request
+//!   arrives as one HEADERS frame: after the first, there is no partial
+//!   header to time.)
+//! - Idle timeout: no request in progress since the last one ended (or since
+//!   accept). A request stays in progress until its response body is done,
+//!   so a quiet stream (a PTY) keeps its connection; HTTP/2 PINGs do not.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
-use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -47,9 +48,11 @@ const NO_HEAD: u64 = u64::MAX;
 #[derive(Debug)]
 pub(crate) struct ConnState {
     start: Instant,
-    last_activity: AtomicU64,
+    /// When the last request ended (0: none yet).
+    idle_since: AtomicU64,
     head_started: AtomicU64,
     active: AtomicUsize,
+    requests: AtomicU64,
     proto: AtomicU8,
     preface_seen: Mutex<usize>,
     notify: Notify,
@@ -59,9 +62,10 @@ impl ConnState {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(ConnState {
             start: Instant::now(),
-            last_activity: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
             proto: AtomicU8::new(PROTO_UNKNOWN),
             preface_seen: Mutex::new(0),
             notify: Notify::new(),
@@ -84,8 +88,6 @@ impl ConnState {
         if bytes.is_empty() {
             return;
         }
-        let now = self.now();
-        self.last_activity.store(now, Ordering::Relaxed);
         let mut proto = self.proto.load(Ordering::Acquire);
         if proto == PROTO_UNKNOWN {
             proto = self.sniff(bytes);
@@ -94,7 +96,7 @@ impl ConnState {
             && self.active.load(Ordering::Acquire) == 0
             && self
                 .head_started
-                .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(NO_HEAD, self.now(), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         {
             self.notify.notify_one();
@@ -104,7 +106,7 @@ impl ConnState {
     /// Compares the first bytes with the HTTP/2 preface; returns the protocol
     /// once decided.
     fn sniff(&self, bytes: &[u8]) -> u8 {
-        let mut seen = self.preface_seen.lock();
+        let mut seen = self.preface_seen.lock().unwrap_or_else(|p| p.into_inner());
         let want = &H2_PREFACE[*seen..PREFACE_DECIDES];
         let n = want.len().min(bytes.len());
         let decided = if bytes[..n] != want[..n] {
@@ -123,16 +125,12 @@ impl ConnState {
         decided
     }
 
-    fn on_write(&self, n: usize) {
-        if n > 0 {
-            self.last_activity.store(self.now(), Ordering::Relaxed);
-        }
-    }
-
     /// A request reached the service: its head is complete.
     fn request_started(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(NO_HEAD, Ordering::Release);
+        self.notify.notify_one();
         ActiveGuard(self.clone())
     }
 }
@@ -140,9 +138,9 @@ impl ConnState {
 /// Why a connection should end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Close now: a request head did not arrive in time.
+    /// Close now: a request did not arrive in time.
     HeaderTimeout,
-    /// Close gracefully: nothing happened for the idle timeout.
+    /// Close gracefully: no request for the idle timeout.
     Idle,
 }
 
@@ -160,25 +158,29 @@ pub(crate) async fn watch(
         notified.as_mut().enable();
         let now = conn.now();
         let mut deadline = u64::MAX;
-        if !conn.is_http2() {
-            let head = conn.head_started.load(Ordering::Acquire);
-            if head != NO_HEAD {
-                let d = head.saturating_add(header_ms);
-                if now >= d {
-                    return Verdict::HeaderTimeout;
-                }
-                deadline = deadline.min(d);
+        let first = conn.requests.load(Ordering::Acquire) == 0;
+        let head = conn.head_started.load(Ordering::Acquire);
+        // The first request, on either protocol, and a later HTTP/1 head.
+        let header_clock = if first && conn.is_http2() {
+            Some(0)
+        } else {
+            (head != NO_HEAD).then_some(head)
+        };
+        if let Some(t) = header_clock {
+            let d = t.saturating_add(header_ms);
+            if now >= d {
+                return Verdict::HeaderTimeout;
             }
-            if conn.active.load(Ordering::Acquire) == 0 {
-                let d = conn
-                    .last_activity
-                    .load(Ordering::Relaxed)
-                    .saturating_add(idle_ms);
-                if now >= d {
-                    return Verdict::Idle;
-                }
-                deadline = deadline.min(d);
+            deadline = deadline.min(d);
+        } else if conn.active.load(Ordering::Acquire) == 0 {
+            let d = conn
+                .idle_since
+                .load(Ordering::Acquire)
+                .saturating_add(idle_ms);
+            if now >= d {
+                return Verdict::Idle;
             }
+            deadline = deadline.min(d);
         }
         if deadline == u64::MAX {
             notified.await;
@@ -198,12 +200,14 @@ pub(crate) struct ActiveGuard(Arc<ConnState>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.notify.notify_one();
+        let c = &self.0;
+        c.idle_since.store(c.now(), Ordering::Release);
+        c.active.fetch_sub(1, Ordering::AcqRel);
+        c.notify.notify_one();
     }
 }
 
-/// A socket that reports its reads and writes to a [`ConnState`].
+/// A socket that reports what it reads to a [`ConnState`].
 #[derive(Debug)]
 pub(crate) struct WatchedIo<T> {
     inner: T,
@@ -237,11 +241,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = res {
-            self.conn.on_write(n);
-        }
-        res
+        Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -249,11 +249,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            self.conn.on_write(n);
-        }
-        res
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -277,12 +273,12 @@ pub(crate) struct Tracked<S> {
     pub(crate) conn: Arc<ConnState>,
 }
 
-impl<S, B> Service<Request<B>> for Tracked<S>
+impl<S, Req, B> Service<Request<Req>> for Tracked<S>
 where
-    S: Service<Request<B>, Response = Response<axum::body::Body>, Error = Infallible>,
+    S: Service<Request<Req>, Response = Response<B>, Error = Infallible>,
     S::Future: Send + 'static,
 {
-    type Response = Response<TrackedBody>;
+    type Response = Response<TrackedBody<B>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -290,7 +286,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<Req>) -> Self::Future {
         let guard = self.conn.request_started();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -305,19 +301,19 @@ where
 
 /// A response body that keeps its request "in progress" until dropped.
 #[derive(Debug)]
-pub(crate) struct TrackedBody {
-    inner: axum::body::Body,
+pub struct TrackedBody<B> {
+    inner: B,
     _guard: ActiveGuard,
 }
 
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -369,18 +365,54 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn verdicts_follow_the_two_clocks() {
-        let c = ConnState::new();
+        let (header, idle) = (Duration::from_secs(10), Duration::from_secs(620));
         // Nothing sent after accept: header timeout.
-        let v = watch(&c, Duration::from_secs(10), Duration::from_secs(620)).await;
-        assert_eq!(v, Verdict::HeaderTimeout);
+        let c = ConnState::new();
+        assert_eq!(watch(&c, header, idle).await, Verdict::HeaderTimeout);
 
         // A finished request, then quiet: idle timeout, not header timeout.
         let c = ConnState::new();
         c.on_read(b"GET / HTTP/1.1\r\n\r\n");
         drop(c.request_started());
         let t0 = tokio::time::Instant::now();
-        let v = watch(&c, Duration::from_secs(10), Duration::from_secs(620)).await;
-        assert_eq!(v, Verdict::Idle);
+        assert_eq!(watch(&c, header, idle).await, Verdict::Idle);
+        assert!(
+            t0.elapsed() >= Duration::from_secs(619),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_gets_both_clocks_and_pings_do_not_count() {
+        let (header, idle) = (Duration::from_secs(10), Duration::from_secs(620));
+        // A preface and settings, then no request: closed at the header timeout.
+        let c = ConnState::new();
+        c.on_read(H2_PREFACE);
+        c.on_read(b"\0\0\0\x04\0\0\0\0\0");
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(watch(&c, header, idle).await, Verdict::HeaderTimeout);
+        assert!(t0.elapsed() <= Duration::from_secs(10));
+
+        // A stream open for longer than the idle timeout keeps the
+        // connection; once it ends, frames (PINGs) do not.
+        let c = ConnState::new();
+        c.on_read(H2_PREFACE);
+        let stream = c.request_started();
+        let waiting =
+            tokio::time::timeout(Duration::from_secs(3600), watch(&c, header, idle)).await;
+        assert!(waiting.is_err(), "an open stream is not idle: {waiting:?}");
+        drop(stream);
+        let t0 = tokio::time::Instant::now();
+        let watching = watch(&c, header, idle);
+        tokio::pin!(watching);
+        for _ in 0..30 {
+            tokio::select! {
+                v = &mut watching => panic!("too early: {v:?}"),
+                _ = tokio::time::sleep(Duration::from_secs(20)) => c.on_read(b"\0\0\x08\x06\0\0\0\0\0ping...."),
+            }
+        }
+        assert_eq!(watching.await, Verdict::Idle);
         assert!(
             t0.elapsed() >= Duration::from_secs(619),
             "{:?}",
