@@ -246,8 +246,9 @@ fn remove_dir(dir: &Path) {
 pub async fn metric(admin: SocketAddr, name: &str) -> anyhow::Result<f64> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut tcp = tokio::net::TcpStream::connect(admin).await?;
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .await?;
+    // The admin listener answers 421 to a Host that is not its own.
+    let head = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await?;
     let mut body = String::new();
     tcp.read_to_string(&mut body).await?;
     body.lines()
