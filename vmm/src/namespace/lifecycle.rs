@@ -34,7 +34,8 @@ pub(super) async fn create(inner: &Arc<Inner>, spec: SandboxSpec) -> Result<Sand
     let mut dir_created = false;
     let result = build(inner, &st, &mut dir_created).instrument(span).await;
     match result {
-        Ok(()) => {
+        Ok(userns) => {
+            st.userns = userns;
             let handle = inner.handle(&st);
             *cell.handle.lock() = Some(handle.clone());
             tracing::debug!("sandbox created");
@@ -76,6 +77,7 @@ fn reserve(inner: &Inner, spec: &SandboxSpec) -> Result<(Arc<Cell>, Slot)> {
             proc: None,
             holds_template: false,
             paused: false,
+            userns: None,
         }),
     });
     table.sandboxes.insert(spec.id.clone(), cell.clone());
@@ -88,7 +90,10 @@ fn unreserve(inner: &Inner, id: &SandboxId, slot: Slot) {
     table.slots.release(slot);
 }
 
-async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result<()> {
+/// Makes the sandbox's directory, then its network, cgroups, disk image and
+/// (hardened) user namespace, the blocking part beside the network's.
+/// Returns the user namespace for `start`.
+async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result<Option<OwnedFd>> {
     match st.dir.create(&inner.cfg.dir, &st.record) {
         Ok(()) => *dir_created = true,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => {
@@ -102,7 +107,6 @@ async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result
             });
         }
     }
-    inner.net.setup(st.slot, &slot_options(inner, st)).await?;
     let cgroup = st.cgroup.clone();
     let limits = Limits {
         memory_bytes: u64::from(st.record.memory_mb) << 20,
@@ -111,12 +115,26 @@ async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result
     };
     let disk_mb = st.record.disk_mb;
     let disk = st.dir.disk_image();
-    let inner = inner.clone();
-    let blocking = tokio::task::spawn_blocking(move || -> Result<()> {
+    let ids = inner.seccomp.is_some().then(|| IdRange::for_slot(st.slot));
+    let inner2 = inner.clone();
+    let blocking = tokio::task::spawn_blocking(move || -> Result<Option<OwnedFd>> {
         cgroup.create(&limits)?;
-        inner.disks.create(disk_mb, &disk)
+        inner2.disks.create(disk_mb, &disk)?;
+        ids.map(|ids| {
+            userns::create(ids).map_err(|source| Error::Io {
+                step: "create the sandbox's user namespace",
+                path: format!("uid {}", ids.base).into(),
+                source,
+            })
+        })
+        .transpose()
     });
-    join(blocking).await
+    // Both run to their end before either's error is returned: the caller's
+    // teardown then finds everything that was made.
+    let net = inner.net.setup(st.slot, &slot_options(inner, st)).await;
+    let made = join(blocking).await;
+    net?;
+    made
 }
 
 /// The network a sandbox's record asks for.
@@ -316,6 +334,7 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
         ),
         env: st.record.env.clone(),
         token: st.record.guest_token.clone(),
+        userns: st.userns.take(),
     };
     let inner2 = inner.clone();
     let (pid, console) = join(tokio::task::spawn_blocking(move || {
@@ -381,6 +400,8 @@ struct StartInput {
     hosts: String,
     env: std::collections::BTreeMap<String, String>,
     token: String,
+    /// Made at create; `None` when unhardened (or made here if missing).
+    userns: Option<OwnedFd>,
 }
 
 /// Attaches the disk, builds the root filesystem and the user namespace,
@@ -419,13 +440,14 @@ fn start_blocking(
         .templates
         .ns()
         .run(move || -> Result<nix::unistd::Pid> {
-            let userns = match seccomp {
-                Some(_) => Some(userns::create(ids).map_err(|source| Error::Io {
+            let userns = match (seccomp, i.userns) {
+                (Some(_), Some(made)) => Some(made),
+                (Some(_), None) => Some(userns::create(ids).map_err(|source| Error::Io {
                     step: "create the sandbox's user namespace",
                     path: format!("uid {}", ids.base).into(),
                     source,
                 })?),
-                None => None,
+                (None, _) => None,
             };
             let idmap = userns.as_ref().map(|u| rootmount::Idmap { ids, userns: u });
             let root = rootmount::assemble(lower, &disk_path, idmap).map_err(|e| Error::Io {
@@ -525,6 +547,7 @@ async fn destroy_leftover(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
         proc: None,
         holds_template: false,
         paused: false,
+        userns: None,
         record,
     };
     let result = teardown(inner, &mut st, true).await;

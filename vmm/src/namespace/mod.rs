@@ -111,6 +111,9 @@ struct State {
     /// Holds a reference on the template mount (started by this runtime).
     holds_template: bool,
     paused: bool,
+    /// The sandbox's user namespace, made at create (beside the network)
+    /// and used by its start.
+    userns: Option<std::os::fd::OwnedFd>,
 }
 
 impl NamespaceRuntime {

@@ -92,6 +92,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
             proc: None,
             holds_template: false,
             paused: false,
+            userns: None,
             record,
         };
         match intact(inner, &st).await {
