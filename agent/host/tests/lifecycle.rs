@@ -33,6 +33,27 @@ async fn expect(s: &mut tonic::Streaming<pb::SandboxEvent>, k: Kind, id: &str) -
     ev.sandbox.unwrap()
 }
 
+/// The next `Destroyed` event's sandbox, skipping other events.
+async fn next_destroyed(w: &mut tonic::Streaming<pb::SandboxEvent>, what: &str) -> pb::Sandbox {
+    loop {
+        let ev = next(w, T).await.expect(what).unwrap();
+        if kind(&ev) == Kind::Destroyed {
+            return ev.sandbox.unwrap();
+        }
+    }
+}
+
+/// Ids of the sandboxes the agent lists.
+async fn listed_ids(h: &mut Harness) -> Vec<String> {
+    let list = h
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    list.sandboxes.into_iter().map(|s| s.id).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_sends_snapshot_then_lifecycle_events() {
     let mut h = Harness::start().await;
@@ -312,15 +333,9 @@ async fn ttl_expiry_destroys_and_set_timeout_extends() {
     assert!(r.expires_at.unwrap().seconds >= extended.expires_at.unwrap().seconds + 100);
     let doomed = h.create_spec(spec(1)).await;
     let pid = h.runtime.guest_pid(&doomed.id).expect("guest running");
-    loop {
-        let ev = next(&mut w, T).await.expect("timeout reaps it").unwrap();
-        if kind(&ev) == Kind::Destroyed {
-            let sb = ev.sandbox.unwrap();
-            assert_eq!(sb.id, doomed.id, "only the short-lived one expires");
-            assert_eq!(sb.stop_reason, "timeout");
-            break;
-        }
-    }
+    let sb = next_destroyed(&mut w, "timeout reaps it").await;
+    assert_eq!(sb.id, doomed.id, "only the short-lived one expires");
+    assert_eq!(sb.stop_reason, "timeout");
     eventually(T, "guest process gone", || !pid_alive(pid)).await;
     // Past `extended`'s original deadline, it still runs.
     let original = extended.expires_at.unwrap();
@@ -330,14 +345,7 @@ async fn ttl_expiry_destroys_and_set_timeout_extends() {
         std::time::SystemTime::now() > original + Duration::from_millis(300)
     })
     .await;
-    let list = h
-        .client
-        .list_sandboxes(pb::ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let ids: Vec<_> = list.sandboxes.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, [extended.id.as_str()]);
+    assert_eq!(listed_ids(&mut h).await, [extended.id.as_str()]);
     h.shutdown().await;
 }
 
@@ -352,24 +360,11 @@ async fn a_sandbox_whose_guest_exits_is_destroyed_as_lost() {
     // SAFETY: kill takes a pid and a signal by value.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     // Within the reaper's scan interval, long before its 5-minute deadline.
-    loop {
-        let ev = next(&mut w, T).await.expect("the reaper notices").unwrap();
-        if kind(&ev) == Kind::Destroyed {
-            let sb = ev.sandbox.unwrap();
-            assert_eq!(sb.id, lost.id, "only the one whose guest exited");
-            assert_eq!(sb.stop_reason, "lost: its guest agent exited");
-            break;
-        }
-    }
+    let sb = next_destroyed(&mut w, "the reaper notices").await;
+    assert_eq!(sb.id, lost.id, "only the one whose guest exited");
+    assert_eq!(sb.stop_reason, "lost: its guest agent exited");
     eventually(T, "its sandbox process gone", || h.runtime.count() == 1).await;
-    let list = h
-        .client
-        .list_sandboxes(pb::ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let ids: Vec<_> = list.sandboxes.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, [kept.id.as_str()]);
+    assert_eq!(listed_ids(&mut h).await, [kept.id.as_str()]);
     h.shutdown().await;
 }
 
