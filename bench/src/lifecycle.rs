@@ -8,12 +8,19 @@
 //! 2. **Exec** — `true` 500 times in one running sandbox through the
 //!    in-process client (target p50 ≤ 4 ms), and 100 runs of the whole
 //!    `wrenn exec <id> -- true` command.
-//! 3. **Density** — idle sandboxes created 16 at a time up to 1000 (bounded
-//!    by the slot range and the time budget), with create latency against
-//!    the count and host memory per sandbox: the growth of the kernel's
-//!    non-cache memory plus the anonymous and file memory of the sandboxes'
-//!    cgroups (as the `runtime` scenario measures it).
-//! 4. **What the hardening costs** — first (before the density run leaves
+//! 3. **Burst** — 50 creates of the default size (512 MiB, 2 GiB disk) at
+//!    once: all must succeed; p50/p99 (targets 60 ms / 120 ms).
+//! 4. **Density** — idle sandboxes created [`PARALLEL`] at a time up to 1000
+//!    (bounded by the slot range and the time budget; target ≤ 20 s, the
+//!    sustained creates/s reported), with create latency against the count
+//!    and host memory per sandbox: the growth of the kernel's non-cache
+//!    memory plus the anonymous and file memory of the sandboxes' cgroups
+//!    (as the `runtime` scenario measures it). Then, with all of them up,
+//!    sandboxes one after another again: create → ready p50 against the
+//!    first phase's (target ≤ 1.2×), and the agent's per-step means at 0
+//!    and at N (`wrenn_create_step_seconds` of its `/metrics`). Then all
+//!    are destroyed at once (target ≤ 5 s for 1000).
+//! 5. **What the hardening costs** — first (before the density run leaves
 //!    the kernel a thousand namespaces to tear down), a `wrenn up` whose
 //!    agent runs sandboxes without user namespace and seccomp (a runtime
 //!    setting for benchmarks only), the same create → ready and exec runs,
@@ -26,6 +33,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use serde_json::json;
 use wrenn_proto::wrenn::v1::SandboxSpec;
 
@@ -36,9 +44,19 @@ use crate::sandbox;
 use crate::stats::Latencies;
 use crate::svg::Chart;
 
+mod burst;
+mod steps;
+
 const TARGET_CREATE_P50: Duration = Duration::from_millis(20);
 const TARGET_EXEC_P50: Duration = Duration::from_millis(4);
-const PARALLEL: usize = 16;
+/// Creates in flight while filling the host.
+const PARALLEL: usize = 32;
+/// Destroys in flight while emptying it.
+const DESTROY_PARALLEL: usize = 128;
+const TARGET_FILL: Duration = Duration::from_secs(20);
+const TARGET_EMPTY: Duration = Duration::from_secs(5);
+/// create → ready p50 with the host full, against the p50 with it empty.
+const TARGET_FLAT: f64 = 1.2;
 
 fn spec() -> SandboxSpec {
     SandboxSpec {
@@ -50,12 +68,11 @@ fn spec() -> SandboxSpec {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    let started = Instant::now();
     // The unhardened platform first: after the density run the kernel still
     // tears down a thousand network namespaces in the background.
     let unhardened = unhardened_p50s(opts).await?;
     let platform = Platform::start("lifecycle").await?;
-    let result = measure(&platform, opts, started).await;
+    let result = measure(&platform, opts).await;
     let stopped = platform.stop();
     let (mut report, hardened) = result?;
     stopped?;
@@ -140,11 +157,11 @@ fn hardening_cost(opts: &Opts, report: &mut Report, hardened: P50s, unhardened: 
     ));
 }
 
-async fn measure(p: &Platform, opts: &Opts, started: Instant) -> anyhow::Result<(Report, P50s)> {
-    let (latency_n, density_n, budget) = if opts.quick {
-        (15, 32, Duration::from_secs(12))
+async fn measure(p: &Platform, opts: &Opts) -> anyhow::Result<(Report, P50s)> {
+    let (latency_n, burst_n, density_n, budget) = if opts.quick {
+        (15, 16, 32, Duration::from_secs(12))
     } else {
-        (200, 1000, Duration::from_secs(50))
+        (200, 50, 1000, Duration::from_secs(90))
     };
     let slots = p.slot_count();
     let density_n = density_n.min(slots.saturating_sub(1));
@@ -155,6 +172,7 @@ async fn measure(p: &Platform, opts: &Opts, started: Instant) -> anyhow::Result<
     let mut exec = Latencies::new("first exec of `true`", latency_n);
     let mut destroy = Latencies::new("destroy", latency_n);
     let mut ids = Vec::with_capacity(latency_n);
+    let steps_before = steps::Steps::read(p).await?;
     for _ in 0..latency_n {
         let t = Instant::now();
         let sb = sandbox::create(&mut client, spec()).await?;
@@ -164,6 +182,7 @@ async fn measure(p: &Platform, opts: &Opts, started: Instant) -> anyhow::Result<
         exec.record(t.elapsed());
         ids.push(sb.id);
     }
+    let steps_at_0 = steps::Steps::read(p).await?.since(&steps_before);
     for id in &ids {
         let t = Instant::now();
         sandbox::destroy(&mut client, id).await?;
@@ -200,7 +219,21 @@ async fn measure(p: &Platform, opts: &Opts, started: Instant) -> anyhow::Result<
     ));
 
     let exec_p50 = warm_exec(p, &mut client, &mut report, opts.quick).await?;
-    density(&mut client, &mut report, density_n, started + budget, slots).await?;
+    let before = steps::Steps::read(p).await?;
+    burst::run(&client, &mut report, burst_n).await?;
+    let steps_burst = steps::Steps::read(p).await?.since(&before);
+    let full = Full {
+        target: density_n,
+        deadline: Instant::now() + budget,
+        slots,
+        latency_n: latency_n.min(50),
+        p50_at_0: p50,
+        steps: vec![
+            ("0 up, one at a time".to_owned(), steps_at_0),
+            (format!("burst of {burst_n}"), steps_burst),
+        ],
+    };
+    density(p, &mut client, &mut report, full).await?;
     Ok((
         report,
         P50s {
@@ -283,13 +316,25 @@ async fn warm_exec(
     Ok(p50)
 }
 
-async fn density(
-    client: &mut Client,
-    report: &mut Report,
+/// What the density phase is given.
+struct Full {
     target: usize,
     deadline: Instant,
     slots: usize,
+    /// Sequential creates once the host is full.
+    latency_n: usize,
+    p50_at_0: Duration,
+    /// Per-step means of the earlier phases, by phase.
+    steps: Vec<(String, steps::Means)>,
+}
+
+async fn density(
+    p: &Platform,
+    client: &mut Client,
+    report: &mut Report,
+    full: Full,
 ) -> anyhow::Result<()> {
+    let target = full.target;
     settle().await;
     let before = crate::memory::MemInfo::read()?;
     let fill = Instant::now();
@@ -299,7 +344,7 @@ async fn density(
     let bucket = (target / 5).max(PARALLEL);
     let mut stopped_by = None;
     while ids.len() < target {
-        if Instant::now() > deadline {
+        if Instant::now() > full.deadline {
             stopped_by = Some("the time budget".to_owned());
             break;
         }
@@ -336,19 +381,39 @@ async fn density(
         }
     }
     let fill = fill.elapsed();
-    settle().await;
-    let after = crate::memory::MemInfo::read()?;
+    let up = ids.len();
+    let result = async {
+        let at_full = one_at_a_time(p, client, full.latency_n).await?;
+        settle().await;
+        let after = crate::memory::MemInfo::read()?;
+        anyhow::Ok((at_full, after))
+    }
+    .await;
+    // Emptied whatever happened above.
+    let emptying = Instant::now();
+    let destroyed = futures::stream::iter(ids.iter().map(|id| {
+        let mut c = client.clone();
+        async move { sandbox::destroy(&mut c, id).await }
+    }))
+    .buffer_unordered(DESTROY_PARALLEL)
+    .collect::<Vec<_>>()
+    .await;
+    let emptied = emptying.elapsed();
+    let ((at_full, steps_at_full), after) = result?;
+    for r in destroyed {
+        r.context("destroying the density sandboxes")?;
+    }
     let user: u64 = ids
         .iter()
         .map(|id| crate::memory::sandbox_memory(crate::platform::PREFIX, id).unwrap_or(0))
         .sum();
-    let up = ids.len();
     let per = |b: u64| b as f64 / up.max(1) as f64 / f64::from(1 << 20);
     let kernel = after.kernel.saturating_sub(before.kernel);
     let host = per(kernel + user);
+    let rate = up as f64 / fill.as_secs_f64().max(1e-9);
     let mut t = Table::new(
         format!(
-            "Density: {up} idle sandboxes, {PARALLEL} created at a time, in {:.1} s{}",
+            "Density: {up} idle sandboxes, {PARALLEL} created at a time, in {:.1} s ({rate:.0} creates/s){}",
             fill.as_secs_f64(),
             stopped_by
                 .as_ref()
@@ -385,14 +450,65 @@ async fn density(
             "p50_us": ms(s.p50) * 1e3, "p99_us": ms(s.p99) * 1e3}),
         );
     }
+    let v = |d: Duration| d.as_secs_f64() * 1e6;
     report.result(
         json!({"kind": "density", "sandboxes": up, "fill_s": fill.as_secs_f64(),
+        "creates_per_s": rate, "destroy_all_s": emptied.as_secs_f64(),
         "host_mib_per_sandbox": host, "kernel_mib_per_sandbox": per(kernel),
         "user_mib_per_sandbox": per(user),
         "memavailable_mib_per_sandbox": per(before.available.saturating_sub(after.available)),
-        "stopped_by": stopped_by, "slots": slots}),
+        "stopped_by": stopped_by, "slots": full.slots}),
     );
     report.table(t);
+    let s = at_full.summary();
+    let ratio = s.p50.as_secs_f64() / full.p50_at_0.as_secs_f64().max(1e-9);
+    report.result(
+        json!({"kind": "create_at_density", "sandboxes_up": up, "count": s.count,
+        "p50_us": v(s.p50), "p99_us": v(s.p99), "p50_at_0_us": v(full.p50_at_0), "ratio": ratio}),
+    );
+    let mut t = Table::new(
+        format!("One sandbox at a time again, with {up} up"),
+        &[
+            "sandboxes up",
+            "creates",
+            "create → ready p50",
+            "p99",
+            "p50 against 0 up",
+        ],
+    );
+    t.row(vec![
+        up.to_string(),
+        s.count.to_string(),
+        us(v(s.p50)),
+        us(v(s.p99)),
+        format!("{ratio:.2}×"),
+    ]);
+    report.table(t);
+    let mut phases = full.steps;
+    phases.push((format!("{up} up, one at a time"), steps_at_full));
+    for (phase, means) in &phases {
+        for (step, (mean, n)) in means {
+            report.result(json!({"kind": "create_step", "phase": phase, "step": step,
+                "mean_us": mean, "count": n}));
+        }
+    }
+    report.table(steps::table(
+        "Per-step means of a create (the agent's wrenn_create_step_seconds)".to_owned(),
+        &phases,
+    ));
+    report.note(format!(
+        "target: create → ready p50 with {up} up ≤ {TARGET_FLAT}× the p50 with none: {ratio:.2}× — {}",
+        if ratio <= TARGET_FLAT { "met" } else { "MISSED" }
+    ));
+    if up >= 1000 {
+        report.note(format!(
+            "target: 1000 idle sandboxes up in ≤ 20 s: {:.1} s — {}; destroyed in ≤ 5 s: {:.1} s — {}",
+            fill.as_secs_f64(),
+            if fill <= TARGET_FILL { "met" } else { "MISSED" },
+            emptied.as_secs_f64(),
+            if emptied <= TARGET_EMPTY { "met" } else { "MISSED" }
+        ));
+    }
     report.note(format!(
         "host memory per idle sandbox: {host:.2} MiB = kernel {:.2} MiB (unreclaimable slab, stacks, page tables, per-cpu) + sandbox processes and files {:.2} MiB; MemAvailable fell by {:.2} MiB per sandbox (noisy on a shared host)",
         per(kernel),
@@ -402,29 +518,44 @@ async fn density(
     if up < 1000 {
         let why = match &stopped_by {
             Some(s) => format!("stopped by {s}"),
-            None if target < 1000 && slots <= target + 1 => format!(
-                "the slot range holds {slots} sandboxes (WRENN_BENCH_SLOTS=5000-6999 allows 1000)"
+            None if target < 1000 && full.slots <= target + 1 => format!(
+                "the slot range holds {} sandboxes (WRENN_BENCH_SLOTS=5000-6999 allows 1000)",
+                full.slots
             ),
             None => "--quick".to_owned(),
         };
         report.note(format!("density went to {up} sandboxes, not 1000: {why}"));
     }
     report.chart(chart);
-    let t = Instant::now();
-    for chunk in ids.chunks(PARALLEL) {
-        let destroys = chunk.iter().map(|id| {
-            let mut c = client.clone();
-            async move { sandbox::destroy(&mut c, id).await }
-        });
-        for r in futures::future::join_all(destroys).await {
-            r.context("destroying the density sandboxes")?;
-        }
-    }
     println!(
-        "density: {up} sandboxes destroyed in {:.1} s",
-        t.elapsed().as_secs_f64()
+        "density: {up} sandboxes up in {:.1} s, destroyed in {:.1} s",
+        fill.as_secs_f64(),
+        emptied.as_secs_f64()
     );
     Ok(())
+}
+
+/// `n` sandboxes created and destroyed one after another; the create
+/// latencies and the agent's per-step means over them.
+async fn one_at_a_time(
+    p: &Platform,
+    client: &mut Client,
+    n: usize,
+) -> anyhow::Result<(Latencies, steps::Means)> {
+    let mut lat = Latencies::new("create → ready", n);
+    let before = steps::Steps::read(p).await?;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let sb = sandbox::create(client, spec()).await?;
+        lat.record(t.elapsed());
+        ids.push(sb.id);
+    }
+    let means = steps::Steps::read(p).await?.since(&before);
+    for id in &ids {
+        sandbox::destroy(client, id).await?;
+    }
+    Ok((lat, means))
 }
 
 /// Lets freed memory and deferred kernel work settle before a reading.

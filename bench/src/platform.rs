@@ -52,6 +52,8 @@ pub struct Platform {
     pub control: SocketAddr,
     pub proxy: SocketAddr,
     pub proxy_admin: SocketAddr,
+    /// The host agent's gRPC address (also its `/metrics`, with its key).
+    pub agent: SocketAddr,
     slots: (u16, u16),
     auth: Bearer,
 }
@@ -117,6 +119,7 @@ impl Platform {
             control,
             proxy,
             proxy_admin,
+            agent,
             slots,
             auth: Bearer::none(),
         };
@@ -171,6 +174,28 @@ impl Platform {
     /// A metric of the proxy's admin listener.
     pub async fn proxy_metric(&self, name: &str) -> anyhow::Result<f64> {
         metric(self.proxy_admin, name).await
+    }
+
+    /// The host agent's `/metrics` text (it asks for the agent key).
+    pub async fn agent_metrics(&self) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let key =
+            std::fs::read_to_string(self.dir.join("agent.key")).context("reading the agent key")?;
+        let mut tcp = tokio::net::TcpStream::connect(self.agent).await?;
+        let head = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.agent,
+            key.trim()
+        );
+        tcp.write_all(head.as_bytes()).await?;
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).await?;
+        anyhow::ensure!(
+            text.starts_with("HTTP/1.1 200"),
+            "agent /metrics answered: {}",
+            text.lines().next().unwrap_or("nothing")
+        );
+        Ok(text)
     }
 
     /// The pid of `wrenn up`'s proxy process.

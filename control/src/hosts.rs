@@ -210,6 +210,16 @@ impl HostTable {
         self.hosts.values()
     }
 
+    /// The one host, when the table has only one: no choice to make, so a
+    /// create need not count the store's records.
+    pub fn only(&self) -> Option<Arc<Host>> {
+        let mut all = self.hosts.values();
+        match (all.next(), all.next()) {
+            (Some(h), None) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
     /// Where a new sandbox goes: the reachable (or not yet contacted) host with
     /// the fewest live records; every host being unreachable still yields one,
     /// so the caller gets the agent's own connection error.
@@ -249,6 +259,12 @@ mod tests {
             h.mark_unreachable("down".into());
         }
         assert_eq!(table.choose(&load).id(), "c");
+        assert!(table.only().is_none());
+        let one = HostTable::new([host("solo")]).unwrap();
+        assert_eq!(
+            one.only().map(|h| h.id().to_owned()).as_deref(),
+            Some("solo")
+        );
     }
 
     #[tokio::test]

@@ -183,13 +183,27 @@ where
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         if self.check.allows(req.uri().path(), auth) {
-            futures::future::Either::Left(self.inner.call(req))
-        } else {
-            futures::future::Either::Right(std::future::ready(Ok(Status::unauthenticated(
-                UNAUTHENTICATED,
-            )
-            .into_http())))
+            return futures::future::Either::Left(self.inner.call(req));
         }
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let refusal = if grpc {
+            Status::unauthenticated(UNAUTHENTICATED).into_http()
+        } else {
+            // A plain HTTP caller (a metrics scraper) gets plain HTTP.
+            let mut r = http::Response::new(tonic::body::Body::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"missing or wrong bearer key\n"),
+            )));
+            *r.status_mut() = http::StatusCode::UNAUTHORIZED;
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            r
+        };
+        futures::future::Either::Right(std::future::ready(Ok(refusal)))
     }
 }
 

@@ -33,6 +33,7 @@ pub mod net;
 pub mod runtime;
 pub mod sandbox;
 pub mod slot;
+pub mod steps;
 pub mod validate;
 
 pub use factory::build;

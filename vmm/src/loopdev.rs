@@ -6,6 +6,22 @@
 //! mounted inside the sandbox's own mount namespace, so when the sandbox's last
 //! process exits the mount goes and the loop device frees itself; nothing has
 //! to be detached by hand, not even after an agent crash.
+//!
+//! Devices use direct I/O so the backing file's pages are not cached twice
+//! (once by the host, once by the filesystem on the device). A sandbox's
+//! disk is attached buffered and switched to direct I/O once the sandbox
+//! runs ([`LoopDevice::set_direct_io`]): `LOOP_CONFIGURE` with direct I/O
+//! first writes the freshly copied image back to the disk and flushes it,
+//! and the mount then reads the filesystem's metadata from the disk instead
+//! of from the page cache the copy left — measured 86 ms per attach in a
+//! burst of 50 creates.
+//!
+//! Concurrent attaches of this process never try the same device: the
+//! kernel's "first free device" is the same for all of them, and racing
+//! for it made each of 50 concurrent attaches open and claim device after
+//! device behind the others' locks. A device number some attach of ours is
+//! configuring is skipped, and a device past the last is created
+//! (`LOOP_CTL_ADD`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -13,8 +29,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+const LOOP_CTL_ADD: libc::c_ulong = 0x4C80;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
@@ -76,12 +94,101 @@ impl LoopDevice {
     pub fn as_raw_fd(&self) -> i32 {
         self.dev.as_raw_fd()
     }
+
+    /// Switches the device to direct I/O or back. The kernel writes back
+    /// what the page cache holds of the backing file first; I/O on the
+    /// device waits meanwhile.
+    pub fn set_direct_io(&self, on: bool) -> Result<(), Error> {
+        // SAFETY: LOOP_SET_DIRECT_IO takes its argument by value (0 or 1)
+        // on a valid open loop device.
+        let rc = unsafe {
+            libc::ioctl(
+                self.dev.as_raw_fd(),
+                LOOP_SET_DIRECT_IO,
+                libc::c_ulong::from(on),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::Io {
+                step: "LOOP_SET_DIRECT_IO",
+                path: self.path(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
 }
 
-/// Attaches `backing` to a free loop device with autoclear (and direct I/O,
-/// so the backing file's pages are not cached twice). Retries when another
-/// process takes the free device first.
+/// How a device reads and writes its backing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caching {
+    /// Direct I/O from the start.
+    Direct,
+    /// Through the page cache (switch later with [`LoopDevice::set_direct_io`]).
+    Buffered,
+}
+
+/// Attaches `backing` to a free loop device with autoclear and direct I/O
+/// (see the module docs). Retries when another process takes the free
+/// device first.
 pub fn attach(backing: &Path, read_only: bool) -> Result<LoopDevice, Error> {
+    attach_with(backing, read_only, Caching::Direct)
+}
+
+/// Device numbers an attach of this process is configuring.
+static CLAIMED: parking_lot::Mutex<std::collections::BTreeSet<u32>> =
+    parking_lot::Mutex::new(std::collections::BTreeSet::new());
+
+/// A device number this process is trying; released when dropped.
+struct Claim(u32);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        CLAIMED.lock().remove(&self.0);
+    }
+}
+
+/// The kernel's first free device, or the next one no attach of ours is
+/// trying and `busy` does not hold (created when it does not exist yet).
+fn claim(
+    ctl: &File,
+    ctl_path: &Path,
+    busy: &std::collections::BTreeSet<u32>,
+) -> Result<Claim, Error> {
+    let mut claimed = CLAIMED.lock();
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device
+    // number or -1; the fd is a valid open /dev/loop-control.
+    let free = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+    if free < 0 {
+        return Err(Error::Io {
+            step: "LOOP_CTL_GET_FREE",
+            path: ctl_path.to_owned(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    let mut n = free as u32;
+    while claimed.contains(&n) || busy.contains(&n) {
+        n += 1;
+    }
+    if n != free as u32 {
+        // SAFETY: LOOP_CTL_ADD takes the device number by value; it returns
+        // the number or fails with EEXIST when the device exists.
+        let rc = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_ADD, libc::c_ulong::from(n)) };
+        let err = io::Error::last_os_error();
+        if rc < 0 && err.raw_os_error() != Some(libc::EEXIST) {
+            return Err(Error::Io {
+                step: "LOOP_CTL_ADD",
+                path: ctl_path.to_owned(),
+                source: err,
+            });
+        }
+    }
+    claimed.insert(n);
+    Ok(Claim(n))
+}
+
+/// [`attach`], with the caching chosen.
+pub fn attach_with(backing: &Path, read_only: bool, caching: Caching) -> Result<LoopDevice, Error> {
     let file = OpenOptions::new()
         .read(true)
         .write(!read_only)
@@ -103,22 +210,19 @@ pub fn attach(backing: &Path, read_only: bool) -> Result<LoopDevice, Error> {
             path: ctl_path.to_owned(),
             source,
         })?;
-    let mut flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
+    let mut flags = LO_FLAGS_AUTOCLEAR;
+    if caching == Caching::Direct {
+        flags |= LO_FLAGS_DIRECT_IO;
+    }
     if read_only {
         flags |= LO_FLAGS_READ_ONLY;
     }
     let mut last_err = None;
+    // Devices found bound by someone else: not tried again by this attach.
+    let mut busy = std::collections::BTreeSet::new();
     for _ in 0..64 {
-        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device
-        // number or -1; the fd is a valid open /dev/loop-control.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
-        if n < 0 {
-            return Err(Error::Io {
-                step: "LOOP_CTL_GET_FREE",
-                path: ctl_path.to_owned(),
-                source: io::Error::last_os_error(),
-            });
-        }
+        let claim = claim(&ctl, ctl_path, &busy)?;
+        let n = claim.0;
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let dev = OpenOptions::new()
             .read(true)
@@ -164,13 +268,11 @@ pub fn attach(backing: &Path, read_only: bool) -> Result<LoopDevice, Error> {
             )
         };
         if rc == 0 {
-            return Ok(LoopDevice {
-                dev,
-                number: n as u32,
-            });
+            return Ok(LoopDevice { dev, number: n });
         }
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EBUSY) {
+            busy.insert(n);
             last_err = Some((path, err));
             continue;
         }
@@ -215,4 +317,68 @@ pub fn backed_by(path: &Path) -> Vec<(u32, PathBuf)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attaches racing in one process get distinct devices at once (none
+    /// fails or queues behind another's claim), switch to direct I/O, and
+    /// free their devices when closed.
+    #[test]
+    fn concurrent_attaches_get_distinct_devices_and_switch_to_direct_io() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (CI runs as root)"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..8)
+            .map(|i| {
+                let p = tmp.path().join(format!("disk{i}"));
+                std::fs::File::create(&p).unwrap().set_len(4 << 20).unwrap();
+                p
+            })
+            .collect();
+        let barrier = std::sync::Barrier::new(files.len());
+        let devices: Vec<LoopDevice> = std::thread::scope(|s| {
+            let handles: Vec<_> = files
+                .iter()
+                .map(|f| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        attach_with(f, false, Caching::Buffered).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut numbers: Vec<u32> = devices.iter().map(|d| d.number()).collect();
+        numbers.sort();
+        numbers.dedup();
+        assert_eq!(numbers.len(), files.len(), "{numbers:?}");
+        assert!(CLAIMED.lock().is_empty(), "claims are released");
+        let dio = |d: &LoopDevice| {
+            std::fs::read_to_string(format!("/sys/block/loop{}/loop/dio", d.number()))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        for d in &devices {
+            assert_eq!(dio(d), "0");
+            d.set_direct_io(true).unwrap();
+            assert_eq!(dio(d), "1");
+        }
+        drop(devices);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !backed_by(tmp.path()).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "loop devices not released: {:?}",
+                backed_by(tmp.path())
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 }

@@ -30,11 +30,17 @@ pub struct AgentConfig {
     pub guest_ready_timeout_ms: u64,
     /// Interval between two health probes while waiting for the guest.
     pub guest_poll_interval_ms: u64,
-    /// Memory kept free for the host: a create is refused when the sandbox's
-    /// memory plus this exceeds the host's available memory.
+    /// Memory kept free for the host whatever the sandboxes do (admission
+    /// policy: `manager::admission`).
     pub reserve_memory_mb: u64,
     /// Disk kept free under `dir`, the same way.
     pub reserve_disk_mb: u64,
+    /// Admission sets aside 1/this of every sandbox's memory limit on top of
+    /// what is in use (1: full limits; limits are ceilings, idle sandboxes
+    /// use a few MiB).
+    pub memory_overcommit: u32,
+    /// The same for disk images (sparse: they use what is written).
+    pub disk_overcommit: u32,
     /// Build the `base` template at start-up when it does not exist.
     pub build_base_image: bool,
     /// Budget for the shutdown steps after the server stopped accepting
@@ -60,6 +66,8 @@ impl AgentConfig {
     pub const DEFAULT_GUEST_POLL_INTERVAL_MS: u64 = 10;
     pub const DEFAULT_RESERVE_MEMORY_MB: u64 = 256;
     pub const DEFAULT_RESERVE_DISK_MB: u64 = 1024;
+    pub const DEFAULT_MEMORY_OVERCOMMIT: u32 = 8;
+    pub const DEFAULT_DISK_OVERCOMMIT: u32 = 16;
     pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 60;
     pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
     pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 620;
@@ -125,6 +133,8 @@ impl Default for AgentConfig {
             guest_poll_interval_ms: Self::DEFAULT_GUEST_POLL_INTERVAL_MS,
             reserve_memory_mb: Self::DEFAULT_RESERVE_MEMORY_MB,
             reserve_disk_mb: Self::DEFAULT_RESERVE_DISK_MB,
+            memory_overcommit: Self::DEFAULT_MEMORY_OVERCOMMIT,
+            disk_overcommit: Self::DEFAULT_DISK_OVERCOMMIT,
             build_base_image: true,
             shutdown_timeout_secs: Self::DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             key_file: PathBuf::new(),

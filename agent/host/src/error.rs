@@ -55,15 +55,21 @@ pub enum SandboxError {
     #[error("sandbox {id} is {state}")]
     WrongState { id: SandboxId, state: &'static str },
     #[error(
-        "not enough {resource} on this host for sandbox {id}: requested {requested_mb} MiB, \
-         available {available_mb} MiB ({reserve_mb} MiB kept for the host)"
+        "not enough {resource} on this host for sandbox {id}: requested {requested_mb} MiB; \
+         {free_mb} MiB free, {reserve_mb} MiB kept for the host, {needed_mb} MiB needed for the \
+         limits of {sandboxes} sandboxes ({committed_mb} MiB) and this one, divided by \
+         {resource}_overcommit {overcommit}"
     )]
     Insufficient {
         id: SandboxId,
         resource: &'static str,
         requested_mb: u64,
-        available_mb: u64,
+        free_mb: u64,
         reserve_mb: u64,
+        sandboxes: usize,
+        committed_mb: u64,
+        overcommit: u32,
+        needed_mb: u64,
     },
     #[error("read host {what} from {path}")]
     HostResources {

@@ -25,6 +25,8 @@ use wrenn_proto::process::{ListRequest, process_client::ProcessClient};
 
 /// Bound on one connect attempt to the guest.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The first pause between two readiness probes (doubling up to the interval).
+const FIRST_PAUSE: Duration = Duration::from_millis(1);
 /// Bound on one health probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// HTTP/2 windows: large enough for file transfers at memory speed, bounded.
@@ -104,7 +106,7 @@ impl Guest {
         }
     }
 
-    /// Probes every `interval` until the guest serves or `timeout` passed;
+    /// Probes (backing off up to every `interval`) until the guest serves or `timeout` passed;
     /// the error is the last probe's.
     pub async fn wait_ready(
         &self,
@@ -113,18 +115,20 @@ impl Guest {
     ) -> Result<Duration, String> {
         let start = Instant::now();
         let deadline = start + timeout;
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A guest usually serves within milliseconds of its start: probe
+        // after 1, 2, 4 … ms, then every `interval`.
+        let mut pause = FIRST_PAUSE.min(interval);
         loop {
-            ticker.tick().await;
             let last = match tokio::time::timeout_at(deadline, self.probe()).await {
                 Ok(Ok(())) => return Ok(start.elapsed()),
                 Ok(Err(e)) => e,
                 Err(_) => "probe cut short by the deadline".to_owned(),
             };
-            if Instant::now() + interval >= deadline {
+            if Instant::now() + pause >= deadline {
                 return Err(last);
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(interval);
         }
     }
 }

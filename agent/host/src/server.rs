@@ -37,6 +37,23 @@ const MAX_REQUEST: usize = 16 * 1024 * 1024;
 /// How long open calls get to finish once the sandboxes are gone.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+/// `GET /metrics`: the process's Prometheus registry as text (the create
+/// steps of [`wrenn_vmm::steps`], the host's admission state), behind the
+/// agent key like every other path but the health check.
+async fn metrics(manager: Arc<Manager>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    manager.admission().observe();
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_else(|e| format!("# encoding failed: {e}\n"));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+}
+
 /// A running host agent.
 pub struct Agent {
     addr: SocketAddr,
@@ -100,7 +117,17 @@ impl Agent {
             .await;
         let svc = HostAgentServer::new(AgentService::new(manager.clone()))
             .max_decoding_message_size(MAX_REQUEST);
-        let routes = tonic::service::Routes::new(health).add_service(svc);
+        let routes: tonic::service::Routes = tonic::service::Routes::new(health)
+            .add_service(svc)
+            .into_axum_router()
+            .route(
+                "/metrics",
+                axum::routing::get({
+                    let m = manager.clone();
+                    move || metrics(m.clone())
+                }),
+            )
+            .into();
         let service = RequireBearer::new(&key).layer(routes);
         let stop_server = CancellationToken::new();
         let server = tokio::spawn(wrenn_proto::serve::serve(
@@ -241,8 +268,14 @@ fn manager_config(c: &AgentConfig) -> ManagerConfig {
         },
         guest_ready_timeout: c.guest_ready_timeout(),
         guest_poll_interval: c.guest_poll_interval(),
-        reserve_memory_mb: c.reserve_memory_mb,
-        reserve_disk_mb: c.reserve_disk_mb,
+        admission: crate::manager::admission::Policy {
+            reserve: crate::manager::admission::Free {
+                memory_mb: c.reserve_memory_mb,
+                disk_mb: c.reserve_disk_mb,
+            },
+            memory_overcommit: c.memory_overcommit,
+            disk_overcommit: c.disk_overcommit,
+        },
     }
 }
 

@@ -239,7 +239,8 @@ async fn create_validates_and_names_what_was_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_refuses_more_memory_than_the_host_has() {
-    let mut h = Harness::start().await;
+    // Full limits (overcommit 1): 200 GiB is more than this host has.
+    let mut h = Harness::start_with(|c| c.memory_overcommit = 1).await;
     let spec = pb::SandboxSpec {
         memory_mb: 200 * 1024,
         ..Default::default()
@@ -254,15 +255,114 @@ async fn admission_refuses_more_memory_than_the_host_has() {
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(
-        e.message().starts_with(
-            "not enough memory on this host for sandbox huge: requested 204800 MiB, available "
-        ),
+        e.message()
+            .starts_with("not enough memory on this host for sandbox huge: requested 204800 MiB; ")
+            && e.message().ends_with("divided by memory_overcommit 1"),
         "{}",
         e.message()
     );
     assert_eq!(h.runtime.count(), 0);
     // An ordinary create still works.
     h.create().await;
+    h.shutdown().await;
+}
+
+/// Admission counts every sandbox from its create to its destroy, a share
+/// of its limits set by the overcommit: with room for one 2 GiB disk at full
+/// size (plus a margin for what other tests write meanwhile), a second is
+/// refused naming the disk until the first is destroyed; at an overcommit
+/// of 4 both fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_counts_sandboxes_until_destroyed_with_the_overcommit() {
+    let free = wrenn_agent::manager::admission::disk_free_mb(&std::env::temp_dir()).unwrap();
+    assert!(
+        free > 8 * 1024,
+        "the test needs 8 GiB free under the temp dir, has {free} MiB"
+    );
+    // 2048 MiB needed by one sandbox fits in 3072; two (4096) do not.
+    let reserve = free - 3072;
+    let spec = || pb::SandboxSpec {
+        disk_mb: 2048,
+        ..Default::default()
+    };
+    let mut h = Harness::start_with(|c| {
+        c.disk_overcommit = 1;
+        c.reserve_disk_mb = reserve;
+    })
+    .await;
+    let first = h.create_spec(spec()).await;
+    let e = h
+        .client
+        .create_sandbox(pb::CreateSandboxRequest {
+            sandbox_id: "second".into(),
+            spec: Some(spec()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().starts_with("not enough disk on this host for sandbox second: requested 2048 MiB; ")
+            && e.message().contains("4096 MiB needed for the limits of 1 sandboxes (2048 MiB) and this one, divided by disk_overcommit 1"),
+        "{}",
+        e.message()
+    );
+    h.client
+        .destroy_sandbox(pb::SandboxRef {
+            sandbox_id: first.id.clone(),
+        })
+        .await
+        .unwrap();
+    h.create_spec(spec()).await;
+    h.shutdown().await;
+
+    let mut h = Harness::start_with(|c| {
+        c.disk_overcommit = 4;
+        c.reserve_disk_mb = reserve;
+    })
+    .await;
+    h.create_spec(spec()).await;
+    h.create_spec(spec()).await;
+    assert_eq!(h.runtime.count(), 2);
+    h.shutdown().await;
+}
+
+/// `/metrics` of the agent: refused without the key (plain HTTP 401), the
+/// create steps' histogram and the admission gauges with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_key_and_show_create_steps_and_admission() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut h = Harness::start().await;
+    h.create().await;
+    let addr = h.agent.as_ref().unwrap().local_addr();
+    let get = |auth: Option<String>| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = auth
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let head =
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    let refused = get(None).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(!refused.contains("wrenn_create_step_seconds"), "{refused}");
+    let wrong = get(Some("0".repeat(64))).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let text = get(Some(agent_key(&h.config))).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for needle in [
+        "wrenn_create_step_seconds_count{step=\"total\"}",
+        "wrenn_create_step_seconds_count{step=\"admission\"}",
+        "wrenn_create_step_seconds_bucket{step=\"guest_ready\"",
+        "wrenn_host_free_bytes{resource=\"disk\"}",
+        "wrenn_host_committed_bytes{resource=\"memory\"}",
+        "wrenn_host_low{resource=\"memory\"} 0",
+    ] {
+        assert!(text.contains(needle), "no {needle} in:\n{text}");
+    }
     h.shutdown().await;
 }
 

@@ -19,6 +19,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
     let entries: Vec<_> = std::fs::read_dir(sandboxes_dir(&inner.cfg.dir))
         .map(|e| e.flatten().collect())
         .unwrap_or_default();
+    inner.net.prepare_host()?;
     inner
         .net
         .firewall()

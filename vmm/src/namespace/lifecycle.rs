@@ -16,7 +16,7 @@ use crate::runtime::{Backend, Error, Result, SandboxHandle, SandboxMetrics, Sand
 use crate::sandbox::proc::Proc;
 use crate::sandbox::record::{self, Record, SandboxDir, process_start_time};
 use crate::slot::Slot;
-use crate::{image, loopdev, validate};
+use crate::{image, loopdev, steps, validate};
 
 pub(super) async fn create(inner: &Arc<Inner>, spec: SandboxSpec) -> Result<SandboxHandle> {
     validate::spec(&spec)?;
@@ -28,11 +28,13 @@ pub(super) async fn create(inner: &Arc<Inner>, spec: SandboxSpec) -> Result<Sand
         });
     }
     let id = spec.id.clone();
-    let (cell, slot) = reserve(inner, &spec)?;
+    let started = std::time::Instant::now();
+    let (cell, slot) = steps::time("reserve", || reserve(inner, &spec))?;
     let mut st = cell.state.try_lock().expect("a fresh cell is unlocked");
     let span = tracing::info_span!("create", sandbox_id = %id, slot = slot.get());
     let mut dir_created = false;
     let result = build(inner, &st, &mut dir_created).instrument(span).await;
+    steps::observe("create", started);
     match result {
         Ok(userns) => {
             st.userns = userns;
@@ -94,7 +96,7 @@ fn unreserve(inner: &Inner, id: &SandboxId, slot: Slot) {
 /// (hardened) user namespace, the blocking part beside the network's.
 /// Returns the user namespace for `start`.
 async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result<Option<OwnedFd>> {
-    match st.dir.create(&inner.cfg.dir, &st.record) {
+    match steps::time("directory", || st.dir.create(&inner.cfg.dir, &st.record)) {
         Ok(()) => *dir_created = true,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => {
             return Err(Error::AlreadyExists(st.record.id.clone()));
@@ -118,10 +120,10 @@ async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result
     let ids = inner.seccomp.is_some().then(|| IdRange::for_slot(st.slot));
     let inner2 = inner.clone();
     let blocking = tokio::task::spawn_blocking(move || -> Result<Option<OwnedFd>> {
-        cgroup.create(&limits)?;
-        inner2.disks.create(disk_mb, &disk)?;
+        steps::time("cgroup", || cgroup.create(&limits))?;
+        steps::time("disk", || inner2.disks.create(disk_mb, &disk))?;
         ids.map(|ids| {
-            userns::create(ids).map_err(|source| Error::Io {
+            steps::time("userns", || userns::create(ids)).map_err(|source| Error::Io {
                 step: "create the sandbox's user namespace",
                 path: format!("uid {}", ids.base).into(),
                 source,
@@ -131,7 +133,9 @@ async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result
     });
     // Both run to their end before either's error is returned: the caller's
     // teardown then finds everything that was made.
+    let t = std::time::Instant::now();
     let net = inner.net.setup(st.slot, &slot_options(inner, st)).await;
+    steps::observe("network", t);
     let made = join(blocking).await;
     net?;
     made
@@ -308,6 +312,13 @@ pub(super) fn remove_sandbox_dir(dir: &std::path::Path) -> Result<()> {
 }
 
 pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
+    let started = std::time::Instant::now();
+    let result = start_locked(inner, cell).await;
+    steps::observe("start", started);
+    result
+}
+
+async fn start_locked(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
     let mut st = cell.state.lock().await;
     let id = st.record.id.clone();
     if cell.handle.lock().is_none() {
@@ -337,8 +348,8 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
         userns: st.userns.take(),
     };
     let inner2 = inner.clone();
-    let (pid, console) = join(tokio::task::spawn_blocking(move || {
-        let lower = inner2.templates.acquire(&input.template)?;
+    let (pid, console, disk) = join(tokio::task::spawn_blocking(move || {
+        let lower = steps::time("template", || inner2.templates.acquire(&input.template))?;
         let spawned = start_blocking(&inner2, input, &lower);
         if let Err(e) = &spawned {
             tracing::debug!(error = %e, "start failed");
@@ -348,6 +359,13 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
     }))
     .await?;
     st.holds_template = true;
+    // Off the start's path (see `loopdev`): the sandbox runs meanwhile.
+    inner.background.run(async move {
+        let switched = tokio::task::spawn_blocking(move || disk.set_direct_io(true)).await;
+        if let Ok(Err(e)) = switched {
+            tracing::warn!(error = %e, "switching a sandbox disk to direct I/O");
+        }
+    });
     let start_time = process_start_time(pid.as_raw()).unwrap_or(0);
     let proc = Proc::watch(pid, true, id.as_str()).map_err(|source| Error::Io {
         step: "pidfd_open",
@@ -357,6 +375,7 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
     st.record.pid = Some(pid.as_raw());
     st.record.pid_start = Some(start_time);
     st.record.console = crate::guestlog::PipeId::of(&console).ok();
+    let recorded = std::time::Instant::now();
     let drained = crate::guestlog::drain(console, st.dir.log()).map_err(|source| Error::Io {
         step: "drain the guest's console",
         path: st.dir.log(),
@@ -367,6 +386,7 @@ pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
         path: st.dir.record(),
         source,
     });
+    steps::observe("record", recorded);
     match (proc, saved.and(drained)) {
         (Ok(p), Ok(())) => {
             *cell.init.lock() = Some(p.clone());
@@ -407,13 +427,16 @@ struct StartInput {
 /// Attaches the disk, builds the root filesystem and the user namespace,
 /// prepares the plan and clones the first process — all from a thread in
 /// the spawn mount namespace (where `lower`, the template, is mounted).
-/// Returns the first process and the read end of its console.
+/// Returns the first process, the read end of its console and the disk's
+/// loop device (still buffered).
 fn start_blocking(
     inner: &Inner,
     i: StartInput,
     lower: &std::path::Path,
-) -> Result<(nix::unistd::Pid, OwnedFd)> {
-    let disk = loopdev::attach(&i.dir.disk_image(), false)?;
+) -> Result<(nix::unistd::Pid, OwnedFd, loopdev::LoopDevice)> {
+    let disk = steps::time("loop", || {
+        loopdev::attach_with(&i.dir.disk_image(), false, loopdev::Caching::Buffered)
+    })?;
     let (console, stdout) = crate::guestlog::pipe().map_err(|source| Error::Io {
         step: "create the console pipe",
         path: i.dir.log(),
@@ -450,11 +473,15 @@ fn start_blocking(
                 (None, _) => None,
             };
             let idmap = userns.as_ref().map(|u| rootmount::Idmap { ids, userns: u });
-            let root = rootmount::assemble(lower, &disk_path, idmap).map_err(|e| Error::Io {
+            let t = std::time::Instant::now();
+            let root = rootmount::assemble(lower, &disk_path, idmap);
+            steps::observe("rootfs", t);
+            let root = root.map_err(|e| Error::Io {
                 step: e.step,
                 path: e.what.into(),
                 source: e.source,
             })?;
+            let t = std::time::Instant::now();
             let plan = Plan::new(PlanInput {
                 hostname: id.as_str(),
                 netns,
@@ -471,11 +498,13 @@ fn start_blocking(
                 hardening: userns.zip(seccomp).map(|(u, s)| (ids, u, s)),
             })
             .map_err(spawn_err)?;
-            spawn::spawn(plan).map_err(spawn_err)
+            let pid = spawn::spawn(plan).map_err(spawn_err);
+            steps::observe("spawn", t);
+            pid
         })??;
-    // The sandbox's mount holds the device now; autoclear frees it with the mount.
-    drop(disk);
-    Ok((pid, console))
+    // The sandbox's mount holds the device now; autoclear frees it with the
+    // mount once `disk` is closed too (after its switch to direct I/O).
+    Ok((pid, console, disk))
 }
 
 pub(super) async fn set_paused(_inner: &Inner, cell: &Cell, paused: bool) -> Result<()> {

@@ -32,6 +32,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
     // The firewall table anew, with the egress lists of every sandbox a
     // record of this instance names, in one transaction: an adopted
     // sandbox's lists never lapse, and elements nothing names are gone.
+    inner.net.prepare_host()?;
     inner.net.firewall().install(&record::recorded_egress(
         &inner.cfg.dir,
         &inner.cfg.prefix,

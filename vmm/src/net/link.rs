@@ -44,14 +44,22 @@ pub async fn create_veth(
     peer_ns: &OwnedFd,
     group: u32,
 ) -> Result<u32> {
+    // One queue each way, said explicitly: without the attributes the
+    // kernel makes a queue per CPU and then trims them to one, which waits
+    // for an (expedited) RCU grace period while holding the RTNL lock —
+    // every other network change on the host waited behind it (measured:
+    // veth creation 91 ms mean in a burst of 50 creates).
+    let queues = [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)];
     let mut msg = LinkVeth::new(host, peer).build();
     msg.attributes.push(LinkAttribute::Group(group));
+    msg.attributes.extend(queues.clone());
     for attr in msg.attributes.iter_mut() {
         if let LinkAttribute::LinkInfo(infos) = attr {
             for info in infos.iter_mut() {
                 if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = info {
                     p.attributes
                         .push(LinkAttribute::NetNsFd(peer_ns.as_raw_fd()));
+                    p.attributes.extend(queues.clone());
                 }
             }
         }

@@ -16,6 +16,13 @@
 //! 4. for an internet sandbox, makes sure `net.ipv4.ip_forward` is on;
 //! 5. adds the sandbox's egress lists to the instance's sets.
 //!
+//! At start ([`Network::prepare_host`]) the root namespace's IPv4 neighbour
+//! table is sized for the slot range: every sandbox the agent or the proxy
+//! talks to is one ARP entry on the host, and Linux's defaults
+//! (`gc_thresh1/2/3` = 128/512/1024) start evicting entries in use at 512 and
+//! refuse new ones ("neighbor table overflow") near 1024 — measured: creates
+//! whose guest served but could not be reached, from ~600 sandboxes up.
+//!
 //! Inside the netns: IPv6 off (a create fails when it cannot be turned
 //! off), `net.ipv4.ip_unprivileged_port_start = 0` and, for a sandbox with
 //! a user namespace, `net.ipv4.ping_group_range` over its host gids: the
@@ -150,6 +157,22 @@ impl Network {
             .await
     }
 
+    /// Host settings the slot range needs, made once at start: the root
+    /// namespace's neighbour table sized for it (only ever raised; see the
+    /// module docs).
+    pub fn prepare_host(&self) -> Result<()> {
+        let slots = self.slots.clone().count().min(NEIGH_MAX_SLOTS) as u64;
+        let conf = Path::new("/proc/sys/net/ipv4/neigh/default");
+        for (name, want) in [
+            ("gc_thresh3", 4 * slots + 1024),
+            ("gc_thresh2", 2 * slots + 512),
+            ("gc_thresh1", slots + 128),
+        ] {
+            raise_sysctl(&conf.join(name), want)?;
+        }
+        Ok(())
+    }
+
     /// Creates the slot's netns and veth pair (see the module docs). On error
     /// nothing of the slot is left.
     pub async fn setup(&self, slot: Slot, opts: &SlotOptions) -> Result<SlotNet> {
@@ -177,6 +200,7 @@ impl Network {
             self.teardown_now(slot).await?;
         }
         let ping = opts.gids.map(|(first, last)| format!("{first} {last}"));
+        let t = std::time::Instant::now();
         let (netns, inside) = netns::create(&name, move || -> Result<Handle> {
             for p in [
                 "/proc/sys/net/ipv6/conf/default/disable_ipv6",
@@ -198,13 +222,18 @@ impl Network {
             })
         })
         .await?;
+        crate::steps::observe("netns", t);
         let inside = inside?;
         let group = if internet {
             firewall::INTERNET_GROUP
         } else {
             0
         };
-        let idx = link::create_veth(&root, &host, slot::GUEST_IFACE, &netns, group).await?;
+        let t = std::time::Instant::now();
+        let idx = link::create_veth(&root, &host, slot::GUEST_IFACE, &netns, group).await;
+        crate::steps::observe("veth", t);
+        let idx = idx?;
+        let t = std::time::Instant::now();
         let conf = Path::new("/proc/sys/net");
         write_sysctl(&conf.join(format!("ipv6/conf/{host}/disable_ipv6")), "1")?;
         write_sysctl(&conf.join(format!("ipv4/conf/{host}/rp_filter")), "1")?;
@@ -231,6 +260,7 @@ impl Network {
         if internet {
             enable_forwarding()?;
         }
+        crate::steps::observe("link_config", t);
         Ok(SlotNet {
             slot,
             netns,
@@ -285,6 +315,28 @@ impl Network {
     }
 }
 
+/// Slots the neighbour table is sized for at most (the default range is
+/// 65534 slots; a host holds far fewer sandboxes).
+const NEIGH_MAX_SLOTS: usize = 16384;
+
+/// Sets an integer sysctl to `want` when it is lower.
+fn raise_sysctl(path: &Path, want: u64) -> Result<()> {
+    let current: u64 = std::fs::read_to_string(path)
+        .map_err(|source| Error::Io {
+            step: "read sysctl",
+            path: path.to_owned(),
+            source,
+        })?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    if current < want {
+        write_sysctl(path, &want.to_string())?;
+        tracing::info!(sysctl = %path.display(), from = current, to = want, "raised for the sandboxes' slot range");
+    }
+    Ok(())
+}
+
 fn write_sysctl(path: &Path, value: &str) -> Result<()> {
     std::fs::write(path, value).map_err(|source| Error::Io {
         step: "write sysctl",
@@ -306,4 +358,43 @@ fn enable_forwarding() -> Result<()> {
     }
     FORWARDING_ON.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctls_are_only_ever_raised() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gc_thresh3");
+        std::fs::write(&p, "1024\n").unwrap();
+        raise_sysctl(&p, 512).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "1024\n");
+        raise_sysctl(&p, 9216).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "9216");
+        assert!(raise_sysctl(&dir.path().join("missing"), 1).is_err());
+    }
+
+    /// The host's neighbour table fits the slot range after `prepare_host`
+    /// (a live sysctl: raised, never lowered, so other users lose nothing).
+    #[test]
+    fn prepare_host_sizes_the_neighbour_table_for_the_slots() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (CI runs as root)"
+        );
+        let net = Network::new("wrenn-tn", 1..=2000);
+        net.prepare_host().unwrap();
+        let read = |n: &str| -> u64 {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/neigh/default/{n}"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        assert!(read("gc_thresh3") >= 4 * 2000 + 1024);
+        assert!(read("gc_thresh2") >= 2 * 2000 + 512);
+        assert!(read("gc_thresh1") >= 2000 + 128);
+    }
 }

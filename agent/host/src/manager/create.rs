@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use wrenn_proto::wrenn::v1::{self as pb, sandbox_event::Kind};
 use wrenn_types::SandboxId;
 use wrenn_vmm::SandboxHandle;
+use wrenn_vmm::steps;
 
 use super::{GUEST_OUTPUT_MAX, Manager, Sandbox, State};
 use crate::error::SandboxError;
@@ -46,18 +47,19 @@ impl Manager {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(SandboxError::ShuttingDown);
         }
-        let _reservation = IdReservation::take(&self, &id)?;
-        let ticket = self.admission.admit(
-            &id,
-            valid.runtime.memory_mb.into(),
-            valid.runtime.disk_mb.into(),
-        )?;
         let started = tokio::time::Instant::now();
-        let handle = self
-            .runtime
-            .create(valid.runtime.clone())
-            .await
-            .map_err(SandboxError::runtime("create", &id))?;
+        let _reservation = IdReservation::take(&self, &id)?;
+        let ticket = steps::time("admission", || {
+            self.admission.admit(
+                &id,
+                valid.runtime.memory_mb.into(),
+                valid.runtime.disk_mb.into(),
+            )
+        })?;
+        let t = Instant::now();
+        let handle = self.runtime.create(valid.runtime.clone()).await;
+        steps::observe("runtime_create", t);
+        let handle = handle.map_err(SandboxError::runtime("create", &id))?;
         let sb = Arc::new(Sandbox::new(
             &handle,
             valid.proto,
@@ -70,17 +72,23 @@ impl Manager {
         let op = sb.op.lock().await;
         sb.keep();
         self.insert(sb.clone(), Kind::Created);
+        // Counted until `remove`.
+        ticket.keep();
         drop(_reservation);
 
-        if let Err(source) = self.runtime.start(&id).await {
+        let t = Instant::now();
+        let result = self.runtime.start(&id).await;
+        steps::observe("runtime_start", t);
+        if let Err(source) = result {
             self.remove_and_destroy(&sb, "start failed").await;
             return Err(SandboxError::runtime("start", &id)(source));
         }
+        let t = Instant::now();
         let ready = sb
             .guest
             .wait_ready(self.cfg.guest_poll_interval, self.cfg.guest_ready_timeout)
             .await;
-        drop(ticket);
+        steps::observe("guest_ready", t);
         if let Err(last_error) = ready {
             let output = self
                 .runtime
@@ -100,6 +108,7 @@ impl Manager {
         let record = self.transition(&sb, State::Running, Kind::Running);
         drop(op);
         self.reaper_wake.notify_one();
+        steps::observe("total", started.into_std());
         info!(sandbox_id = %id, address = %sb.address, generation = sb.generation,
               ms = started.elapsed().as_millis() as u64, "sandbox running");
         Ok(record)
@@ -159,6 +168,8 @@ impl Manager {
             }
             info!(sandbox_id = %h.id, address = %h.address, generation = sb.generation, "adopted sandbox");
             adopted.push(h.id.clone());
+            self.admission
+                .adopt(&h.id, h.spec.memory_mb.into(), h.spec.disk_mb.into());
             self.insert(sb, Kind::Created);
         }
         self.reaper_wake.notify_one();

@@ -53,8 +53,7 @@ pub struct ManagerConfig {
     pub limits: Limits,
     pub guest_ready_timeout: Duration,
     pub guest_poll_interval: Duration,
-    pub reserve_memory_mb: u64,
-    pub reserve_disk_mb: u64,
+    pub admission: admission::Policy,
 }
 
 pub struct Manager {
@@ -87,7 +86,7 @@ impl std::fmt::Debug for Manager {
 
 impl Manager {
     pub fn new(runtime: Arc<dyn Runtime>, cfg: ManagerConfig) -> Arc<Self> {
-        let admission = Admission::new(cfg.dir.clone(), cfg.reserve_memory_mb, cfg.reserve_disk_mb);
+        let admission = Admission::new(cfg.dir.clone(), cfg.admission);
         // Seeded from the clock so generations keep growing across restarts.
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -199,6 +198,12 @@ impl Manager {
             self.sandboxes.remove(&sb.id);
             ((), Some(event(Kind::Destroyed, Some(record))))
         });
+        self.admission.release(&sb.id);
+    }
+
+    /// The host's admission (free resources, what sandboxes were admitted for).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// Destroys a live sandbox: relays end, the runtime removes it, watchers
@@ -321,7 +326,22 @@ impl Manager {
     }
 
     /// Starts the TTL reaper; it stops at shutdown.
+    /// The TTL reaper and the host monitor (low memory or disk, see
+    /// [`admission`]), in one task.
     pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(reaper::run(self.clone()))
+        let m = self.clone();
+        let monitor = async move {
+            let mut tick = tokio::time::interval(admission::MONITOR_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = m.shutdown.cancelled() => break,
+                    _ = tick.tick() => m.admission.observe(),
+                }
+            }
+        };
+        let reaper = reaper::run(self.clone());
+        tokio::spawn(async move {
+            tokio::join!(reaper, monitor);
+        })
     }
 }
