@@ -122,6 +122,64 @@ pub struct Network {
     slots: RangeInclusive<u16>,
     firewall: Firewall,
     root: tokio::sync::OnceCell<Handle>,
+    conf: std::sync::OnceLock<RootConf>,
+}
+
+/// The root namespace's per-interface sysctl directories.
+#[derive(Debug)]
+struct RootConf {
+    v4: SysctlDir,
+    v6: SysctlDir,
+}
+
+/// A `/proc/sys` directory held open, its files written relative to it.
+///
+/// Every network namespace has its own `/proc/sys/net`, and the kernel keeps
+/// them all as same-named entries under `/proc/sys`: each lookup of a path
+/// there compares against the entries of every namespace on the host. A
+/// sandbox's network set-up wrote six such paths, which cost more the more
+/// sandboxes ran (measured: the netns step 1.9 ms → 5.8 ms from 0 to 1000
+/// sandboxes); relative writes look the shared part up once (inside a new
+/// netns) or never (the root namespace's, held open).
+#[derive(Debug)]
+struct SysctlDir {
+    fd: std::os::fd::OwnedFd,
+    path: &'static str,
+}
+
+impl SysctlDir {
+    fn open(path: &'static str) -> Result<SysctlDir> {
+        let fd = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::Io {
+            step: "open sysctl directory",
+            path: path.into(),
+            source: e.into(),
+        })?;
+        Ok(SysctlDir { fd, path })
+    }
+
+    fn write(&self, rel: &str, value: &str) -> Result<()> {
+        let err = |e: nix::Error| Error::Io {
+            step: "write sysctl",
+            path: Path::new(self.path).join(rel),
+            source: e.into(),
+        };
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            rel,
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(err)?;
+        nix::unistd::write(&fd, value.as_bytes()).map_err(err)?;
+        Ok(())
+    }
 }
 
 static FORWARDING_ON: AtomicBool = AtomicBool::new(false);
@@ -133,6 +191,7 @@ impl Network {
             firewall: Firewall::new(prefix, &slots),
             slots,
             root: tokio::sync::OnceCell::new(),
+            conf: std::sync::OnceLock::new(),
         }
     }
 
@@ -155,6 +214,18 @@ impl Network {
                 })
             })
             .await
+    }
+
+    /// `/proc/sys/net/ipv{4,6}/conf` of the root namespace, opened on first use.
+    fn root_conf(&self) -> Result<&RootConf> {
+        if let Some(c) = self.conf.get() {
+            return Ok(c);
+        }
+        let c = RootConf {
+            v4: SysctlDir::open("/proc/sys/net/ipv4/conf")?,
+            v6: SysctlDir::open("/proc/sys/net/ipv6/conf")?,
+        };
+        Ok(self.conf.get_or_init(|| c))
     }
 
     /// Host settings the slot range needs, made once at start: the root
@@ -202,18 +273,17 @@ impl Network {
         let ping = opts.gids.map(|(first, last)| format!("{first} {last}"));
         let t = std::time::Instant::now();
         let (netns, inside) = netns::create(&name, move || -> Result<Handle> {
+            // Looked up once: see `SysctlDir`.
+            let net = SysctlDir::open("/proc/sys/net")?;
             for p in [
-                "/proc/sys/net/ipv6/conf/default/disable_ipv6",
-                "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+                "ipv6/conf/default/disable_ipv6",
+                "ipv6/conf/all/disable_ipv6",
             ] {
-                write_sysctl(Path::new(p), "1")?;
+                net.write(p, "1")?;
             }
-            write_sysctl(
-                Path::new("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
-                "0",
-            )?;
+            net.write("ipv4/ip_unprivileged_port_start", "0")?;
             if let Some(range) = &ping {
-                write_sysctl(Path::new("/proc/sys/net/ipv4/ping_group_range"), range)?;
+                net.write("ipv4/ping_group_range", range)?;
             }
             link::connect().map_err(|source| Error::Io {
                 step: "open netlink socket in netns",
@@ -234,9 +304,9 @@ impl Network {
         crate::steps::observe("veth", t);
         let idx = idx?;
         let t = std::time::Instant::now();
-        let conf = Path::new("/proc/sys/net");
-        write_sysctl(&conf.join(format!("ipv6/conf/{host}/disable_ipv6")), "1")?;
-        write_sysctl(&conf.join(format!("ipv4/conf/{host}/rp_filter")), "1")?;
+        let conf = self.root_conf()?;
+        conf.v6.write(&format!("{host}/disable_ipv6"), "1")?;
+        conf.v4.write(&format!("{host}/rp_filter"), "1")?;
         link::add_addr(&root, idx, &host, slot.host_addr(), slot::LINK_PREFIX_LEN).await?;
         link::set_up(&root, idx, &host).await?;
         link::set_up(&inside, 1, "lo").await?;
