@@ -178,24 +178,9 @@ impl Platform {
 
     /// The host agent's `/metrics` text (it asks for the agent key).
     pub async fn agent_metrics(&self) -> anyhow::Result<String> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let key =
             std::fs::read_to_string(self.dir.join("agent.key")).context("reading the agent key")?;
-        let mut tcp = tokio::net::TcpStream::connect(self.agent).await?;
-        let head = format!(
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            self.agent,
-            key.trim()
-        );
-        tcp.write_all(head.as_bytes()).await?;
-        let mut text = String::new();
-        tcp.read_to_string(&mut text).await?;
-        anyhow::ensure!(
-            text.starts_with("HTTP/1.1 200"),
-            "agent /metrics answered: {}",
-            text.lines().next().unwrap_or("nothing")
-        );
-        Ok(text)
+        metrics_text(self.agent, Some(key.trim())).await
     }
 
     /// The pid of `wrenn up`'s proxy process.
@@ -269,17 +254,33 @@ fn remove_dir(dir: &Path) {
 /// The value of `name` (with its labels, as exposed) on a Prometheus
 /// endpoint at `admin`/metrics.
 pub async fn metric(admin: SocketAddr, name: &str) -> anyhow::Result<f64> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut tcp = tokio::net::TcpStream::connect(admin).await?;
-    // The admin listener answers 421 to a Host that is not its own.
-    let head = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(head.as_bytes()).await?;
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).await?;
-    body.lines()
+    metrics_text(admin, None)
+        .await?
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .with_context(|| format!("no {name} in {admin}/metrics"))
+}
+
+/// The whole `GET /metrics` answer of `addr` (head and body), presenting
+/// `bearer` when given; an error unless it is `200`.
+async fn metrics_text(addr: SocketAddr, bearer: Option<&str>) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    // The proxy's admin listener answers 421 to a Host that is not its own.
+    let auth = bearer
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await?;
+    anyhow::ensure!(
+        text.starts_with("HTTP/1.1 200"),
+        "{addr}/metrics answered: {}",
+        text.lines().next().unwrap_or("nothing")
+    );
+    Ok(text)
 }
 
 /// `N` loopback addresses with ports free right now.

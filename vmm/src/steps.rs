@@ -52,6 +52,14 @@ pub fn time<T>(step: &'static str, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Awaits `fut` as `step`.
+pub async fn timed<T>(step: &'static str, fut: impl std::future::Future<Output = T>) -> T {
+    let t = Instant::now();
+    let out = fut.await;
+    observe(step, t);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -399,13 +399,7 @@ async fn readiness_timeout_destroys_and_quotes_the_guest_output() {
     let gone = expect(&mut w, Kind::Destroyed, "broken1").await;
     assert_eq!(gone.stop_reason, "guest not ready");
     assert_eq!(h.runtime.count(), 0, "the runtime destroyed it");
-    let list = h
-        .client
-        .list_sandboxes(pb::ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(list.sandboxes.is_empty());
+    assert!(listed_ids(&mut h).await.is_empty());
     h.shutdown().await;
 }
 

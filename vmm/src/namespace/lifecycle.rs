@@ -133,9 +133,11 @@ async fn build(inner: &Arc<Inner>, st: &State, dir_created: &mut bool) -> Result
     });
     // Both run to their end before either's error is returned: the caller's
     // teardown then finds everything that was made.
-    let t = std::time::Instant::now();
-    let net = inner.net.setup(st.slot, &slot_options(inner, st)).await;
-    steps::observe("network", t);
+    let net = steps::timed(
+        "network",
+        inner.net.setup(st.slot, &slot_options(inner, st)),
+    )
+    .await;
     let made = join(blocking).await;
     net?;
     made
@@ -312,10 +314,7 @@ pub(super) fn remove_sandbox_dir(dir: &std::path::Path) -> Result<()> {
 }
 
 pub(super) async fn start(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
-    let started = std::time::Instant::now();
-    let result = start_locked(inner, cell).await;
-    steps::observe("start", started);
-    result
+    steps::timed("start", start_locked(inner, cell)).await
 }
 
 async fn start_locked(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
@@ -473,14 +472,12 @@ fn start_blocking(
                 (None, _) => None,
             };
             let idmap = userns.as_ref().map(|u| rootmount::Idmap { ids, userns: u });
-            let t = std::time::Instant::now();
-            let root = rootmount::assemble(lower, &disk_path, idmap);
-            steps::observe("rootfs", t);
-            let root = root.map_err(|e| Error::Io {
-                step: e.step,
-                path: e.what.into(),
-                source: e.source,
-            })?;
+            let root = steps::time("rootfs", || rootmount::assemble(lower, &disk_path, idmap))
+                .map_err(|e| Error::Io {
+                    step: e.step,
+                    path: e.what.into(),
+                    source: e.source,
+                })?;
             let t = std::time::Instant::now();
             let plan = Plan::new(PlanInput {
                 hostname: id.as_str(),

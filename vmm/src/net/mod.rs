@@ -271,8 +271,7 @@ impl Network {
             self.teardown_now(slot).await?;
         }
         let ping = opts.gids.map(|(first, last)| format!("{first} {last}"));
-        let t = std::time::Instant::now();
-        let (netns, inside) = netns::create(&name, move || -> Result<Handle> {
+        let made = netns::create(&name, move || -> Result<Handle> {
             // Looked up once: see `SysctlDir`.
             let net = SysctlDir::open("/proc/sys/net")?;
             for p in [
@@ -290,19 +289,16 @@ impl Network {
                 path: "NETLINK_ROUTE".into(),
                 source,
             })
-        })
-        .await?;
-        crate::steps::observe("netns", t);
+        });
+        let (netns, inside) = crate::steps::timed("netns", made).await?;
         let inside = inside?;
         let group = if internet {
             firewall::INTERNET_GROUP
         } else {
             0
         };
-        let t = std::time::Instant::now();
-        let idx = link::create_veth(&root, &host, slot::GUEST_IFACE, &netns, group).await;
-        crate::steps::observe("veth", t);
-        let idx = idx?;
+        let veth = link::create_veth(&root, &host, slot::GUEST_IFACE, &netns, group);
+        let idx = crate::steps::timed("veth", veth).await?;
         let t = std::time::Instant::now();
         let conf = self.root_conf()?;
         conf.v6.write(&format!("{host}/disable_ipv6"), "1")?;

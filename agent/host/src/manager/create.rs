@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 use wrenn_proto::wrenn::v1::{self as pb, sandbox_event::Kind};
@@ -56,10 +56,9 @@ impl Manager {
                 valid.runtime.disk_mb.into(),
             )
         })?;
-        let t = Instant::now();
-        let handle = self.runtime.create(valid.runtime.clone()).await;
-        steps::observe("runtime_create", t);
-        let handle = handle.map_err(SandboxError::runtime("create", &id))?;
+        let handle = steps::timed("runtime_create", self.runtime.create(valid.runtime.clone()))
+            .await
+            .map_err(SandboxError::runtime("create", &id))?;
         let sb = Arc::new(Sandbox::new(
             &handle,
             valid.proto,
@@ -76,19 +75,16 @@ impl Manager {
         ticket.keep();
         drop(_reservation);
 
-        let t = Instant::now();
-        let result = self.runtime.start(&id).await;
-        steps::observe("runtime_start", t);
-        if let Err(source) = result {
+        if let Err(source) = steps::timed("runtime_start", self.runtime.start(&id)).await {
             self.remove_and_destroy(&sb, "start failed").await;
             return Err(SandboxError::runtime("start", &id)(source));
         }
-        let t = Instant::now();
-        let ready = sb
-            .guest
-            .wait_ready(self.cfg.guest_poll_interval, self.cfg.guest_ready_timeout)
-            .await;
-        steps::observe("guest_ready", t);
+        let ready = steps::timed(
+            "guest_ready",
+            sb.guest
+                .wait_ready(self.cfg.guest_poll_interval, self.cfg.guest_ready_timeout),
+        )
+        .await;
         if let Err(last_error) = ready {
             let output = self
                 .runtime
