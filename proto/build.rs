@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/wrenn/v1/sandbox.proto",
         "proto/wrenn/v1/agent.proto",
         "proto/wrenn/v1/control.proto",
+        "proto/wrenn/v1/guest.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -20,7 +20,10 @@
 //!    first phase's (target ≤ 1.2×), and the agent's per-step means at 0
 //!    and at N (`wrenn_create_step_seconds` of its `/metrics`). Then all
 //!    are destroyed at once (target ≤ 5 s for 1000).
-//! 5. **What the hardening costs** — first (before the density run leaves
+//! 5. **The warm pool** — a `wrenn up` whose agent keeps 50 default
+//!    sandboxes ready: the burst again (served by the pool), and 50 creates
+//!    one at a time from it.
+//! 6. **What the hardening costs** — first (before the density run leaves
 //!    the kernel a thousand namespaces to tear down), a `wrenn up` whose
 //!    agent runs sandboxes without user namespace and seccomp (a runtime
 //!    setting for benchmarks only), the same create → ready and exec runs,
@@ -45,6 +48,7 @@ use crate::stats::Latencies;
 use crate::svg::Chart;
 
 mod burst;
+mod pool;
 mod steps;
 
 const TARGET_CREATE_P50: Duration = Duration::from_millis(20);
@@ -77,6 +81,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
     let (mut report, hardened) = result?;
     stopped?;
     hardening_cost(opts, &mut report, hardened, unhardened);
+    pool::run(&mut report, if opts.quick { 16 } else { 50 }).await?;
     report.finish(&opts.out)?;
     Ok(())
 }
@@ -220,7 +225,7 @@ async fn measure(p: &Platform, opts: &Opts) -> anyhow::Result<(Report, P50s)> {
 
     let exec_p50 = warm_exec(p, &mut client, &mut report, opts.quick).await?;
     let before = steps::Steps::read(p).await?;
-    burst::run(&client, &mut report, burst_n).await?;
+    burst::run(&client, &mut report, burst_n, sandbox::spec(1), "").await?;
     let steps_burst = steps::Steps::read(p).await?.since(&before);
     let full = Full {
         target: density_n,

@@ -2,7 +2,7 @@
 //!
 //! - [`process`] and [`filesystem`]: the guest agent's API (`wrenn-guest`), named
 //!   after E2B's envd API so an adapter can serve E2B's SDK.
-//! - [`wrenn::v1`]: the host agent (`HostAgent`) and the control plane
+//! - [`wrenn::v1`]: the host agent (`HostAgent`), the guest's own `Guest` and the control plane
 //!   (`Sandboxes`, `Hosts`).
 //! - [`auth`]: the bearer credentials wrenn's processes present to each other.
 //! - [`serve`]: the listener of wrenn's servers, with header and idle timeouts.

@@ -48,6 +48,24 @@ impl SandboxSpec {
     pub const MIN_DISK_MB: u32 = spec::MIN_DISK_MB;
     pub const MAX_DISK_MB: u32 = spec::MAX_DISK_MB;
 
+    /// The first field `other` differs in from `self` among those a running
+    /// sandbox cannot change (see [`Runtime::assign`]): template, size and
+    /// network. Id, environment and metadata may differ.
+    pub fn fixed_difference(&self, other: &SandboxSpec) -> Option<&'static str> {
+        [
+            ("template", self.template == other.template),
+            ("vcpus", self.vcpus == other.vcpus),
+            ("memory", self.memory_mb == other.memory_mb),
+            ("disk", self.disk_mb == other.disk_mb),
+            ("internet setting", self.internet == other.internet),
+            ("allow_out", self.allow_out == other.allow_out),
+            ("deny_out", self.deny_out == other.deny_out),
+        ]
+        .into_iter()
+        .find(|(_, same)| !same)
+        .map(|(field, _)| field)
+    }
+
     /// A spec with every default filled in.
     pub fn new(id: SandboxId) -> Self {
         SandboxSpec {
@@ -230,6 +248,27 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Kills everything and removes every trace. Unknown ids are not an error.
     async fn destroy(&self, id: &SandboxId) -> Result<()>;
+
+    /// Whether [`Runtime::assign`] works here (a warm pool is useless
+    /// without it).
+    fn can_assign(&self) -> bool {
+        false
+    }
+
+    /// Hands the running sandbox `from`, made ahead of time (the host agent's
+    /// warm pool), to `spec.id`: renamed, with `spec`'s environment and
+    /// metadata in its record. Everything else in `spec` must be what `from`
+    /// was made with. The caller tells the guest (`wrenn.v1.Guest/Assign`).
+    /// On error `from` is left as it was. Backends that cannot rename a
+    /// running sandbox answer `Unavailable`.
+    async fn assign(&self, from: &SandboxId, spec: SandboxSpec) -> Result<SandboxHandle> {
+        let _ = (from, spec);
+        debug_assert!(!self.can_assign());
+        Err(Error::Unavailable {
+            backend: self.backend(),
+            reason: "this backend cannot hand out sandboxes made ahead of time".into(),
+        })
+    }
 
     async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics>;
 

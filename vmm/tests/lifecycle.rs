@@ -256,3 +256,66 @@ async fn bad_input_gives_a_clear_error_and_creates_nothing() {
     env.runtime.shutdown(Duration::from_secs(30)).await.unwrap();
     leftovers::assert_clean("lcbad", env.path(), &env.slots()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assign_renames_a_running_sandbox_and_refuses_what_it_cannot_change() {
+    let env = common::Env::new(1090..=1091).await;
+    let h = env.up(env.spec("lcasgnpool")).await;
+    let other = env.up(env.spec("lcasgntaken")).await;
+
+    // What a running sandbox cannot take is refused; it stays as it was.
+    let mut bigger = env.spec("lcasgnmine");
+    bigger.memory_mb = 256;
+    let e = env.runtime.assign(&h.id, bigger).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidSpec(m) if m.contains("memory")),
+        "{e}"
+    );
+    let e = env
+        .runtime
+        .assign(&h.id, env.spec("lcasgntaken"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
+    let e = env
+        .runtime
+        .assign(&"lcasgnnone".parse().unwrap(), env.spec("lcasgnmine"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+    assert_eq!(env.runtime.list().len(), 2);
+    guest::check(h.guest_addr).await.unwrap();
+
+    // A matching spec: the same sandbox under the new id and hostname.
+    let mut mine = env.spec("lcasgnmine");
+    mine.metadata.insert("k".into(), "v".into());
+    let got = env.runtime.assign(&h.id, mine).await.unwrap();
+    assert_eq!(
+        (got.id.as_str(), got.slot, got.address),
+        ("lcasgnmine", h.slot, h.address)
+    );
+    assert_eq!(got.spec.metadata["k"], "v");
+    assert!(got.dir.ends_with("lcasgnmine") && got.dir.is_dir());
+    assert!(!h.dir.exists(), "the old directory moved");
+    let out = guest::sh(&got, "hostname").await;
+    assert_eq!(out.stdout.trim(), "lcasgnmine", "{out:?}");
+    assert!(matches!(
+        env.runtime.metrics(&h.id).await,
+        Err(Error::NotFound(_))
+    ));
+    let m = env.runtime.metrics(&got.id).await.unwrap();
+    assert!(m.pids >= 1, "the renamed cgroups hold the sandbox: {m:?}");
+    let mut ids: Vec<String> = env
+        .runtime
+        .list()
+        .into_iter()
+        .map(|h| h.id.to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["lcasgnmine", "lcasgntaken"]);
+
+    env.runtime.destroy(&got.id).await.unwrap();
+    env.runtime.destroy(&other.id).await.unwrap();
+    env.runtime.shutdown(Duration::from_secs(30)).await.unwrap();
+    leftovers::assert_clean("lcasgn", env.path(), &env.slots()).await;
+}

@@ -328,3 +328,19 @@ impl Drop for Foreign {
         let _ = Command::new("ip").args(["netns", "del", self.0]).status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_out_cut_short_by_a_crash_is_cleaned_under_both_names() {
+    let env = common::Env::new(1440..=1441).await;
+    let h = env.up(env.spec("rccutpool")).await;
+    // Where a crash inside `assign` can leave a sandbox: its directory under
+    // the new name, its cgroups and record still under the old one.
+    std::fs::rename(&h.dir, h.dir.with_file_name("rccutmine")).unwrap();
+    let again = wrenn_vmm::build(env.cfg.clone()).unwrap();
+    let rec = again.recover().await.unwrap();
+    assert!(rec.adopted.is_empty(), "nobody was given it: {rec:?}");
+    let cleaned: Vec<_> = rec.cleaned.iter().map(|id| id.as_str()).collect();
+    assert_eq!(cleaned, ["rccutmine"], "{rec:?}");
+    again.shutdown(Duration::from_secs(30)).await.unwrap();
+    leftovers::assert_clean("rccut", env.path(), &env.slots()).await;
+}

@@ -3,7 +3,9 @@
 //! Order, later entries winning: the agent's own environment at start-up (the
 //! sandbox environment the runtime gave it) minus `WRENN_GUEST_*`; `USER`, `HOME`,
 //! `LOGNAME` and `SHELL` of the resolved user; `PATH` when still absent;
-//! `TERM=xterm-256color` for PTY processes; the request's `envs`.
+//! `TERM=xterm-256color` for PTY processes; the request's `envs`. A sandbox
+//! made ahead of time (the host's warm pool) gets its id and environment when
+//! it is handed out ([`BaseEnv::assign`]): processes started after that see them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -17,10 +19,13 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// `TERM` for PTY processes unless the request sets one.
 pub const DEFAULT_TERM: &str = "xterm-256color";
 
-/// The agent's environment as captured at start-up.
-#[derive(Debug, Clone, Default)]
+/// The sandbox's id, in every process's environment.
+pub const SANDBOX_ID: &str = "WRENN_SANDBOX_ID";
+
+/// The agent's environment as captured at start-up, and as assigned since.
+#[derive(Debug, Default)]
 pub struct BaseEnv {
-    vars: BTreeMap<OsString, OsString>,
+    vars: std::sync::RwLock<BTreeMap<OsString, OsString>>,
 }
 
 impl BaseEnv {
@@ -34,7 +39,18 @@ impl BaseEnv {
             .into_iter()
             .filter(|(k, _)| !k.as_bytes().starts_with(ENV_PREFIX.as_bytes()))
             .collect();
-        Self { vars }
+        Self {
+            vars: std::sync::RwLock::new(vars),
+        }
+    }
+
+    /// Sets the sandbox's id and `env` over what processes inherit (a
+    /// sandbox handed out of the host's pool); returns the id it replaced.
+    pub fn assign(&self, id: &str, env: &HashMap<String, String>) -> Option<String> {
+        let mut vars = self.vars.write().unwrap_or_else(|e| e.into_inner());
+        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+        vars.insert(SANDBOX_ID.into(), id.into())
+            .map(|old| old.to_string_lossy().into_owned())
     }
 
     /// The full environment of a new process.
@@ -44,7 +60,7 @@ impl BaseEnv {
         pty: bool,
         request: &HashMap<String, String>,
     ) -> BTreeMap<OsString, OsString> {
-        let mut env = self.vars.clone();
+        let mut env = self.vars.read().unwrap_or_else(|e| e.into_inner()).clone();
         env.insert("USER".into(), user.name.clone().into());
         env.insert("LOGNAME".into(), user.name.clone().into());
         env.insert("HOME".into(), user.home.clone().into());
@@ -108,5 +124,24 @@ mod tests {
         let request = HashMap::from([("TERM".to_owned(), "vt100".to_owned())]);
         let env = base.for_process(&alice(), true, &request);
         assert_eq!(get(&env, "TERM"), Some("vt100"));
+    }
+
+    #[test]
+    fn assigned_id_and_env_reach_later_processes() {
+        let base = BaseEnv::from_vars([
+            (SANDBOX_ID.into(), "pooled".into()),
+            ("KEEP".into(), "1".into()),
+            ("OVER".into(), "old".into()),
+        ]);
+        let env = HashMap::from([
+            ("OVER".to_owned(), "new".to_owned()),
+            ("ADDED".to_owned(), "2".to_owned()),
+        ]);
+        assert_eq!(base.assign("mine", &env).as_deref(), Some("pooled"));
+        let got = base.for_process(&alice(), false, &HashMap::new());
+        assert_eq!(get(&got, SANDBOX_ID), Some("mine"));
+        assert_eq!(get(&got, "KEEP"), Some("1"));
+        assert_eq!(get(&got, "OVER"), Some("new"));
+        assert_eq!(get(&got, "ADDED"), Some("2"));
     }
 }

@@ -6,6 +6,7 @@
 //! any root filesystem, a busybox-only one included. See `README.md` next to this
 //! crate for the flags, the design and the benchmark numbers.
 
+mod assign;
 mod config;
 mod env;
 mod forward;

@@ -13,7 +13,9 @@ use tonic_health::ServingStatus;
 use wrenn_proto::auth::RequireBearer;
 use wrenn_proto::filesystem::filesystem_server::FilesystemServer;
 use wrenn_proto::process::process_server::ProcessServer;
+use wrenn_proto::wrenn::v1::guest_server::GuestServer;
 
+use crate::assign::GuestService;
 use crate::config::Config;
 use crate::env::BaseEnv;
 use crate::fs::FilesystemService;
@@ -70,7 +72,9 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
     let users = Arc::new(UserDb::system());
     let table = ProcessTable::new(reaper.clone(), END_RETENTION);
     let keepalive = config.keepalive();
-    let process = ProcessService::new(table.clone(), users.clone(), Arc::new(base_env), keepalive);
+    let base_env = Arc::new(base_env);
+    let guest = GuestService::new(base_env.clone(), "/etc/hosts".into());
+    let process = ProcessService::new(table.clone(), users.clone(), base_env, keepalive);
     let filesystem = FilesystemService::new(users, keepalive);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -101,7 +105,8 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(ProcessServer::new(process))
-        .add_service(FilesystemServer::new(filesystem));
+        .add_service(FilesystemServer::new(filesystem))
+        .add_service(GuestServer::new(guest));
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = server_stopped.await;

@@ -41,6 +41,13 @@ pub struct AgentConfig {
     pub memory_overcommit: u32,
     /// The same for disk images (sparse: they use what is written).
     pub disk_overcommit: u32,
+    /// Sandboxes of the default shape kept running, ready to be handed to
+    /// creates (the warm pool; 0: none). They count against admission like
+    /// sandboxes and give way to creates that need their room.
+    pub pool_size: u32,
+    /// The template of pooled sandboxes (their size and network are the
+    /// defaults).
+    pub pool_template: String,
     /// Build the `base` template at start-up when it does not exist.
     pub build_base_image: bool,
     /// Budget for the shutdown steps after the server stopped accepting
@@ -69,6 +76,7 @@ impl AgentConfig {
     pub const DEFAULT_MEMORY_OVERCOMMIT: u32 = 8;
     pub const DEFAULT_DISK_OVERCOMMIT: u32 = 16;
     pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 60;
+    pub const DEFAULT_POOL_SIZE: u32 = 0;
     pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
     pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 620;
     /// The key's file name in `dir`.
@@ -135,6 +143,8 @@ impl Default for AgentConfig {
             reserve_disk_mb: Self::DEFAULT_RESERVE_DISK_MB,
             memory_overcommit: Self::DEFAULT_MEMORY_OVERCOMMIT,
             disk_overcommit: Self::DEFAULT_DISK_OVERCOMMIT,
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            pool_template: wrenn_types::spec::DEFAULT_TEMPLATE.to_owned(),
             build_base_image: true,
             shutdown_timeout_secs: Self::DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             key_file: PathBuf::new(),

@@ -22,6 +22,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use wrenn_proto::auth::{AuthChannel, Bearer, with_bearer};
 use wrenn_proto::filesystem::filesystem_client::FilesystemClient;
 use wrenn_proto::process::{ListRequest, process_client::ProcessClient};
+use wrenn_proto::wrenn::v1::{AssignRequest, guest_client::GuestClient};
 
 /// Bound on one connect attempt to the guest.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -77,6 +78,25 @@ impl Guest {
         FilesystemClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// Tells the guest of a pooled sandbox the id and environment it was
+    /// handed out with (`wrenn.v1.Guest/Assign`).
+    pub async fn assign(
+        &self,
+        id: &wrenn_types::SandboxId,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let mut client = GuestClient::new(self.channel.clone());
+        let call = client.assign(AssignRequest {
+            sandbox_id: id.to_string(),
+            env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        });
+        match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(status_text(&s)),
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        }
     }
 
     /// One readiness probe: `Ok` when the guest serves.

@@ -65,6 +65,18 @@ pub struct Agent {
     reaper: JoinHandle<()>,
 }
 
+/// An agent dropped without [`Agent::shutdown`] (a test that failed half-way,
+/// a caller's error path) stops its background work — the reaper, the host
+/// monitor, the pool's filler — and its server at once, so nothing goes on
+/// making sandboxes behind a cleanup. Sandboxes already made stay, as after
+/// a crash: the next start adopts or cleans them.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.reaper.abort();
+        self.stop_server.cancel();
+    }
+}
+
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agent").field("addr", &self.addr).finish()
@@ -233,6 +245,11 @@ pub(crate) fn validate(c: &AgentConfig) -> Result<(), Error> {
             c.default_timeout_secs, c.max_timeout_secs
         ));
     }
+    if c.pool_size > 0
+        && let Err(e) = wrenn_types::spec::check_template(&c.pool_template)
+    {
+        return bad(format!("pool_template: {}", e.reason));
+    }
     if c.guest_ready_timeout_ms == 0 {
         return bad("guest_ready_timeout_ms must be at least 1".into());
     }
@@ -268,6 +285,8 @@ fn manager_config(c: &AgentConfig) -> ManagerConfig {
         },
         guest_ready_timeout: c.guest_ready_timeout(),
         guest_poll_interval: c.guest_poll_interval(),
+        pool_size: c.pool_size as usize,
+        pool_template: c.pool_template.clone(),
         admission: crate::manager::admission::Policy {
             reserve: crate::manager::admission::Free {
                 memory_mb: c.reserve_memory_mb,

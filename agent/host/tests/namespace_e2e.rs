@@ -482,3 +482,169 @@ async fn start_up_builds_the_missing_base_template_with_progress() {
     agent.shutdown().await.unwrap();
     env.assert_clean().await;
 }
+
+/// Waits until the agent's pool holds `n` ready sandboxes.
+async fn pool_ready(agent: &Agent, n: usize) {
+    let m = agent.manager().clone();
+    eventually(T, &format!("{n} pooled sandboxes ready"), move || {
+        m.pool().ready() == n
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_sandbox_is_handed_out_under_the_new_name_and_nothing_is_left() {
+    let env = HostEnv::new(2500..=2599).await;
+    let mut config = env.config();
+    config.pool_size = 2;
+    config.pool_template = "busybox".into();
+    let (agent, mut c, _) = boot(config).await;
+    let mut w = c
+        .watch_sandboxes(pb::WatchSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(event(&mut w).await.0, Kind::Synced);
+    pool_ready(&agent, 2).await;
+    let pool = agent.manager().pool();
+    assert!(
+        c.list_sandboxes(pb::ListSandboxesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .sandboxes
+            .is_empty(),
+        "pooled sandboxes are not listed"
+    );
+
+    // The default shape of the pool's template: handed out, not made.
+    let sb = c
+        .create_sandbox(pb::CreateSandboxRequest {
+            sandbox_id: "tapool1".into(),
+            spec: Some(pb::SandboxSpec {
+                template: "busybox".into(),
+                env: [("GREETING".to_string(), "hello-from-pool".to_string())].into(),
+                metadata: [("team".to_string(), "a".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pool.handed_out(), 1);
+    assert_eq!(sb.state, pb::SandboxState::Running as i32);
+    assert_eq!(sb.spec.as_ref().unwrap().metadata["team"], "a");
+    let (k, created) = event(&mut w).await;
+    assert_eq!(
+        (k, created.unwrap().id.as_str()),
+        (Kind::Created, "tapool1")
+    );
+    assert_eq!(event(&mut w).await.0, Kind::Running);
+
+    // Everything named by the id moved: environment, hostname, hosts file,
+    // directory and cgroups; the pool's name is gone from the host.
+    let r = output(
+        &mut c,
+        &sb.id,
+        "echo $GREETING $WRENN_SANDBOX_ID; hostname; cat /etc/hosts",
+    )
+    .await;
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        out.starts_with("hello-from-pool tapool1\ntapool1\n"),
+        "{out}; stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let names: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .collect();
+    assert!(
+        names.contains(&"tapool1") && !names.iter().any(|n| n.starts_with("pool")),
+        "/etc/hosts names the new id only: {out}"
+    );
+    let mine = env.sandbox_leftovers("tapool1", &sb.address);
+    assert!(
+        !mine.cgroups.is_empty() && !mine.dirs.is_empty(),
+        "the cgroups and directory carry the new id: {mine:#?}"
+    );
+    pool_ready(&agent, 2).await;
+    let sandboxes = env.dir.join("sandboxes");
+    let mut names: Vec<String> = std::fs::read_dir(&sandboxes)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "tapool1 and two pooled: {names:?}");
+    assert!(names.contains(&"tapool1".to_owned()), "{names:?}");
+
+    // Another shape is made the usual way, beside the pool.
+    let other = c
+        .create_sandbox(busybox("tapool2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pool.handed_out(), 1);
+    assert_eq!(
+        output(&mut c, &other.id, "echo $GREETING; hostname")
+            .await
+            .stdout,
+        b"hello-from-spec\ntapool2\n"
+    );
+    let listed: Vec<String> = c
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, ["tapool1", "tapool2"]);
+
+    c.destroy_sandbox(pb::SandboxRef {
+        sandbox_id: sb.id.clone(),
+    })
+    .await
+    .unwrap();
+    env.assert_sandbox_gone("tapool1", &sb.address).await;
+    // Shutdown destroys the pool with the rest.
+    agent.shutdown().await.unwrap();
+    env.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_sandbox_a_crashed_agent_left_is_destroyed_at_start() {
+    let env = HostEnv::new(2600..=2699).await;
+    // What a killed agent leaves: a running sandbox whose record says pooled.
+    let runtime = wrenn_vmm::build(env.runtime_config()).unwrap();
+    let mut spec = wrenn_vmm::SandboxSpec::new("poolleftover1".parse().unwrap());
+    spec.template = "busybox".into();
+    spec.metadata
+        .insert(wrenn_agent::manager::pool::MARK.into(), "1".into());
+    let h = runtime.create(spec).await.unwrap();
+    runtime.start(&h.id).await.unwrap();
+    drop(runtime);
+    assert!(
+        !env.sandbox_leftovers("poolleftover1", &h.address.to_string())
+            .processes
+            .is_empty()
+    );
+
+    let (agent, mut c, _) = boot(env.config()).await;
+    assert!(
+        c.list_sandboxes(pb::ListSandboxesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .sandboxes
+            .is_empty(),
+        "a pooled sandbox is not adopted"
+    );
+    env.assert_sandbox_gone("poolleftover1", &h.address.to_string())
+        .await;
+    agent.shutdown().await.unwrap();
+    env.assert_clean().await;
+}

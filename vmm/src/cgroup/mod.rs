@@ -124,6 +124,31 @@ impl Cgroup {
             .collect()
     }
 
+    /// Moves the cgroup to `name` under the same parent in every hierarchy
+    /// (cgroup v1 and v2 allow a rename in place; members stay members).
+    /// On error the directories already moved are moved back.
+    pub fn rename(&self, name: &str) -> Result<Cgroup> {
+        let parent = self.rel.parent().unwrap_or(Path::new(""));
+        let to = Cgroup {
+            layout: self.layout.clone(),
+            rel: parent.join(name),
+        };
+        let pairs: Vec<(PathBuf, PathBuf)> = self.dirs().into_iter().zip(to.dirs()).collect();
+        for (i, (from, dest)) in pairs.iter().enumerate() {
+            if let Err(source) = std::fs::rename(from, dest) {
+                for (back_from, back_dest) in pairs[..i].iter().rev() {
+                    let _ = std::fs::rename(back_dest, back_from);
+                }
+                return Err(Error::Io {
+                    step: "rename cgroup",
+                    path: from.clone(),
+                    source,
+                });
+            }
+        }
+        Ok(to)
+    }
+
     pub fn exists(&self) -> bool {
         self.dirs().iter().all(|d| d.is_dir())
     }

@@ -32,6 +32,7 @@
 //! allowed system calls reaches the host. That is why production hosts use
 //! the Firecracker backend.
 
+mod assign;
 mod background;
 mod caps;
 mod lifecycle;
@@ -237,6 +238,14 @@ impl Runtime for NamespaceRuntime {
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         lifecycle::destroy(&self.inner, id).await
+    }
+
+    fn can_assign(&self) -> bool {
+        true
+    }
+
+    async fn assign(&self, from: &SandboxId, spec: SandboxSpec) -> Result<SandboxHandle> {
+        assign::assign(&self.inner, from, spec).await
     }
 
     async fn metrics(&self, id: &SandboxId) -> Result<SandboxMetrics> {

@@ -5,6 +5,8 @@
 //! 1. every `sandboxes/<id>/sandbox.json` of the instance: adopted when its
 //!    init still runs (same PID *and* start time), its netns, host link and
 //!    cgroups exist; otherwise torn down like `destroy` would;
+//!    A record whose id is not its directory's (a pooled sandbox's hand-out
+//!    cut short by a crash) is torn down under both names;
 //! 2. half-created `sandboxes/.creating-<prefix>-<slot>` and retired
 //!    `sandboxes/.deleting-<prefix>-<slot>-…` directories: removed;
 //! 3. netns `<prefix>-<slot>` and links `wv<slot>` of the range that no
@@ -62,9 +64,24 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
             continue;
         }
         let dir = SandboxDir::new(&inner.cfg.dir, &id);
-        let Ok(record) = dir.read_record() else {
+        let Ok(mut record) = dir.read_record() else {
             continue;
         };
+        // A hand-out (`assign`) cut short between the directory's rename and
+        // the record's: nobody was given the sandbox. Its processes may be
+        // in the cgroups of either name; it is cleaned under the directory's.
+        let cut_short = record.id != id;
+        if cut_short {
+            tracing::warn!(sandbox_id = %id, recorded = %record.id, "a hand-out of a pooled sandbox was cut short; cleaning it");
+            let other = inner.cgroup(&record.id);
+            super::lifecycle::join(tokio::task::spawn_blocking(move || {
+                other
+                    .destroy(super::CGROUP_TIMEOUT)
+                    .map_err(crate::runtime::Error::from)
+            }))
+            .await?;
+            record.id = id.clone();
+        }
         let Some(slot) = record.slot() else {
             continue;
         };
@@ -96,7 +113,12 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
             userns: None,
             record,
         };
-        match intact(inner, &st).await {
+        let checked = if cut_short {
+            Err("a hand-out was cut short")
+        } else {
+            intact(inner, &st).await
+        };
+        match checked {
             Ok(proc) => {
                 st.paused = st.cgroup.is_frozen().unwrap_or(false);
                 if let Some(console) = st.record.console {

@@ -49,16 +49,43 @@ impl Manager {
         }
         let started = tokio::time::Instant::now();
         let _reservation = IdReservation::take(&self, &id)?;
-        let ticket = steps::time("admission", || {
-            self.admission.admit(
-                &id,
-                valid.runtime.memory_mb.into(),
-                valid.runtime.disk_mb.into(),
-            )
-        })?;
-        let handle = steps::timed("runtime_create", self.runtime.create(valid.runtime.clone()))
-            .await
-            .map_err(SandboxError::runtime("create", &id))?;
+        if let Some(pooled) = self.pool.take_for(&valid.runtime) {
+            match self.hand_out(pooled, &valid).await {
+                Ok((handle, guest)) => {
+                    return Ok(self
+                        .announce_handed_out(&handle, guest, valid, started)
+                        .await);
+                }
+                Err(e) => {
+                    warn!(sandbox_id = %id, error = %crate::error::chain(&e), "handing out a pooled sandbox failed; creating one");
+                }
+            }
+        }
+        let (ticket, handle) = loop {
+            let admitted = steps::time("admission", || {
+                self.admission.admit(
+                    &id,
+                    valid.runtime.memory_mb.into(),
+                    valid.runtime.disk_mb.into(),
+                )
+            });
+            let ticket = match admitted {
+                Ok(t) => t,
+                Err(e) if self.evict_pooled().await => {
+                    info!(sandbox_id = %id, refused = %e, "made room by destroying a pooled sandbox");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match steps::timed("runtime_create", self.runtime.create(valid.runtime.clone())).await {
+                Ok(handle) => break (ticket, handle),
+                Err(wrenn_vmm::Error::SlotsExhausted { .. }) if self.evict_pooled().await => {
+                    drop(ticket);
+                    continue;
+                }
+                Err(e) => return Err(SandboxError::runtime("create", &id)(e)),
+            }
+        };
         let sb = Arc::new(Sandbox::new(
             &handle,
             valid.proto,
@@ -110,6 +137,37 @@ impl Manager {
         Ok(record)
     }
 
+    /// Announces a sandbox handed out of the pool as created and running.
+    async fn announce_handed_out(
+        &self,
+        handle: &SandboxHandle,
+        guest: crate::guest::Guest,
+        valid: spec::ValidSpec,
+        started: tokio::time::Instant,
+    ) -> pb::Sandbox {
+        let mut sb = Sandbox::new(
+            handle,
+            valid.proto,
+            self.next_generation(),
+            State::Starting,
+            valid.timeout_secs,
+            self.shutdown.child_token(),
+        );
+        // The pooled sandbox's channel, connected already.
+        sb.guest = guest;
+        let sb = Arc::new(sb);
+        let op = sb.op.lock().await;
+        sb.keep();
+        self.insert(sb.clone(), Kind::Created);
+        let record = self.transition(&sb, State::Running, Kind::Running);
+        drop(op);
+        self.reaper_wake.notify_one();
+        steps::observe("total", started.into_std());
+        info!(sandbox_id = %sb.id, address = %sb.address, generation = sb.generation,
+              ms = started.elapsed().as_millis() as u64, pooled = true, "sandbox running");
+        record
+    }
+
     /// Takes over sandboxes a previous agent left running: a new generation,
     /// a new channel, the creation time and deadline the previous agent kept
     /// (the default timeout from now if it kept none). A running one whose
@@ -119,6 +177,13 @@ impl Manager {
     pub async fn adopt(self: &Arc<Self>, handles: Vec<SandboxHandle>) -> Vec<SandboxId> {
         let mut adopted = Vec::new();
         for h in handles {
+            if super::pool::is_pooled(&h) {
+                info!(sandbox_id = %h.id, "destroying a pooled sandbox a previous agent left");
+                if let Err(e) = self.runtime.destroy(&h.id).await {
+                    warn!(sandbox_id = %h.id, error = %crate::error::chain(&e), "destroying a left pooled sandbox");
+                }
+                continue;
+            }
             let state = if h.paused {
                 State::Paused
             } else {

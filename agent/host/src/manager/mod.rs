@@ -16,6 +16,7 @@ pub mod admission;
 mod create;
 pub mod events;
 pub mod kept;
+pub mod pool;
 mod reaper;
 pub mod sandbox;
 
@@ -54,6 +55,9 @@ pub struct ManagerConfig {
     pub guest_ready_timeout: Duration,
     pub guest_poll_interval: Duration,
     pub admission: admission::Policy,
+    /// Sandboxes of the default shape kept ready for creates ([`pool`]).
+    pub pool_size: usize,
+    pub pool_template: String,
 }
 
 pub struct Manager {
@@ -63,6 +67,7 @@ pub struct Manager {
     /// Ids whose create is in progress but not yet in `sandboxes`.
     creating: Mutex<HashSet<SandboxId>>,
     admission: Admission,
+    pool: pool::Pool,
     pub(crate) events: EventHub,
     generation: AtomicU64,
     /// Wakes the reaper when a deadline moved earlier.
@@ -87,6 +92,7 @@ impl std::fmt::Debug for Manager {
 impl Manager {
     pub fn new(runtime: Arc<dyn Runtime>, cfg: ManagerConfig) -> Arc<Self> {
         let admission = Admission::new(cfg.dir.clone(), cfg.admission);
+        let pool = pool::Pool::new(cfg.pool_size);
         // Seeded from the clock so generations keep growing across restarts.
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -98,6 +104,7 @@ impl Manager {
             sandboxes: DashMap::new(),
             creating: Mutex::new(HashSet::new()),
             admission,
+            pool,
             events: EventHub::default(),
             generation: AtomicU64::new(seed),
             reaper_wake: Notify::new(),
@@ -206,6 +213,11 @@ impl Manager {
         &self.admission
     }
 
+    /// The warm pool of sandboxes made ahead of time.
+    pub fn pool(&self) -> &pool::Pool {
+        &self.pool
+    }
+
     /// Destroys a live sandbox: relays end, the runtime removes it, watchers
     /// hear `KIND_DESTROYED`.
     pub async fn destroy(&self, raw: &str, reason: &str) -> Result<(), SandboxError> {
@@ -302,6 +314,8 @@ impl Manager {
     pub async fn shutdown(&self, keep: bool) {
         self.accepting.store(false, Ordering::Release);
         drop(self.create_gate.write().await);
+        // Pooled sandboxes are nobody's yet: never left for the next agent.
+        self.drain_pool().await;
         let all: Vec<Arc<Sandbox>> = self.sandboxes.iter().map(|e| e.value().clone()).collect();
         if keep {
             info!(
@@ -325,9 +339,9 @@ impl Manager {
         self.shutdown.cancel();
     }
 
-    /// Starts the TTL reaper; it stops at shutdown.
-    /// The TTL reaper and the host monitor (low memory or disk, see
-    /// [`admission`]), in one task.
+    /// The TTL reaper, the host monitor (low memory or disk, see
+    /// [`admission`]) and the pool's filler ([`pool`]), in one task; it
+    /// stops at shutdown.
     pub fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let m = self.clone();
         let monitor = async move {
@@ -340,8 +354,9 @@ impl Manager {
             }
         };
         let reaper = reaper::run(self.clone());
+        let pool = self.clone().fill_pool();
         tokio::spawn(async move {
-            tokio::join!(reaper, monitor);
+            tokio::join!(reaper, monitor, pool);
         })
     }
 }

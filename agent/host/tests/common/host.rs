@@ -62,7 +62,7 @@ impl HostEnv {
         c
     }
 
-    fn runtime_config(&self) -> RuntimeConfig {
+    pub fn runtime_config(&self) -> RuntimeConfig {
         RuntimeConfig {
             backend: Backend::Namespace,
             dir: self.dir.clone(),

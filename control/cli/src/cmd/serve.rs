@@ -83,6 +83,9 @@ pub struct AgentArgs {
     /// The static wrenn-guest binary [default: searched].
     #[arg(long, env = "WRENN_GUEST_BIN")]
     pub guest_bin: Option<PathBuf>,
+    /// Sandboxes of the default shape kept ready for creates [default: 0].
+    #[arg(long, env = "WRENN_POOL_SIZE")]
+    pub pool_size: Option<u32>,
     /// Print the resulting configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -125,6 +128,9 @@ pub fn agent_config(a: &AgentArgs) -> Result<AgentConfig> {
     }
     if let Some(v) = &a.guest_bin {
         c.runtime.guest_bin = Some(v.clone());
+    }
+    if let Some(v) = a.pool_size {
+        c.pool_size = v;
     }
     Ok(c)
 }

@@ -60,6 +60,10 @@ pub struct UpArgs {
     /// Keep sandboxes running when the agent stops (default: destroy them).
     #[arg(long)]
     pub keep_sandboxes: bool,
+    /// Sandboxes of the default shape the agent keeps ready, so creates in
+    /// bursts take milliseconds [default: the agent's, 0].
+    #[arg(long, env = "WRENN_POOL_SIZE")]
+    pub pool_size: Option<u32>,
     /// Seconds each component gets to stop before it is killed.
     #[arg(long, default_value_t = 30)]
     pub stop_timeout: u64,
@@ -190,6 +194,9 @@ async fn start_all(a: &UpArgs, running: &mut Vec<Component>) -> Result<()> {
     ];
     if a.keep_sandboxes {
         agent_args.push("--keep-sandboxes".into());
+    }
+    if let Some(n) = a.pool_size {
+        agent_args.extend(["--pool-size".to_owned(), n.to_string()]);
     }
     running.push(spawn("agent", &agent_args)?);
     wait_grpc_health(&format!("http://{}", a.agent_listen), "agent", a, running).await?;

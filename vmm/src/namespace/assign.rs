@@ -1,0 +1,220 @@
+//! Handing a running sandbox made ahead of time (the host agent's warm pool)
+//! to the id a create asked for.
+//!
+//! What names a sandbox by its id moves: the table entry, the directory, the
+//! cgroups (renamed in place; the processes stay in them) and the hostname
+//! (set from inside the sandbox's UTS namespace). The record takes the new id,
+//! environment and metadata. Everything else — slot, network, disk, user
+//! namespace, the running guest — stays, so the spec must match what the
+//! sandbox was made with. The guest learns its id and environment from the
+//! caller (`wrenn.v1.Guest/Assign`).
+//!
+//! A failure part-way moves back what was moved: the sandbox stays under its
+//! old id, whole, for the caller to destroy or keep.
+
+use std::os::fd::AsFd as _;
+use std::sync::Arc;
+
+use wrenn_types::SandboxId;
+
+use super::{Inner, State};
+use crate::runtime::{Error, Result, SandboxHandle, SandboxSpec};
+use crate::sandbox::record::SandboxDir;
+use crate::{steps, validate};
+
+pub(super) async fn assign(
+    inner: &Arc<Inner>,
+    from: &SandboxId,
+    spec: SandboxSpec,
+) -> Result<SandboxHandle> {
+    validate::spec(&spec)?;
+    let started = std::time::Instant::now();
+    let cell = {
+        let table = inner.table.lock();
+        if table.sandboxes.contains_key(&spec.id) {
+            return Err(Error::AlreadyExists(spec.id.clone()));
+        }
+        table
+            .sandboxes
+            .get(from)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(from.clone()))?
+    };
+    let mut st = cell.state.lock().await;
+    if cell.handle.lock().is_none() {
+        return Err(Error::NotFound(from.clone()));
+    }
+    let pid = match &st.proc {
+        Some(p) if !p.has_exited() && !st.paused => p.pid,
+        Some(_) if st.paused => {
+            return Err(Error::WrongState {
+                id: from.clone(),
+                state: "paused",
+            });
+        }
+        _ => {
+            return Err(Error::WrongState {
+                id: from.clone(),
+                state: "not running",
+            });
+        }
+    };
+    if let Some(field) = st.record.spec().fixed_difference(&spec) {
+        return Err(Error::InvalidSpec(format!(
+            "sandbox {from} was made with another {field} than sandbox {} asks for",
+            spec.id
+        )));
+    }
+    {
+        let mut table = inner.table.lock();
+        if table.sandboxes.contains_key(&spec.id) {
+            return Err(Error::AlreadyExists(spec.id.clone()));
+        }
+        table.sandboxes.remove(from);
+        table.sandboxes.insert(spec.id.clone(), cell.clone());
+    }
+    let inner2 = inner.clone();
+    let old = Moved {
+        id: from.clone(),
+        dir: st.dir.clone(),
+        cgroup: st.cgroup.clone(),
+    };
+    let to = spec.id.clone();
+    let moved = super::lifecycle::join(tokio::task::spawn_blocking(move || {
+        move_names(&inner2, &old, &to, pid.as_raw())
+    }))
+    .await;
+    match moved {
+        Ok((dir, cgroup)) => {
+            st.dir = dir;
+            st.cgroup = cgroup;
+            set_identity(&mut st, &spec);
+            let saved = steps::time("assign_record", || st.dir.write_record(&st.record)).map_err(
+                |source| Error::Io {
+                    step: "write sandbox record",
+                    path: st.dir.record(),
+                    source,
+                },
+            );
+            if let Err(e) = saved {
+                // The sandbox runs under its new name; only a restart of the
+                // agent would find the record stale.
+                tracing::warn!(sandbox_id = %spec.id, error = %e, "assigned sandbox's record");
+            }
+            let handle = inner.handle(&st);
+            *cell.handle.lock() = Some(handle.clone());
+            steps::observe("assign", started);
+            tracing::debug!(sandbox_id = %spec.id, from = %from, "pooled sandbox assigned");
+            Ok(handle)
+        }
+        Err(e) => {
+            let mut table = inner.table.lock();
+            table.sandboxes.remove(&spec.id);
+            table.sandboxes.insert(from.clone(), cell.clone());
+            Err(e)
+        }
+    }
+}
+
+fn set_identity(st: &mut State, spec: &SandboxSpec) {
+    st.record.id = spec.id.clone();
+    st.record.env = spec.env.clone();
+    st.record.metadata = spec.metadata.clone();
+}
+
+struct Moved {
+    id: SandboxId,
+    dir: SandboxDir,
+    cgroup: crate::cgroup::Cgroup,
+}
+
+/// Renames directory and cgroups and sets the hostname; undoes the renames
+/// when a later step fails.
+fn move_names(
+    inner: &Inner,
+    old: &Moved,
+    to: &SandboxId,
+    pid: i32,
+) -> Result<(SandboxDir, crate::cgroup::Cgroup)> {
+    let dir = SandboxDir::new(&inner.cfg.dir, to);
+    match std::fs::symlink_metadata(&dir.dir) {
+        Ok(_) => return Err(Error::AlreadyExists(to.clone())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                step: "inspect sandbox directory",
+                path: dir.dir,
+                source,
+            });
+        }
+    }
+    steps::time("assign_dir", || std::fs::rename(&old.dir.dir, &dir.dir)).map_err(|source| {
+        Error::Io {
+            step: "rename sandbox directory",
+            path: old.dir.dir.clone(),
+            source,
+        }
+    })?;
+    let undo_dir = || {
+        if let Err(e) = std::fs::rename(&dir.dir, &old.dir.dir) {
+            tracing::warn!(error = %e, path = %dir.dir.display(), "moving a sandbox directory back");
+        }
+    };
+    let cgroup = match steps::time("assign_cgroup", || old.cgroup.rename(to.as_str())) {
+        Ok(c) => c,
+        Err(e) => {
+            undo_dir();
+            return Err(e.into());
+        }
+    };
+    if let Err(source) = steps::time("assign_hostname", || set_hostname(pid, to.as_str())) {
+        if let Err(e) = cgroup.rename(old.id.as_str()) {
+            tracing::warn!(error = %e, "moving a sandbox's cgroups back");
+        }
+        undo_dir();
+        return Err(Error::Io {
+            step: "set the sandbox's hostname",
+            path: format!("/proc/{pid}/ns/uts").into(),
+            source,
+        });
+    }
+    Ok((dir, cgroup))
+}
+
+/// Sets the hostname of the UTS namespace `pid` is in, from a thread of its
+/// own that joins it (and ends there).
+fn set_hostname(pid: i32, name: &str) -> std::io::Result<()> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/uts"))?;
+    let name = name.to_owned();
+    std::thread::Builder::new()
+        .name("wrenn-hostname".into())
+        .spawn(move || -> std::io::Result<()> {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWUTS)?;
+            nix::unistd::sethostname(&name)?;
+            Ok(())
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("the hostname thread panicked"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_a_running_sandbox_can_take_may_differ() {
+        let have = SandboxSpec::new("pool".parse().unwrap());
+        let mut want = SandboxSpec::new("mine".parse().unwrap());
+        want.env.insert("A".into(), "1".into());
+        want.metadata.insert("team".into(), "x".into());
+        assert_eq!(have.fixed_difference(&want), None);
+        want.memory_mb += 1;
+        assert_eq!(have.fixed_difference(&want), Some("memory"));
+        let mut want = SandboxSpec::new("mine".parse().unwrap());
+        want.internet = !have.internet;
+        assert_eq!(have.fixed_difference(&want), Some("internet setting"));
+        let mut want = SandboxSpec::new("mine".parse().unwrap());
+        want.template = "other".into();
+        assert_eq!(have.fixed_difference(&want), Some("template"));
+    }
+}
