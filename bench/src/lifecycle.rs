@@ -81,7 +81,11 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
     let (mut report, hardened) = result?;
     stopped?;
     hardening_cost(opts, &mut report, hardened, unhardened);
-    pool::run(&mut report, if opts.quick { 16 } else { 50 }).await?;
+    let (pool_n, pool_density) = if opts.quick { (16, 32) } else { (50, 1000) };
+    // The kernel tears the density run's namespaces down in the background
+    // for a while after they were destroyed: the pool's burst would pay it.
+    quiet_cpu(Duration::from_secs(90)).await;
+    pool::run(&mut report, pool_n, pool_density).await?;
     report.finish(&opts.out)?;
     Ok(())
 }
@@ -561,6 +565,33 @@ async fn one_at_a_time(
         sandbox::destroy(client, id).await?;
     }
     Ok((lat, means))
+}
+
+/// Waits (up to `within`) until the host's CPUs are at least 90 % idle over
+/// half a second.
+async fn quiet_cpu(within: Duration) {
+    fn busy_idle() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let v: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = v.get(3)? + v.get(4)?;
+        Some((v.iter().take(8).sum::<u64>(), idle))
+    }
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let Some((t0, i0)) = busy_idle() else { return };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some((t1, i1)) = busy_idle() else { return };
+        if (i1 - i0) as f64 >= 0.9 * (t1 - t0).max(1) as f64 {
+            return;
+        }
+    }
 }
 
 /// Lets freed memory and deferred kernel work settle before a reading.

@@ -62,7 +62,7 @@ impl Guest for GuestService {
                 }
             }
         }
-        tracing::info!(sandbox_id = %req.sandbox_id, vars = req.env.len(), "assigned");
+        tracing::debug!(sandbox_id = %req.sandbox_id, vars = req.env.len(), "assigned");
         Ok(Response::new(AssignResponse {}))
     }
 }

@@ -1,7 +1,8 @@
 //! The burst again, served by the agent's warm pool: a `wrenn up` whose
 //! agent keeps as many default sandboxes ready as the burst has creates
 //! (`WRENN_POOL_SIZE`), the burst sent once the pool is full, then the same
-//! number of creates one at a time after it refilled.
+//! number of creates one at a time after it refilled, with no other sandbox
+//! up and with the density phase's count up (made the usual way).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use wrenn_proto::wrenn::v1::SandboxSpec;
 
-use crate::platform::Platform;
+use futures::StreamExt as _;
+
+use crate::platform::{Client, Platform};
 use crate::report::{Report, Table, us};
 use crate::sandbox;
 use crate::stats::Latencies;
@@ -25,16 +28,21 @@ fn default_spec() -> SandboxSpec {
     }
 }
 
-pub async fn run(report: &mut Report, n: usize) -> anyhow::Result<()> {
+pub async fn run(report: &mut Report, n: usize, density: usize) -> anyhow::Result<()> {
     let size = PathBuf::from(n.to_string());
     let p = Platform::start_with("lifecycle-pool", &[("WRENN_POOL_SIZE", size)]).await?;
-    let result = measure(&p, report, n).await;
+    let result = measure(&p, report, n, density).await;
     let stopped = p.stop();
     result?;
     stopped
 }
 
-async fn measure(p: &Platform, report: &mut Report, n: usize) -> anyhow::Result<()> {
+async fn measure(
+    p: &Platform,
+    report: &mut Report,
+    n: usize,
+    density: usize,
+) -> anyhow::Result<()> {
     let filled = wait_full(p, n).await?;
     let client = p.client().await?;
     let before = super::steps::Steps::read(p).await?;
@@ -47,21 +55,31 @@ async fn measure(p: &Platform, report: &mut Report, n: usize) -> anyhow::Result<
     )
     .await?;
     let burst = super::steps::Steps::read(p).await?.since(&before);
-    // One at a time, each from the (refilled) pool.
+    // One at a time, each from the (refilled) pool, with none up and
+    // with `density` up (made the usual way, another shape).
     wait_full(p, n).await?;
-    let before = super::steps::Steps::read(p).await?;
     let mut client = client;
-    let mut create = Latencies::new("create → ready", n);
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let sb = sandbox::create(&mut client, default_spec()).await?;
-        create.record(t.elapsed());
-        ids.push(sb.id);
-    }
+    let before = super::steps::Steps::read(p).await?;
+    let at_0 = one_at_a_time(&mut client, n).await?;
     let one = super::steps::Steps::read(p).await?.since(&before);
-    for id in &ids {
-        sandbox::destroy(&mut client, id).await?;
+    let density = density.min(p.slot_count().saturating_sub(2 * n + 1));
+    let ids = fill(&client, density).await;
+    let at_full = async {
+        let ids = ids.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        wait_full(p, n).await?;
+        anyhow::Ok((ids.len(), one_at_a_time(&mut client, n).await?))
+    }
+    .await;
+    let emptied = futures::stream::iter(ids.iter().flatten().map(|id| {
+        let mut c = client.clone();
+        async move { sandbox::destroy(&mut c, id).await }
+    }))
+    .buffer_unordered(super::DESTROY_PARALLEL)
+    .collect::<Vec<_>>()
+    .await;
+    let (up, at_full) = at_full?;
+    for r in emptied {
+        r?;
     }
     report.table(super::steps::table(
         "Per-step means of a create served by the warm pool".into(),
@@ -70,25 +88,75 @@ async fn measure(p: &Platform, report: &mut Report, n: usize) -> anyhow::Result<
             ("one at a time".to_owned(), one),
         ],
     ));
-    let s = create.summary();
     let v = |d: Duration| d.as_secs_f64() * 1e6;
     let mut t = Table::new(
-        format!("{n} creates one at a time from the warm pool"),
-        &["step", "p50", "p99", "max", "pool filled in"],
+        format!(
+            "{n} creates one at a time from the warm pool (filled in {})",
+            us(v(filled))
+        ),
+        &[
+            "sandboxes up",
+            "create → ready p50",
+            "p99",
+            "max",
+            "p50 against 0 up",
+        ],
     );
-    t.row(vec![
-        create.name().into(),
-        us(v(s.p50)),
-        us(v(s.p99)),
-        us(v(s.max)),
-        us(v(filled)),
-    ]);
+    let p50_0 = at_0.summary().p50;
+    for (up, l) in [(0, &at_0), (up, &at_full)] {
+        let s = l.summary();
+        let ratio = s.p50.as_secs_f64() / p50_0.as_secs_f64().max(1e-9);
+        t.row(vec![
+            up.to_string(),
+            us(v(s.p50)),
+            us(v(s.p99)),
+            us(v(s.max)),
+            format!("{ratio:.2}×"),
+        ]);
+        report.result(json!({"kind": "pooled", "up": up, "count": s.count,
+            "p50_us": v(s.p50), "p99_us": v(s.p99), "max_us": v(s.max), "fill_us": v(filled)}));
+    }
     report.table(t);
-    report.result(
-        json!({"kind": "pooled", "step": create.name(), "count": s.count,
-        "p50_us": v(s.p50), "p99_us": v(s.p99), "max_us": v(s.max), "fill_us": v(filled)}),
-    );
+    let ratio = at_full.summary().p50.as_secs_f64() / p50_0.as_secs_f64().max(1e-9);
+    report.note(format!(
+        "target (served by the warm pool): create → ready p50 with {up} up ≤ 1.2× the p50 with none: {ratio:.2}× — {}",
+        if ratio <= 1.2 { "met" } else { "MISSED" }
+    ));
     Ok(())
+}
+
+/// `n` creates one after another, each from the pool.
+async fn one_at_a_time(client: &mut Client, n: usize) -> anyhow::Result<Latencies> {
+    let mut create = Latencies::new("create → ready", n);
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let sb = sandbox::create(client, default_spec()).await?;
+        create.record(t.elapsed());
+        ids.push(sb.id);
+    }
+    for id in &ids {
+        sandbox::destroy(client, id).await?;
+    }
+    Ok(create)
+}
+
+/// `n` sandboxes of the bench's small shape (not the pool's), made
+/// [`super::PARALLEL`] at a time; their ids, or the first error.
+async fn fill(client: &Client, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        let k = super::PARALLEL.min(n - ids.len());
+        let made = futures::future::join_all((0..k).map(|_| {
+            let mut c = client.clone();
+            async move { sandbox::create(&mut c, super::spec()).await }
+        }))
+        .await;
+        for r in made {
+            ids.push(r?.id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Waits until the agent reports `n` pooled sandboxes ready; how long it took.

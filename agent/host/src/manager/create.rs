@@ -285,6 +285,7 @@ struct IdReservation<'a> {
 
 impl<'a> IdReservation<'a> {
     fn take(manager: &'a Manager, id: &SandboxId) -> Result<Self, SandboxError> {
+        *manager.last_create.lock() = tokio::time::Instant::now();
         let mut creating = manager.creating.lock();
         if manager.sandboxes.contains_key(id) || !creating.insert(id.clone()) {
             return Err(SandboxError::AlreadyExists(id.clone()));
@@ -299,5 +300,6 @@ impl<'a> IdReservation<'a> {
 impl Drop for IdReservation<'_> {
     fn drop(&mut self) {
         self.manager.creating.lock().remove(&self.id);
+        *self.manager.last_create.lock() = tokio::time::Instant::now();
     }
 }

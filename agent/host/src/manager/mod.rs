@@ -66,6 +66,9 @@ pub struct Manager {
     sandboxes: DashMap<SandboxId, Arc<Sandbox>>,
     /// Ids whose create is in progress but not yet in `sandboxes`.
     creating: Mutex<HashSet<SandboxId>>,
+    /// When a caller's create last began or ended (the pool refills only
+    /// after a quiet moment).
+    last_create: Mutex<tokio::time::Instant>,
     admission: Admission,
     pool: pool::Pool,
     pub(crate) events: EventHub,
@@ -103,6 +106,7 @@ impl Manager {
             cfg,
             sandboxes: DashMap::new(),
             creating: Mutex::new(HashSet::new()),
+            last_create: Mutex::new(tokio::time::Instant::now()),
             admission,
             pool,
             events: EventHub::default(),

@@ -3,8 +3,8 @@
 //! creates.
 //!
 //! Design: one filler task keeps `pool_size` sandboxes ready, one create at
-//! a time and only while no create of a caller is in flight, so it never
-//! competes with the creates it exists to speed up. A create whose spec a
+//! a time and only once no caller's create has been in flight for
+//! [`QUIET`], so it never competes with the creates it exists to speed up. A create whose spec a
 //! running sandbox can take (the default template, size and network; any id,
 //! environment, metadata and timeout) takes one: the runtime renames it
 //! (directory, cgroups, hostname, record: `Runtime::assign`), the guest
@@ -44,8 +44,11 @@ use crate::spec;
 
 /// Metadata key of a pooled sandbox's record.
 pub const MARK: &str = "wrenn-pool";
-/// Pause of the filler while callers' creates are in flight.
-const YIELD: Duration = Duration::from_millis(20);
+/// How long no caller's create must have been in flight before the filler
+/// makes a sandbox: the requests of a burst arrive a few milliseconds
+/// apart, and a refill started between two of them would compete with the
+/// rest of the burst for the CPU.
+const QUIET: Duration = Duration::from_millis(50);
 /// Longest pause of the filler after a failed create.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -150,10 +153,14 @@ impl Manager {
                 }
                 continue;
             }
-            if !self.creating.lock().is_empty() {
+            let quiet_for = self.last_create.lock().elapsed();
+            if !self.creating.lock().is_empty() || quiet_for < QUIET {
+                let wait = QUIET
+                    .saturating_sub(quiet_for)
+                    .max(Duration::from_millis(5));
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(YIELD) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 continue;
             }
