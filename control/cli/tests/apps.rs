@@ -215,8 +215,10 @@ fn jupyterlab_runs_cells_through_both_url_forms_and_an_idle_kernel_socket() {
     let apps = apps();
     let p = &apps.platform;
     let art = artifacts("jupyterlab");
+    let access = provision::registry_access();
     let mut args = RESOURCES.to_vec();
     args.extend(["--meta", "wrenn.proxy.prefix.8888=keep"]);
+    args.extend(access.iter().map(String::as_str));
     let sb = p.sandbox(&args);
     provision::trust_host_cas(&sb);
     install_jupyterlab(&sb);
@@ -370,7 +372,10 @@ fn nextjs_dev_server_hot_reloads_an_edit_through_the_subdomain_form() {
     let apps = apps();
     let p = &apps.platform;
     let art = artifacts("nextjs");
-    let sb = p.sandbox(RESOURCES);
+    let access = provision::registry_access();
+    let mut args = RESOURCES.to_vec();
+    args.extend(access.iter().map(String::as_str));
+    let sb = p.sandbox(&args);
     provision::trust_host_cas(&sb);
     install_next_app(&sb);
 

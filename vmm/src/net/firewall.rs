@@ -14,6 +14,8 @@
 //! set private   not for internet sandboxes: RFC 1918, 100.64/10, 127/8,
 //!               169.254/16 (cloud metadata), 0/8, test and benchmark nets,
 //!               multicast and reserved (224/3)
+//! set resolvers the host's nameservers a sandbox's resolv.conf names
+//!               (`resolv`), read when the table is installed
 //! set allow_out { sandbox address . network }   per-sandbox allow list
 //! set deny_out  { sandbox address . network }   per-sandbox deny list
 //! chain forward (filter, priority filter - 10)
@@ -23,6 +25,8 @@
 //!   ip daddr R drop                                # nothing outside starts a connection in
 //!   ip saddr R ip saddr . ip daddr @deny_out reject
 //!   ip saddr R ip saddr . ip daddr @allow_out accept
+//!   ip saddr R iifgroup INTERNET ip daddr @resolvers tcp/udp dport 53 accept
+//!                                                  # DNS, also where the resolver is private
 //!   ip saddr R ip daddr @private reject            # the public internet only, by default
 //!   ip saddr R iifgroup INTERNET accept            # egress, internet sandboxes only
 //!   ip saddr R reject
@@ -145,11 +149,21 @@ impl Firewall {
         let t = &self.table;
         let reject = "goto refuse";
         let private = PRIVATE.join(", ");
+        let resolvers = super::resolv::host_nameservers();
+        let resolver_elements = if resolvers.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = resolvers.iter().map(|a| a.to_string()).collect();
+            format!("\n        elements = {{ {} }}", list.join(", "))
+        };
         format!(
             "table ip {t} {{
     set private {{
         type ipv4_addr; flags interval;
         elements = {{ {private} }}
+    }}
+    set resolvers {{
+        type ipv4_addr;{resolver_elements}
     }}
     set allow_out {{
         type ipv4_addr . ipv4_addr; flags interval;
@@ -169,6 +183,7 @@ impl Firewall {
         ip daddr {r} drop
         ip saddr {r} ip saddr . ip daddr @deny_out {reject}
         ip saddr {r} ip saddr . ip daddr @allow_out accept
+        ip saddr {r} iifgroup {INTERNET_GROUP} ip daddr @resolvers meta l4proto {{ tcp, udp }} th dport 53 accept
         ip saddr {r} ip daddr @private {reject}
         ip saddr {r} iifgroup {INTERNET_GROUP} accept
         ip saddr {r} {reject}
@@ -317,10 +332,11 @@ mod tests {
         }
         let deny = rules.find("@deny_out").unwrap();
         let allow = rules.find("@allow_out").unwrap();
+        let dns = rules.find("@resolvers").unwrap();
         let private = rules.find("@private").unwrap();
         assert!(
-            deny < allow && allow < private,
-            "deny, then allow, then the default"
+            deny < allow && allow < dns && dns < private,
+            "deny, then allow, then DNS to the host's resolvers, then the default"
         );
     }
 
