@@ -648,3 +648,19 @@ async fn a_pooled_sandbox_a_crashed_agent_left_is_destroyed_at_start() {
     agent.shutdown().await.unwrap();
     env.assert_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_the_pool_fills_leaves_nothing() {
+    let env = HostEnv::new(2700..=2799).await;
+    let mut config = env.config();
+    config.pool_size = 4;
+    config.pool_template = "busybox".into();
+    // Kept sandboxes stay for the next agent; pooled ones never do.
+    config.keep_sandboxes_on_shutdown = true;
+    for wait_ms in [0, 15, 40] {
+        let (agent, _c, _) = boot(config.clone()).await;
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        agent.shutdown().await.unwrap();
+        env.assert_clean().await;
+    }
+}

@@ -165,12 +165,8 @@ impl Manager {
                 continue;
             }
             match self.make_pooled().await {
-                Ok(Some(p)) => {
-                    debug!(sandbox_id = %p.handle.id, "pooled sandbox ready");
-                    self.pool.push(p);
-                    backoff = Duration::from_millis(500);
-                }
-                Ok(None) => return,
+                Ok(true) => backoff = Duration::from_millis(500),
+                Ok(false) => return,
                 Err(e) => {
                     warn!(error = %crate::error::chain(&e), retry_in_ms = backoff.as_millis() as u64, "making a pooled sandbox");
                     tokio::select! {
@@ -183,11 +179,13 @@ impl Manager {
         }
     }
 
-    /// Makes one pooled sandbox; `None` once the agent stops accepting.
-    async fn make_pooled(&self) -> Result<Option<Pooled>, SandboxError> {
+    /// Makes one pooled sandbox and adds it to the pool before the create
+    /// gate is released (shutdown, which drains the pool after taking the
+    /// gate, then sees it); `false` once the agent stops accepting.
+    async fn make_pooled(&self) -> Result<bool, SandboxError> {
         let _gate = self.create_gate.read().await;
         if !self.accepting.load(Ordering::Acquire) {
-            return Ok(None);
+            return Ok(false);
         }
         let valid = self.pool_spec()?;
         let id = valid.runtime.id.clone();
@@ -220,7 +218,9 @@ impl Manager {
         match made {
             Ok(guest) => {
                 ticket.keep();
-                Ok(Some(Pooled { handle, guest }))
+                debug!(sandbox_id = %handle.id, "pooled sandbox ready");
+                self.pool.push(Pooled { handle, guest });
+                Ok(true)
             }
             Err(e) => {
                 if let Err(d) = self.runtime.destroy(&id).await {
