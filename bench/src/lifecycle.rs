@@ -20,9 +20,10 @@
 //!    first phase's (target ≤ 1.2×), and the agent's per-step means at 0
 //!    and at N (`wrenn_create_step_seconds` of its `/metrics`). Then all
 //!    are destroyed at once (target ≤ 5 s for 1000).
-//! 5. **The warm pool** — a `wrenn up` whose agent keeps 50 default
-//!    sandboxes ready: the burst again (served by the pool), and 50 creates
-//!    one at a time from it.
+//! 5. **The warm pool** — last, once the CPU is idle again, a `wrenn up`
+//!    whose agent keeps 50 default sandboxes ready: the burst again (served
+//!    by the pool), and 50 creates one at a time from it with none and with
+//!    1000 other sandboxes up (same target, ≤ 1.2×).
 //! 6. **What the hardening costs** — first (before the density run leaves
 //!    the kernel a thousand namespaces to tear down), a `wrenn up` whose
 //!    agent runs sandboxes without user namespace and seccomp (a runtime
@@ -392,7 +393,7 @@ async fn density(
     let fill = fill.elapsed();
     let up = ids.len();
     let result = async {
-        let at_full = one_at_a_time(p, client, full.latency_n).await?;
+        let at_full = one_at_a_time(p, client, full.latency_n, spec()).await?;
         settle().await;
         let after = crate::memory::MemInfo::read()?;
         anyhow::Ok((at_full, after))
@@ -550,13 +551,14 @@ async fn one_at_a_time(
     p: &Platform,
     client: &mut Client,
     n: usize,
+    spec: SandboxSpec,
 ) -> anyhow::Result<(Latencies, steps::Means)> {
     let mut lat = Latencies::new("create → ready", n);
     let before = steps::Steps::read(p).await?;
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let sb = sandbox::create(client, spec()).await?;
+        let sb = sandbox::create(client, spec.clone()).await?;
         lat.record(t.elapsed());
         ids.push(sb.id);
     }

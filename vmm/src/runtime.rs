@@ -291,3 +291,25 @@ pub trait Runtime: Send + Sync + 'static {
     /// Graceful shutdown hook for images (ShrinkImage of templates not in use).
     async fn shutdown(&self, timeout: Duration) -> Result<()>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_a_running_sandbox_can_take_may_differ() {
+        let have = SandboxSpec::new("pool".parse().unwrap());
+        let mut want = SandboxSpec::new("mine".parse().unwrap());
+        want.env.insert("A".into(), "1".into());
+        want.metadata.insert("team".into(), "x".into());
+        assert_eq!(have.fixed_difference(&want), None);
+        want.memory_mb += 1;
+        assert_eq!(have.fixed_difference(&want), Some("memory"));
+        let mut want = SandboxSpec::new("mine".parse().unwrap());
+        want.internet = !have.internet;
+        assert_eq!(have.fixed_difference(&want), Some("internet setting"));
+        let mut want = SandboxSpec::new("mine".parse().unwrap());
+        want.template = "other".into();
+        assert_eq!(have.fixed_difference(&want), Some("template"));
+    }
+}

@@ -15,7 +15,6 @@ use futures::StreamExt as _;
 use crate::platform::{Client, Platform};
 use crate::report::{Report, Table, us};
 use crate::sandbox;
-use crate::stats::Latencies;
 
 /// How long the pool may take to fill.
 const FILL_WITHIN: Duration = Duration::from_secs(120);
@@ -59,15 +58,14 @@ async fn measure(
     // with `density` up (made the usual way, another shape).
     wait_full(p, n).await?;
     let mut client = client;
-    let before = super::steps::Steps::read(p).await?;
-    let at_0 = one_at_a_time(&mut client, n).await?;
-    let one = super::steps::Steps::read(p).await?.since(&before);
+    let (at_0, one) = super::one_at_a_time(p, &mut client, n, default_spec()).await?;
     let density = density.min(p.slot_count().saturating_sub(2 * n + 1));
     let ids = fill(&client, density).await;
     let at_full = async {
         let ids = ids.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         wait_full(p, n).await?;
-        anyhow::Ok((ids.len(), one_at_a_time(&mut client, n).await?))
+        let (lat, _) = super::one_at_a_time(p, &mut client, n, default_spec()).await?;
+        anyhow::Ok((ids.len(), lat))
     }
     .await;
     let emptied = futures::stream::iter(ids.iter().flatten().map(|id| {
@@ -123,22 +121,6 @@ async fn measure(
         if ratio <= 1.2 { "met" } else { "MISSED" }
     ));
     Ok(())
-}
-
-/// `n` creates one after another, each from the pool.
-async fn one_at_a_time(client: &mut Client, n: usize) -> anyhow::Result<Latencies> {
-    let mut create = Latencies::new("create → ready", n);
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let sb = sandbox::create(client, default_spec()).await?;
-        create.record(t.elapsed());
-        ids.push(sb.id);
-    }
-    for id in &ids {
-        sandbox::destroy(client, id).await?;
-    }
-    Ok(create)
 }
 
 /// `n` sandboxes of the bench's small shape (not the pool's), made

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use wrenn_types::SandboxId;
 
-use super::{Inner, State};
+use super::Inner;
 use crate::runtime::{Error, Result, SandboxHandle, SandboxSpec};
 use crate::sandbox::record::SandboxDir;
 use crate::{steps, validate};
@@ -29,17 +29,13 @@ pub(super) async fn assign(
 ) -> Result<SandboxHandle> {
     validate::spec(&spec)?;
     let started = std::time::Instant::now();
-    let cell = {
-        let table = inner.table.lock();
-        if table.sandboxes.contains_key(&spec.id) {
-            return Err(Error::AlreadyExists(spec.id.clone()));
-        }
-        table
-            .sandboxes
-            .get(from)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(from.clone()))?
-    };
+    let cell = inner
+        .table
+        .lock()
+        .sandboxes
+        .get(from)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(from.clone()))?;
     let mut st = cell.state.lock().await;
     if cell.handle.lock().is_none() {
         return Err(Error::NotFound(from.clone()));
@@ -88,7 +84,9 @@ pub(super) async fn assign(
         Ok((dir, cgroup)) => {
             st.dir = dir;
             st.cgroup = cgroup;
-            set_identity(&mut st, &spec);
+            st.record.id = spec.id.clone();
+            st.record.env = spec.env;
+            st.record.metadata = spec.metadata;
             let saved = steps::time("assign_record", || st.dir.write_record(&st.record)).map_err(
                 |source| Error::Io {
                     step: "write sandbox record",
@@ -114,12 +112,6 @@ pub(super) async fn assign(
             Err(e)
         }
     }
-}
-
-fn set_identity(st: &mut State, spec: &SandboxSpec) {
-    st.record.id = spec.id.clone();
-    st.record.env = spec.env.clone();
-    st.record.metadata = spec.metadata.clone();
 }
 
 struct Moved {
@@ -195,26 +187,4 @@ fn set_hostname(pid: i32, name: &str) -> std::io::Result<()> {
         })?
         .join()
         .map_err(|_| std::io::Error::other("the hostname thread panicked"))?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_what_a_running_sandbox_can_take_may_differ() {
-        let have = SandboxSpec::new("pool".parse().unwrap());
-        let mut want = SandboxSpec::new("mine".parse().unwrap());
-        want.env.insert("A".into(), "1".into());
-        want.metadata.insert("team".into(), "x".into());
-        assert_eq!(have.fixed_difference(&want), None);
-        want.memory_mb += 1;
-        assert_eq!(have.fixed_difference(&want), Some("memory"));
-        let mut want = SandboxSpec::new("mine".parse().unwrap());
-        want.internet = !have.internet;
-        assert_eq!(have.fixed_difference(&want), Some("internet setting"));
-        let mut want = SandboxSpec::new("mine".parse().unwrap());
-        want.template = "other".into();
-        assert_eq!(have.fixed_difference(&want), Some("template"));
-    }
 }

@@ -336,9 +336,10 @@ fn gauge(name: &str, help: &str) -> IntGaugeVec {
     g
 }
 
-fn register(c: Box<dyn prometheus::core::Collector>) {
+/// Registers a metric of the agent's `/metrics` (a failure is logged).
+pub(super) fn register(c: Box<dyn prometheus::core::Collector>) {
     if let Err(e) = prometheus::register(c) {
-        tracing::warn!(error = %e, "registering an admission metric");
+        tracing::warn!(error = %e, "registering a metric");
     }
 }
 

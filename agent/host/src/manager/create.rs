@@ -49,22 +49,72 @@ impl Manager {
         }
         let started = tokio::time::Instant::now();
         let _reservation = IdReservation::take(&self, &id)?;
-        if let Some(pooled) = self.pool.take_for(&valid.runtime) {
-            match self.hand_out(pooled, &valid).await {
-                Ok((handle, guest)) => {
-                    return Ok(self
-                        .announce_handed_out(&handle, guest, valid, started)
-                        .await);
-                }
+        let pooled = match self.pool.take_for(&valid.runtime) {
+            Some(p) => match self.hand_out(p, &valid).await {
+                Ok(handed) => Some(handed),
                 Err(e) => {
                     warn!(sandbox_id = %id, error = %crate::error::chain(&e), "handing out a pooled sandbox failed; creating one");
+                    None
                 }
+            },
+            None => None,
+        };
+        let from_pool = pooled.is_some();
+        let (handle, guest, ticket) = match pooled {
+            Some((handle, guest)) => (handle, Some(guest), None),
+            None => {
+                let (ticket, handle) = self.admit_and_create(&valid).await?;
+                (handle, None, Some(ticket))
             }
+        };
+        let mut sb = Sandbox::new(
+            &handle,
+            valid.proto,
+            self.next_generation(),
+            State::Starting,
+            valid.timeout_secs,
+            self.shutdown.child_token(),
+        );
+        if let Some(guest) = guest {
+            // The pooled sandbox's channel, connected already.
+            sb.guest = guest;
         }
-        let (ticket, handle) = loop {
+        let sb = Arc::new(sb);
+        // Held until the guest is ready: lifecycle calls wait for the create.
+        let op = sb.op.lock().await;
+        sb.keep();
+        self.insert(sb.clone(), Kind::Created);
+        // Counted until `remove` (a pooled sandbox is counted already).
+        if let Some(ticket) = ticket {
+            ticket.keep();
+        }
+        drop(_reservation);
+
+        if !from_pool {
+            self.start_and_wait(&sb, started).await?;
+        }
+        // The deadline was set when the runtime made the sandbox (a SetTimeout
+        // while it was starting moved it); the reaper skipped it until now.
+        let record = self.transition(&sb, State::Running, Kind::Running);
+        drop(op);
+        self.reaper_wake.notify_one();
+        steps::observe("total", started.into_std());
+        info!(sandbox_id = %id, address = %sb.address, generation = sb.generation,
+              ms = started.elapsed().as_millis() as u64, pooled = from_pool, "sandbox running");
+        Ok(record)
+    }
+
+    /// Admits the create and has the runtime make the sandbox; a refusal for
+    /// room or a slot first destroys a pooled sandbox and tries again.
+    async fn admit_and_create(
+        &self,
+        valid: &spec::ValidSpec,
+    ) -> Result<(super::admission::Ticket<'_>, SandboxHandle), SandboxError> {
+        let id = &valid.runtime.id;
+        loop {
             let admitted = steps::time("admission", || {
                 self.admission.admit(
-                    &id,
+                    id,
                     valid.runtime.memory_mb.into(),
                     valid.runtime.disk_mb.into(),
                 )
@@ -78,33 +128,26 @@ impl Manager {
                 Err(e) => return Err(e),
             };
             match steps::timed("runtime_create", self.runtime.create(valid.runtime.clone())).await {
-                Ok(handle) => break (ticket, handle),
+                Ok(handle) => return Ok((ticket, handle)),
                 Err(wrenn_vmm::Error::SlotsExhausted { .. }) if self.evict_pooled().await => {
                     drop(ticket);
-                    continue;
                 }
-                Err(e) => return Err(SandboxError::runtime("create", &id)(e)),
+                Err(e) => return Err(SandboxError::runtime("create", id)(e)),
             }
-        };
-        let sb = Arc::new(Sandbox::new(
-            &handle,
-            valid.proto,
-            self.next_generation(),
-            State::Starting,
-            valid.timeout_secs,
-            self.shutdown.child_token(),
-        ));
-        // Held until the guest is ready: lifecycle calls wait for the create.
-        let op = sb.op.lock().await;
-        sb.keep();
-        self.insert(sb.clone(), Kind::Created);
-        // Counted until `remove`.
-        ticket.keep();
-        drop(_reservation);
+        }
+    }
 
-        if let Err(source) = steps::timed("runtime_start", self.runtime.start(&id)).await {
-            self.remove_and_destroy(&sb, "start failed").await;
-            return Err(SandboxError::runtime("start", &id)(source));
+    /// Starts a created sandbox and waits for its guest; on failure the
+    /// sandbox is removed and destroyed. The caller holds `sb.op`.
+    async fn start_and_wait(
+        &self,
+        sb: &Sandbox,
+        started: tokio::time::Instant,
+    ) -> Result<(), SandboxError> {
+        let id = &sb.id;
+        if let Err(source) = steps::timed("runtime_start", self.runtime.start(id)).await {
+            self.remove_and_destroy(sb, "start failed").await;
+            return Err(SandboxError::runtime("start", id)(source));
         }
         let ready = steps::timed(
             "guest_ready",
@@ -115,57 +158,18 @@ impl Manager {
         if let Err(last_error) = ready {
             let output = self
                 .runtime
-                .guest_output(&id, GUEST_OUTPUT_MAX)
+                .guest_output(id, GUEST_OUTPUT_MAX)
                 .unwrap_or_else(|| "(none captured)".to_owned());
-            self.remove_and_destroy(&sb, "guest not ready").await;
+            self.remove_and_destroy(sb, "guest not ready").await;
             return Err(SandboxError::GuestNotReady {
-                id,
+                id: id.clone(),
                 addr: sb.guest.addr(),
                 waited: started.elapsed(),
                 last_error,
                 output,
             });
         }
-        // The deadline was set when the runtime made the sandbox (a SetTimeout
-        // while it was starting moved it); the reaper skipped it until now.
-        let record = self.transition(&sb, State::Running, Kind::Running);
-        drop(op);
-        self.reaper_wake.notify_one();
-        steps::observe("total", started.into_std());
-        info!(sandbox_id = %id, address = %sb.address, generation = sb.generation,
-              ms = started.elapsed().as_millis() as u64, "sandbox running");
-        Ok(record)
-    }
-
-    /// Announces a sandbox handed out of the pool as created and running.
-    async fn announce_handed_out(
-        &self,
-        handle: &SandboxHandle,
-        guest: crate::guest::Guest,
-        valid: spec::ValidSpec,
-        started: tokio::time::Instant,
-    ) -> pb::Sandbox {
-        let mut sb = Sandbox::new(
-            handle,
-            valid.proto,
-            self.next_generation(),
-            State::Starting,
-            valid.timeout_secs,
-            self.shutdown.child_token(),
-        );
-        // The pooled sandbox's channel, connected already.
-        sb.guest = guest;
-        let sb = Arc::new(sb);
-        let op = sb.op.lock().await;
-        sb.keep();
-        self.insert(sb.clone(), Kind::Created);
-        let record = self.transition(&sb, State::Running, Kind::Running);
-        drop(op);
-        self.reaper_wake.notify_one();
-        steps::observe("total", started.into_std());
-        info!(sandbox_id = %sb.id, address = %sb.address, generation = sb.generation,
-              ms = started.elapsed().as_millis() as u64, pooled = true, "sandbox running");
-        record
+        Ok(())
     }
 
     /// Takes over sandboxes a previous agent left running: a new generation,

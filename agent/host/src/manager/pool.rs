@@ -38,6 +38,7 @@ use wrenn_types::SandboxId;
 use wrenn_vmm::{SandboxHandle, SandboxSpec, steps};
 
 use super::Manager;
+use super::admission::register;
 use crate::error::SandboxError;
 use crate::guest::Guest;
 use crate::spec;
@@ -321,9 +322,3 @@ static HANDED_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
     register(Box::new(c.clone()));
     c
 });
-
-fn register(c: Box<dyn prometheus::core::Collector>) {
-    if let Err(e) = prometheus::register(c) {
-        tracing::warn!(error = %e, "registering a pool metric");
-    }
-}
