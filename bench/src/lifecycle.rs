@@ -25,10 +25,11 @@
 //!    by the pool), and 50 creates one at a time from it with none and with
 //!    1000 other sandboxes up (same target, ≤ 1.2×).
 //! 6. **What the hardening costs** — first (before the density run leaves
-//!    the kernel a thousand namespaces to tear down), a `wrenn up` whose
-//!    agent runs sandboxes without user namespace and seccomp (a runtime
-//!    setting for benchmarks only), the same create → ready and exec runs,
-//!    and what the hardened platform adds (target ≤ 10 %).
+//!    the kernel a thousand namespaces to tear down), two `wrenn up`s side
+//!    by side, one whose agent runs sandboxes without user namespace and
+//!    seccomp (a runtime setting for benchmarks only), creates and execs
+//!    alternating between them, and what the hardened platform adds
+//!    (target ≤ 10 %); see [`hardening`].
 //!
 //! The slot range is `WRENN_BENCH_SLOTS` (default 6500-6999, 500 slots);
 //! 1000 sandboxes need `WRENN_BENCH_SLOTS=5000-6999` and nothing else using
@@ -49,6 +50,7 @@ use crate::stats::Latencies;
 use crate::svg::Chart;
 
 mod burst;
+mod hardening;
 mod pool;
 mod steps;
 
@@ -73,15 +75,15 @@ fn spec() -> SandboxSpec {
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    // The unhardened platform first: after the density run the kernel still
+    // The hardening's cost first: after the density run the kernel still
     // tears down a thousand network namespaces in the background.
-    let unhardened = unhardened_p50s(opts).await?;
+    let hardening = hardening::measure(if opts.quick { 15 } else { 200 }, spec).await?;
     let platform = Platform::start("lifecycle").await?;
     let result = measure(&platform, opts).await;
     let stopped = platform.stop();
-    let (mut report, hardened) = result?;
+    let mut report = result?;
     stopped?;
-    hardening_cost(opts, &mut report, hardened, unhardened);
+    hardening.report(&mut report);
     let (pool_n, pool_density) = if opts.quick { (16, 32) } else { (50, 1000) };
     // The kernel tears the density run's namespaces down in the background
     // for a while after they were destroyed: the pool's burst would pay it.
@@ -91,83 +93,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// p50s of the hardened platform: create → ready, exec of `true`.
-struct P50s {
-    create: Duration,
-    exec: Duration,
-}
-
-/// The same creates and execs on a platform without the hardening.
-async fn unhardened_p50s(opts: &Opts) -> anyhow::Result<P50s> {
-    let dir = crate::paths::scratch_dir("lifecycle-agent-config")?;
-    let config = dir.join("agent.toml");
-    std::fs::write(&config, "[runtime]\nunhardened_for_benchmarks = true\n")?;
-    let p = Platform::start_with("lifecycle-unhardened", &[("WRENN_AGENT_CONFIG", config)]).await?;
-    let n = if opts.quick { 15 } else { 200 };
-    let result = async {
-        let mut client = p.client().await?;
-        let mut create = Latencies::new("create → ready", n);
-        let mut exec = Latencies::new("Exec `true`", n);
-        let mut ids = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            let sb = sandbox::create(&mut client, spec()).await?;
-            create.record(t.elapsed());
-            ids.push(sb.id);
-        }
-        for _ in 0..n {
-            let t = Instant::now();
-            sandbox::run(&mut client, &ids[0], "true", &[]).await?;
-            exec.record(t.elapsed());
-        }
-        for id in &ids {
-            sandbox::destroy(&mut client, id).await?;
-        }
-        anyhow::Ok((create.summary().p50, exec.summary().p50))
-    }
-    .await;
-    let stopped = p.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-    let (create, exec) = result?;
-    stopped?;
-    Ok(P50s { create, exec })
-}
-
-/// What the hardening adds, hardened against unhardened p50s.
-fn hardening_cost(opts: &Opts, report: &mut Report, hardened: P50s, unhardened: P50s) {
-    let n = if opts.quick { 15 } else { 200 };
-    let P50s { create, exec } = unhardened;
-    let v = |d: Duration| d.as_secs_f64() * 1e6;
-    let added =
-        |h: Duration, u: Duration| (h.as_secs_f64() / u.as_secs_f64().max(1e-9) - 1.0) * 100.0;
-    let mut t = Table::new(
-        format!(
-            "What the hardening costs: user namespace and seccomp on and off ({n} sandboxes each)"
-        ),
-        &["step", "hardened p50", "unhardened p50", "added"],
-    );
-    for (name, h, u) in [
-        ("create → ready", hardened.create, create),
-        ("Exec `true`, in-process client", hardened.exec, exec),
-    ] {
-        t.row(vec![
-            name.into(),
-            us(v(h)),
-            us(v(u)),
-            format!("{:+.1} %", added(h, u)),
-        ]);
-        report.result(json!({"kind": "hardening", "step": name,
-            "hardened_p50_us": v(h), "unhardened_p50_us": v(u), "added_percent": added(h, u)}));
-    }
-    report.table(t);
-    let worst = added(hardened.create, create).max(added(hardened.exec, exec));
-    report.note(format!(
-        "target: the hardening adds ≤ 10 % to create → ready and exec p50: {worst:+.1} % — {}",
-        if worst <= 10.0 { "met" } else { "MISSED" }
-    ));
-}
-
-async fn measure(p: &Platform, opts: &Opts) -> anyhow::Result<(Report, P50s)> {
+async fn measure(p: &Platform, opts: &Opts) -> anyhow::Result<Report> {
     let (latency_n, burst_n, density_n, budget) = if opts.quick {
         (15, 16, 32, Duration::from_secs(12))
     } else {
@@ -228,7 +154,7 @@ async fn measure(p: &Platform, opts: &Opts) -> anyhow::Result<(Report, P50s)> {
         }
     ));
 
-    let exec_p50 = warm_exec(p, &mut client, &mut report, opts.quick).await?;
+    warm_exec(p, &mut client, &mut report, opts.quick).await?;
     let before = steps::Steps::read(p).await?;
     burst::run(&client, &mut report, burst_n, sandbox::spec(1), "").await?;
     let steps_burst = steps::Steps::read(p).await?.since(&before);
@@ -244,13 +170,7 @@ async fn measure(p: &Platform, opts: &Opts) -> anyhow::Result<(Report, P50s)> {
         ],
     };
     density(p, &mut client, &mut report, full).await?;
-    Ok((
-        report,
-        P50s {
-            create: p50,
-            exec: exec_p50,
-        },
-    ))
+    Ok(report)
 }
 
 /// `true` again and again in one running sandbox: the in-process client
@@ -261,7 +181,7 @@ async fn warm_exec(
     client: &mut Client,
     report: &mut Report,
     quick: bool,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<()> {
     let (n_rpc, n_cli) = if quick { (50, 10) } else { (500, 100) };
     let sb = sandbox::create(client, spec()).await?;
     let result = async {
@@ -323,7 +243,7 @@ async fn warm_exec(
             "MISSED"
         }
     ));
-    Ok(p50)
+    Ok(())
 }
 
 /// What the density phase is given.

@@ -29,7 +29,7 @@ pub const PREFIX: &str = "wrenn-tb";
 pub const DEFAULT_SLOTS: &str = "6500-6999";
 
 /// The slot range: `WRENN_BENCH_SLOTS` or [`DEFAULT_SLOTS`], as FIRST-LAST.
-fn slots() -> anyhow::Result<(u16, u16)> {
+pub fn slot_range() -> anyhow::Result<(u16, u16)> {
     let s = std::env::var("WRENN_BENCH_SLOTS").unwrap_or_else(|_| DEFAULT_SLOTS.to_owned());
     let parsed = s
         .split_once('-')
@@ -67,10 +67,21 @@ impl Platform {
     /// [`Platform::start`] with more environment for `wrenn up` and its
     /// components (e.g. `WRENN_AGENT_CONFIG`).
     pub async fn start_with(scenario: &str, env: &[(&str, PathBuf)]) -> anyhow::Result<Self> {
+        Self::start_beside(scenario, env, PREFIX, slot_range()?).await
+    }
+
+    /// [`Platform::start_with`] with a prefix and slots of its own, so that
+    /// two platforms can run side by side (each with a part of
+    /// [`slot_range`] and a prefix starting with [`PREFIX`]).
+    pub async fn start_beside(
+        scenario: &str,
+        env: &[(&str, PathBuf)],
+        prefix: &str,
+        slots: (u16, u16),
+    ) -> anyhow::Result<Self> {
         crate::require_root(scenario)?;
         let wrenn = paths::wrenn_bin()?;
         let guest = paths::guest_bin()?;
-        let slots = slots()?;
         let dir = paths::scratch_dir(scenario)?;
         let [control, agent, proxy, proxy_admin] = free_ports::<4>()?;
         let log = std::fs::File::create(dir.join("up.log"))?;
@@ -97,7 +108,7 @@ impl Platform {
             .args(["--proxy-listen", &proxy.to_string()])
             .args(["--proxy-admin", &proxy_admin.to_string()])
             .args(["--stop-timeout", "20"])
-            .env("WRENN_PREFIX", PREFIX)
+            .env("WRENN_PREFIX", prefix)
             .env("WRENN_SLOTS", format!("{}-{}", slots.0, slots.1))
             .env("WRENN_GUEST_BIN", &guest)
             .env("WRENN_PROXY_CONFIG", &proxy_config)

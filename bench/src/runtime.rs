@@ -12,17 +12,20 @@
 //!    drop of `MemAvailable` is printed too; on a host shared with other work
 //!    it is noisy. Target ≤ 8 MiB per idle sandbox.
 //!
-//! 3. **What the hardening costs** — the latency run also on a runtime that
-//!    starts sandboxes without user namespace and seccomp (a setting for
-//!    benchmarks only), in ABBA blocks of half the sandboxes each (before
-//!    the density run, whose thousand netns teardowns the kernel finishes
-//!    in the background), and what the hardened runtime adds (target ≤ 10 %).
+//! 3. **What the hardening costs** — the latency run is made on two
+//!    runtimes side by side, the shipped one and one that starts sandboxes
+//!    without user namespace and seccomp (a setting for benchmarks only),
+//!    creates and destroys alternating between them so that both see the
+//!    same warm-up and drift (before the density run, whose thousand netns
+//!    teardowns the kernel finishes in the background), and what the
+//!    hardened runtime adds (target ≤ 10 %).
 //!
-//! Runs as root with prefix `wrenn-tb`, slots 5000–6999, in
+//! Runs as root with prefix `wrenn-tb` (`wrenn-tbu` unhardened), slots 5000–6999, in
 //! `/var/tmp/wrenn-tb/runtime` (cleaned before and after through the
 //! runtime's own adopt-or-clean). Template: the busybox test image.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +42,8 @@ use crate::stats::Latencies;
 const PREFIX: &str = "wrenn-tb";
 const SLOTS: std::ops::RangeInclusive<u16> = 5000..=6999;
 const DIR: &str = "/var/tmp/wrenn-tb/runtime";
+/// The unhardened runtime's directory (prefix `wrenn-tbu`).
+const PLAIN_DIR: &str = "/var/tmp/wrenn-tb/runtime-unhardened";
 const PARALLEL: usize = 16;
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
@@ -54,25 +59,37 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
         "runtime: namespace backend, busybox template, guest {}",
         cfg.guest_bin.display()
     );
-    let plain_cfg = wrenn_vmm::RuntimeConfig {
-        unhardened: true,
+    // The hardening's cost: a hardened and an unhardened runtime side by
+    // side, each with half the slots and a prefix and directory of its own,
+    // creates and destroys alternating between them.
+    let (first, last) = (*SLOTS.start(), *SLOTS.end());
+    let mid = first + (last - first) / 2;
+    let hardened_cfg = wrenn_vmm::RuntimeConfig {
+        slots: first..=mid,
         ..cfg.clone()
     };
-    // Hardened and unhardened in ABBA order, half the sandboxes per block,
-    // so neither side gets the warm-up or the host's drift alone.
+    let plain_cfg = wrenn_vmm::RuntimeConfig {
+        unhardened: true,
+        prefix: format!("{PREFIX}u"),
+        dir: PathBuf::from(PLAIN_DIR),
+        slots: mid + 1..=last,
+        ..cfg.clone()
+    };
+    crate::namespace::clean(&plain_cfg).await?;
+    std::fs::create_dir_all(&plain_cfg.dir)?;
+    wrenn_vmm::image::build_busybox(&plain_cfg.dir, "busybox")?;
     let mut hardened = Samples::new("");
     let mut plain = Samples::new(" (unhardened)");
-    let half = latency_n / 2;
     let result = async {
-        phase(&cfg, async |rt| latency(rt, half, &mut hardened).await).await?;
-        phase(&plain_cfg, async |rt| latency(rt, half, &mut plain).await).await?;
-        phase(&plain_cfg, async |rt| latency(rt, half, &mut plain).await).await?;
-        phase(&cfg, async |rt| latency(rt, half, &mut hardened).await).await?;
+        let sides = [(&hardened_cfg, &mut hardened), (&plain_cfg, &mut plain)];
+        side_by_side(sides, latency_n).await?;
         phase(&cfg, async |rt| density(rt, density_n).await).await
     }
     .await;
     crate::namespace::clean(&cfg).await?;
+    crate::namespace::clean(&plain_cfg).await?;
     std::fs::remove_dir_all(&cfg.dir)?;
+    std::fs::remove_dir_all(&plain_cfg.dir)?;
     result?;
     let hardened = hardened.report();
     let unhardened = plain.report();
@@ -105,6 +122,49 @@ where
         let _ = runtime.destroy(&h.id).await;
     }
     runtime.shutdown(Duration::from_secs(30)).await?;
+    result
+}
+
+/// `n` sandboxes on each of two runtimes, created one after another
+/// alternating between them (the first side first on even rounds, the
+/// second on odd ones), then destroyed the same way; both runtimes are shut
+/// down whatever happened.
+async fn side_by_side(
+    sides: [(&wrenn_vmm::RuntimeConfig, &mut Samples); 2],
+    n: usize,
+) -> anyhow::Result<()> {
+    let [(a, sa), (b, sb)] = sides;
+    let runtimes = [wrenn_vmm::build(a.clone())?, wrenn_vmm::build(b.clone())?];
+    let mut samples = [sa, sb];
+    let order = |round: usize| if round % 2 == 0 { [0, 1] } else { [1, 0] };
+    let result = async {
+        for rt in &runtimes {
+            rt.recover().await?;
+        }
+        let mut ids: [Vec<SandboxId>; 2] = Default::default();
+        for round in 0..n {
+            for i in order(round) {
+                let (id, took) = up(&runtimes[i], round).await?;
+                samples[i].create.record(took);
+                ids[i].push(id);
+            }
+        }
+        for round in 0..n {
+            for i in order(round) {
+                let t = Instant::now();
+                runtimes[i].destroy(&ids[i][round]).await?;
+                samples[i].destroy.record(t.elapsed());
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    for rt in &runtimes {
+        for h in rt.list() {
+            let _ = rt.destroy(&h.id).await;
+        }
+        rt.shutdown(Duration::from_secs(30)).await?;
+    }
     result
 }
 
@@ -148,27 +208,6 @@ async fn up(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<(SandboxId, 
         .await
         .with_context(|| runtime.guest_output(&h.id, 2000).unwrap_or_default())?;
     Ok((h.id, t.elapsed()))
-}
-
-/// Creates `n` sandboxes one after another, then destroys them, recording
-/// both into `samples`.
-async fn latency(
-    runtime: &Arc<dyn Runtime>,
-    n: usize,
-    samples: &mut Samples,
-) -> anyhow::Result<()> {
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let (id, took) = up(runtime, i).await?;
-        samples.create.record(took);
-        ids.push(id);
-    }
-    for id in ids {
-        let t = Instant::now();
-        runtime.destroy(&id).await?;
-        samples.destroy.record(t.elapsed());
-    }
-    Ok(())
 }
 
 async fn density(runtime: &Arc<dyn Runtime>, n: usize) -> anyhow::Result<()> {
