@@ -8,7 +8,7 @@
 //!   sandbox's guest agent over that sandbox's own channel ([`guest`]).
 //! - [`run`]: start-up (images, adopt-or-clean, serve) and graceful shutdown.
 //!
-//! `wrenn agent` (in `control/cli`) is a thin wrapper around [`run`].
+//! `wrenn agent` (in `cli/`) is a thin wrapper around [`run`].
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -16,7 +16,7 @@ use crate::common::net::wait_http;
 use crate::common::{WRENN, proc};
 
 fn e2e_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proxy/e2e")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/e2e")
 }
 
 /// Installs playwright-core (no browser download: Debian's Chromium is used).

@@ -19,7 +19,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// `control/cli/tests/apps`: the scripts, their package.json and fixtures.
+/// `cli/tests/apps`: the scripts, their package.json and fixtures.
 pub fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
 }
