@@ -37,7 +37,7 @@ use wrenn_vmm::{Runtime, SandboxId, SandboxSpec};
 
 use crate::Opts;
 use crate::memory::{MemInfo, sandbox_memory};
-use crate::stats::Latencies;
+use crate::stats::{Latencies, alternate};
 
 const PREFIX: &str = "wrenn-tb";
 const SLOTS: std::ops::RangeInclusive<u16> = 5000..=6999;
@@ -136,23 +136,24 @@ async fn side_by_side(
     let [(a, sa), (b, sb)] = sides;
     let runtimes = [wrenn_vmm::build(a.clone())?, wrenn_vmm::build(b.clone())?];
     let mut samples = [sa, sb];
-    let order = |round: usize| if round % 2 == 0 { [0, 1] } else { [1, 0] };
     let result = async {
         for rt in &runtimes {
             rt.recover().await?;
         }
         let mut ids: [Vec<SandboxId>; 2] = Default::default();
         for round in 0..n {
-            for i in order(round) {
+            for i in alternate(round) {
                 let (id, took) = up(&runtimes[i], round).await?;
                 samples[i].create.record(took);
                 ids[i].push(id);
             }
         }
-        for round in 0..n {
-            for i in order(round) {
+        let [a, b] = &ids;
+        for (round, (a, b)) in a.iter().zip(b).enumerate() {
+            let pair = [a, b];
+            for i in alternate(round) {
                 let t = Instant::now();
-                runtimes[i].destroy(&ids[i][round]).await?;
+                runtimes[i].destroy(pair[i]).await?;
                 samples[i].destroy.record(t.elapsed());
             }
         }

@@ -86,6 +86,17 @@ impl Latencies {
     }
 }
 
+/// The order of two sides in round `round` of an interleaved comparison:
+/// the first side first on even rounds, the second on odd ones, so neither
+/// always runs right after the other.
+pub fn alternate(round: usize) -> [usize; 2] {
+    if round.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

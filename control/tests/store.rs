@@ -70,6 +70,7 @@ macro_rules! suite {
         mod postgres {
             $(
                 #[tokio::test]
+                #[ignore = "needs PostgreSQL (WRENN_TEST_DATABASE_URL): scripts/test runs it"]
                 async fn $name() {
                     let t = super::TestStore::postgres().await;
                     super::$name(&t).await;

@@ -83,6 +83,7 @@ impl Drop for HttpServer {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn chromium_browses_http_server_through_both_url_forms() {
     assert!(
         Path::new("/usr/bin/chromium").exists(),

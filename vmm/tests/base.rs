@@ -9,6 +9,7 @@ use wrenn_vmm::SandboxSpec;
 use wrenn_vmm::image::{BuildProgress, BuildStep, build_base};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn base_template_is_built_once_and_runs_python_and_sudo() {
     let env = common::Env::new(1500..=1509).await;
     let dir = env.path().to_owned();

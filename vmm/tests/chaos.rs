@@ -43,7 +43,7 @@ impl Rng {
 /// on sandboxes at random until it is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper process of killed_owners_never_lose_a_live_sandbox"]
-async fn chaos_owner() {
+async fn helper_process_chaos_owner() {
     let dir = std::env::var(OWNER_DIR).expect("run by the chaos test");
     let seed: u64 = std::env::var(OWNER_SEED).unwrap().parse().unwrap();
     // The runtime's log goes to stderr, which the test keeps per round.
@@ -202,6 +202,7 @@ fn facts_of(dir: &std::path::Path, id: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn killed_owners_never_lose_a_live_sandbox() {
     common::require_root();
     let dir = common::env_dir(&SLOTS);
@@ -222,7 +223,7 @@ async fn killed_owners_never_lose_a_live_sandbox() {
         let mut owner = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "chaos_owner",
+                "helper_process_chaos_owner",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
@@ -234,7 +235,7 @@ async fn killed_owners_never_lose_a_live_sandbox() {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(owner.stdout.take().unwrap()).lines();
-        // (libtest prints `test chaos_owner ... ` before the first line.)
+        // (libtest prints `test helper_process_chaos_owner ... ` before the first line.)
         let mut adopted = BTreeSet::new();
         let mut cleaned = Vec::new();
         for line in lines.by_ref().map_while(Result::ok) {

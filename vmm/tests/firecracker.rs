@@ -53,6 +53,7 @@ fn the_factory_explains_why_firecracker_is_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn the_microvm_network_is_built_for_real_and_removed() {
     common::require_root();
     let slots = 1600..=1609;
@@ -191,6 +192,7 @@ async fn boots_a_real_microvm_where_firecracker_and_kvm_are_usable() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn the_microvm_disk_gets_the_guest_and_its_files_without_mounting() {
     let tmp = std::env::temp_dir().join(format!("wrenn-tv-fcdisk-{}", std::process::id()));
     let _cleanup = DirGuard(tmp.clone());

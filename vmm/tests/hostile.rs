@@ -33,6 +33,7 @@ fn init_pid(env: &common::Env, id: &str) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn sandbox_root_is_an_unprivileged_host_user_under_seccomp() {
     let env = common::Env::new(1700..=1709).await;
     let h = env.up(env.spec("hosroot")).await;
@@ -94,6 +95,7 @@ async fn sandbox_root_is_an_unprivileged_host_user_under_seccomp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn proc_and_sys_are_masked_like_docker() {
     let env = common::Env::new(1710..=1719).await;
     let h = env.up(env.spec("hosmask")).await;
@@ -135,6 +137,7 @@ async fn proc_and_sys_are_masked_like_docker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn one_sandbox_exhausting_inotify_does_not_starve_another() {
     let env = common::Env::new(1720..=1729).await;
     let a = env.up(env.spec("hosinoa")).await;
@@ -168,6 +171,7 @@ async fn one_sandbox_exhausting_inotify_does_not_starve_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn the_console_is_out_of_reach_and_capped() {
     let env = common::Env::new(1730..=1739).await;
     let h = env.up(env.spec("hoslog")).await;
@@ -231,6 +235,7 @@ async fn the_console_is_out_of_reach_and_capped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn the_guest_agent_answers_only_the_host_with_the_token() {
     let env = common::Env::new(1740..=1749).await;
     let h = env.up(env.spec("hosguest")).await;
@@ -360,6 +365,7 @@ impl Drop for PrivateServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn egress_reaches_private_networks_only_through_the_allow_list() {
     let env = common::Env::new(1750..=1759).await;
     let server = PrivateServer::start(
@@ -454,6 +460,7 @@ async fn egress_reaches_private_networks_only_through_the_allow_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_spec_over_the_size_cap_is_refused_and_creates_nothing() {
     let env = common::Env::new(1760..=1769).await;
     let mut spec = env.spec("hosbig");

@@ -12,6 +12,7 @@ use common::{guest, leftovers};
 use wrenn_vmm::SandboxSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn sandboxes_are_isolated_from_each_other_and_from_host_ports() {
     let env = common::Env::new(1200..=1209).await;
     let a = env.up(env.spec("isoa")).await;
@@ -127,6 +128,7 @@ async fn sandboxes_are_isolated_from_each_other_and_from_host_ports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn root_inside_is_bounded() {
     let env = common::Env::new(1210..=1219).await;
     let h = env.up(env.spec("isoroot")).await;
@@ -231,6 +233,7 @@ async fn root_inside_is_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn internet_sandboxes_get_the_hosts_reachable_nameservers() {
     let env = common::Env::new(1220..=1229).await;
     let h = env

@@ -10,6 +10,7 @@ use common::{guest, leftovers};
 use wrenn_vmm::{Error, SandboxSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn one_sandbox_runs_the_guest_as_pid1_and_leaves_nothing() {
     let env = common::Env::new(1000..=1009).await;
     let h = env.up(env.spec("lcone1")).await;
@@ -63,6 +64,7 @@ async fn one_sandbox_runs_the_guest_as_pid1_and_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn fifty_concurrent_sandboxes_are_created_and_destroyed_without_leftovers() {
     const N: usize = 50;
     let env = common::Env::new(1010..=1069).await;
@@ -109,6 +111,7 @@ async fn fifty_concurrent_sandboxes_are_created_and_destroyed_without_leftovers(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn pause_stops_a_counting_process_and_resume_continues_it_on_the_same_connection() {
     let env = common::Env::new(1070..=1079).await;
     let h = env.up(env.spec("lcpause1")).await;
@@ -151,6 +154,7 @@ async fn pause_stops_a_counting_process_and_resume_continues_it_on_the_same_conn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn bad_input_gives_a_clear_error_and_creates_nothing() {
     let env = common::Env::new(1080..=1081).await;
     let check_nothing = |what: &str| {
@@ -258,6 +262,7 @@ async fn bad_input_gives_a_clear_error_and_creates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn assign_renames_a_running_sandbox_and_refuses_what_it_cannot_change() {
     let env = common::Env::new(1090..=1091).await;
     let h = env.up(env.spec("lcasgnpool")).await;

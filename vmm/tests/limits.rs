@@ -18,6 +18,7 @@ fn cgroup_file(ctrl: Controller, id: &str, file: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_fork_bomb_hits_the_pids_limit_and_the_neighbour_stays_responsive() {
     let env = common::Env::new(1300..=1309).await;
     let bomb = env
@@ -79,6 +80,7 @@ async fn a_fork_bomb_hits_the_pids_limit_and_the_neighbour_stays_responsive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_memory_hog_is_oom_killed_inside_its_own_cgroup_only() {
     let env = common::Env::new(1310..=1319).await;
     let hog = env
@@ -132,6 +134,7 @@ async fn a_memory_hog_is_oom_killed_inside_its_own_cgroup_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn the_disk_limit_gives_enospc_and_space_comes_back() {
     let env = common::Env::new(1320..=1329).await;
     let h = env

@@ -19,7 +19,7 @@ const OWNER_SLOTS: std::ops::RangeInclusive<u16> = 1400..=1419;
 /// `creating <n>` and `ready <n>`, until it is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper process of killing_the_owner_mid_create_leaves_nothing_after_recovery"]
-async fn owner_process() {
+async fn helper_process_recover_owner() {
     let dir = std::env::var(OWNER_DIR).expect("run by the recovery test");
     let runtime = wrenn_vmm::build(common::config(dir.as_ref(), OWNER_SLOTS)).unwrap();
     runtime.recover().await.unwrap();
@@ -50,6 +50,7 @@ async fn owner_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn killing_the_owner_mid_create_leaves_nothing_after_recovery() {
     common::require_root();
     let dir = common::env_dir(&OWNER_SLOTS);
@@ -64,7 +65,7 @@ async fn killing_the_owner_mid_create_leaves_nothing_after_recovery() {
     let mut owner = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "owner_process",
+            "helper_process_recover_owner",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
@@ -215,6 +216,7 @@ async fn killing_the_owner_mid_create_leaves_nothing_after_recovery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn recovery_only_touches_its_own_prefix_and_slot_range() {
     let env = common::Env::new(1420..=1429).await;
     let mine = env.up(env.spec("rcmine")).await;
@@ -330,6 +332,7 @@ impl Drop for Foreign {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_hand_out_cut_short_by_a_crash_is_cleaned_under_both_names() {
     let env = common::Env::new(1440..=1441).await;
     let h = env.up(env.spec("rccutpool")).await;

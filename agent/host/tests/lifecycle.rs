@@ -55,6 +55,7 @@ async fn listed_ids(h: &mut Harness) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn watch_sends_snapshot_then_lifecycle_events() {
     let mut h = Harness::start().await;
     let a = h.create().await;
@@ -136,6 +137,7 @@ async fn watch_sends_snapshot_then_lifecycle_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn paused_sandboxes_refuse_interactive_calls_until_resumed() {
     let mut h = Harness::start().await;
     let sb = h.create().await;
@@ -156,6 +158,7 @@ async fn paused_sandboxes_refuse_interactive_calls_until_resumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn create_validates_and_names_what_was_wrong() {
     let mut h = Harness::start().await;
     let bad = |spec: pb::SandboxSpec| pb::CreateSandboxRequest {
@@ -238,6 +241,7 @@ async fn create_validates_and_names_what_was_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn admission_refuses_more_memory_than_the_host_has() {
     // Full limits (overcommit 1): 200 GiB is more than this host has.
     let mut h = Harness::start_with(|c| c.memory_overcommit = 1).await;
@@ -273,6 +277,7 @@ async fn admission_refuses_more_memory_than_the_host_has() {
 /// refused naming the disk until the first is destroyed; at an overcommit
 /// of 4 both fit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn admission_counts_sandboxes_until_destroyed_with_the_overcommit() {
     let free = wrenn_agent::manager::admission::disk_free_mb(&std::env::temp_dir()).unwrap();
     assert!(
@@ -329,6 +334,7 @@ async fn admission_counts_sandboxes_until_destroyed_with_the_overcommit() {
 /// `/metrics` of the agent: refused without the key (plain HTTP 401), the
 /// create steps' histogram and the admission gauges with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn metrics_need_the_key_and_show_create_steps_and_admission() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut h = Harness::start().await;
@@ -367,6 +373,7 @@ async fn metrics_need_the_key_and_show_create_steps_and_admission() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn readiness_timeout_destroys_and_quotes_the_guest_output() {
     let mut h = Harness::start_with(|c| c.guest_ready_timeout_ms = 500).await;
     h.runtime.set_mode(GuestMode::Broken(
@@ -404,6 +411,7 @@ async fn readiness_timeout_destroys_and_quotes_the_guest_output() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn ttl_expiry_destroys_and_set_timeout_extends() {
     let mut h = Harness::start().await;
     // Watching first: no lifecycle event can slip past the test.
@@ -444,6 +452,7 @@ async fn ttl_expiry_destroys_and_set_timeout_extends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_sandbox_whose_guest_exits_is_destroyed_as_lost() {
     let mut h = Harness::start().await;
     let mut w = watch(&mut h.client).await;
@@ -463,6 +472,7 @@ async fn a_sandbox_whose_guest_exits_is_destroyed_as_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn shutdown_destroys_every_sandbox_and_its_processes() {
     let mut h = Harness::start().await;
     let mut pids = Vec::new();
@@ -503,6 +513,7 @@ async fn shutdown_destroys_every_sandbox_and_its_processes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn kept_sandboxes_are_adopted_by_the_next_agent() {
     let mut h = Harness::start_with(|c| c.keep_sandboxes_on_shutdown = true).await;
     let sb = h
@@ -568,6 +579,7 @@ async fn kept_sandboxes_are_adopted_by_the_next_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn an_adopted_sandbox_whose_guest_does_not_answer_is_kept_and_probed_again() {
     let mut h = Harness::start_with(|c| c.keep_sandboxes_on_shutdown = true).await;
     let sb = h.create().await;
@@ -620,6 +632,7 @@ async fn an_adopted_sandbox_whose_guest_does_not_answer_is_kept_and_probed_again
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn destroy_ends_open_streams_with_the_reason() {
     let mut h = Harness::start().await;
     let sb = h.create().await;
@@ -654,6 +667,7 @@ async fn destroy_ends_open_streams_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn list_filters_by_metadata_and_metrics_come_from_the_runtime() {
     let mut h = Harness::start().await;
     let tagged = h

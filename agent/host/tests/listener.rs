@@ -35,6 +35,7 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn every_call_but_health_needs_the_agent_key() {
     let mut h = Harness::start().await;
     let addr = h.agent.as_ref().unwrap().local_addr();
@@ -98,6 +99,7 @@ async fn quick_timeouts() -> (Harness, SocketAddr) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn silent_connections_are_closed_at_the_header_timeout() {
     let (mut h, addr) = quick_timeouts().await;
     // Nothing at all (either protocol).
@@ -141,6 +143,7 @@ async fn relay(agent: SocketAddr) -> (SocketAddr, tokio::sync::oneshot::Receiver
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn connections_with_no_call_in_progress_are_closed_at_the_idle_timeout() {
     let (mut h, addr) = quick_timeouts().await;
     let key = agent_key(&h.config);

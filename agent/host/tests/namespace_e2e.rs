@@ -71,6 +71,7 @@ async fn output(c: &mut Client, id: &str, script: &str) -> pb::ExecResponse {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn every_call_over_the_namespace_runtime_and_nothing_left() {
     let env = HostEnv::new(2000..=2099).await;
     let (agent, mut c, progress) = boot(env.config()).await;
@@ -296,6 +297,7 @@ async fn every_call_over_the_namespace_runtime_and_nothing_left() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn ttl_expiry_and_shutdown_leave_nothing_behind() {
     let env = HostEnv::new(2100..=2199).await;
     let (agent, mut c, _) = boot(env.config()).await;
@@ -335,6 +337,7 @@ async fn ttl_expiry_and_shutdown_leave_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_restarted_agent_adopts_kept_sandboxes() {
     let env = HostEnv::new(2200..=2299).await;
     let mut config = env.config();
@@ -396,6 +399,7 @@ async fn a_restarted_agent_adopts_kept_sandboxes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_guest_that_never_serves_is_destroyed_with_its_output_in_the_error() {
     let env = HostEnv::new(2300..=2399).await;
     let script = env.dir.join("broken-guest");
@@ -430,6 +434,7 @@ async fn a_guest_that_never_serves_is_destroyed_with_its_output_in_the_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn start_up_builds_the_missing_base_template_with_progress() {
     let env = HostEnv::new(2400..=2499).await;
     let mut config = env.config();
@@ -493,6 +498,7 @@ async fn pool_ready(agent: &Agent, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_pooled_sandbox_is_handed_out_under_the_new_name_and_nothing_is_left() {
     let env = HostEnv::new(2500..=2599).await;
     let mut config = env.config();
@@ -616,6 +622,7 @@ async fn a_pooled_sandbox_is_handed_out_under_the_new_name_and_nothing_is_left()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_pooled_sandbox_a_crashed_agent_left_is_destroyed_at_start() {
     let env = HostEnv::new(2600..=2699).await;
     // What a killed agent leaves: a running sandbox whose record says pooled.
@@ -650,6 +657,7 @@ async fn a_pooled_sandbox_a_crashed_agent_left_is_destroyed_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn shutdown_while_the_pool_fills_leaves_nothing() {
     let env = HostEnv::new(2700..=2799).await;
     let mut config = env.config();

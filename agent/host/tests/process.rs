@@ -22,6 +22,7 @@ fn tag(t: &str) -> Option<pp::ProcessSelector> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn background_start_list_connect_input_kill() {
     let mut h = Harness::start().await;
     let sb = h.create().await;
@@ -131,6 +132,7 @@ async fn background_start_list_connect_input_kill() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn kill_defaults_to_sigkill_and_bad_selectors_are_named() {
     let mut h = Harness::start().await;
     let sb = h.create().await;

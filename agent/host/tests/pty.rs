@@ -120,6 +120,7 @@ fn pty_start(id: &str, cmd: &str, args: &[&str], cols: u32, rows: u32) -> pty_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn terminal_session_echo_resize_ctrl_c_attach_and_exit() {
     let mut h = Harness::start().await;
     let sb = h.create().await;
@@ -189,6 +190,7 @@ async fn terminal_session_echo_resize_ctrl_c_attach_and_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn signal_messages_reach_the_process() {
     let mut h = Harness::start().await;
     let sb = h.create().await;
@@ -205,6 +207,7 @@ async fn signal_messages_reach_the_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn bad_sessions_are_refused_by_name() {
     let mut h = Harness::start().await;
     let sb = h.create().await;

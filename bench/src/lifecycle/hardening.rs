@@ -16,7 +16,7 @@ use wrenn_proto::wrenn::v1::SandboxSpec;
 use crate::platform::{Client, PREFIX, Platform, slot_range};
 use crate::report::{Report, Table, us};
 use crate::sandbox;
-use crate::stats::Latencies;
+use crate::stats::{Latencies, alternate};
 
 const TARGET_ADDED_PERCENT: f64 = 10.0;
 
@@ -81,7 +81,7 @@ async fn interleaved(
     ];
     let result = async {
         for round in 0..n {
-            for i in order(round) {
+            for i in alternate(round) {
                 let side = &mut sides[i];
                 let t = Instant::now();
                 let sb = sandbox::create(&mut side.client, spec()).await?;
@@ -90,7 +90,7 @@ async fn interleaved(
             }
         }
         for round in 0..n {
-            for i in order(round) {
+            for i in alternate(round) {
                 let side = &mut sides[i];
                 let t = Instant::now();
                 sandbox::run(&mut side.client, &side.ids[0], "true", &[]).await?;
@@ -111,11 +111,6 @@ async fn interleaved(
         exec: s.exec.summary().p50,
     });
     Ok((h, u))
-}
-
-/// Hardened first on even rounds, unhardened first on odd ones.
-fn order(round: usize) -> [usize; 2] {
-    if round % 2 == 0 { [0, 1] } else { [1, 0] }
 }
 
 struct Side {

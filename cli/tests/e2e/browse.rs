@@ -40,6 +40,7 @@ fn ensure_playwright() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn chromium_browses_a_sandbox_http_server_through_both_url_forms() {
     ensure_playwright();
     let shared = crate::stores::sqlite();

@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use crate::common::{Platform, PlatformOptions, leftovers};
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn platform_comes_up_and_its_leftover_check_sees_a_sandbox() {
     let opts = PlatformOptions::new("wrenn-te", 3300..=3309);
     let p = Platform::start(opts.clone());
@@ -51,6 +52,7 @@ fn platform_comes_up_and_its_leftover_check_sees_a_sandbox() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn a_platform_that_leaks_is_reported_and_cleaned_up() {
     let opts = PlatformOptions::new("wrenn-te", 3310..=3319);
     let p = Platform::start(opts.clone());

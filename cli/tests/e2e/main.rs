@@ -34,10 +34,10 @@ mod supervise;
 macro_rules! store_suite {
     ($($name:ident => $body:path),* $(,)?) => {
         mod sqlite {
-            $(#[test] fn $name() { let s = crate::stores::sqlite(); $body(&s.platform); })*
+            $(#[test] #[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"] fn $name() { let s = crate::stores::sqlite(); $body(&s.platform); })*
         }
         mod postgres {
-            $(#[test] fn $name() { let s = crate::stores::postgres(); $body(&s.platform); })*
+            $(#[test] #[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"] fn $name() { let s = crate::stores::postgres(); $body(&s.platform); })*
         }
     };
 }

@@ -354,11 +354,13 @@ fn assert_unreachable_named(s: &Split, out: &CliOutput) {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn sqlite_agent_killed_and_restarted_store_stays_consistent() {
     agent_killed_and_restarted(PlatformOptions::new(PREFIX, 3200..=3219));
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn postgres_agent_killed_and_restarted_store_stays_consistent() {
     let db = TestDatabase::create();
     agent_killed_and_restarted(PlatformOptions::new(PREFIX, 3220..=3239).database_url(&db.url));

@@ -56,6 +56,7 @@ fn ports() -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn an_unreachable_database_is_named_without_its_password() {
     // A port nothing listens on.
     let [dead] = free_ports();
@@ -74,6 +75,7 @@ fn an_unreachable_database_is_named_without_its_password() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn a_port_in_use_is_named() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

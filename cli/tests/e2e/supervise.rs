@@ -23,6 +23,7 @@ fn ids(p: &Platform) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn killing_every_process_then_starting_again_adopts_every_sandbox() {
     let mut p = Platform::start(PlatformOptions::new("wrenn-te", 3400..=3409));
     let long = p.create_sandbox(&["--timeout", "3600"]);
@@ -63,6 +64,7 @@ fn killing_every_process_then_starting_again_adopts_every_sandbox() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn a_dead_component_is_restarted_and_one_that_keeps_dying_stops_the_platform() {
     let p = Platform::start(PlatformOptions::new("wrenn-te", 3410..=3419));
     let id = p.create_sandbox(&[]);

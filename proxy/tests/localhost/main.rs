@@ -27,6 +27,7 @@ const SWAP_PORT: u16 = 9000;
 const QUIET_PORT: u16 = 8999;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn localhost_apps_through_the_namespace_fast_path() {
     let mut env = Env::start(8000..=8049).await;
     let proxy = env.fast().listen_addr();
@@ -36,6 +37,7 @@ async fn localhost_apps_through_the_namespace_fast_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn localhost_apps_through_the_guest_forwarder() {
     let mut env = Env::start(8050..=8099).await;
     let proxy = env.direct().listen_addr();

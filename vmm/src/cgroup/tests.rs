@@ -86,6 +86,7 @@ fn layout_unescape(s: &str) -> String {
 /// Real cgroups on this host: create with limits, read them back, freeze and
 /// thaw a real process, destroy. Needs root.
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn real_cgroup_limits_freeze_and_destroy() {
     assert!(
         nix::unistd::geteuid().is_root(),

@@ -91,6 +91,7 @@ fn sparse_copy_keeps_holes_and_data() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn busybox_template_grow_and_shrink_are_idempotent() {
     let tmp = tempfile::tempdir().unwrap();
     let img = build_busybox(tmp.path(), BUSYBOX_TEMPLATE).unwrap();
@@ -136,6 +137,7 @@ fn busybox_template_grow_and_shrink_are_idempotent() {
 }
 
 #[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 fn images_in_use_are_skipped() {
     assert!(
         nix::unistd::geteuid().is_root(),

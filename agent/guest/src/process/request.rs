@@ -210,6 +210,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
     fn defaults_are_root_home_or_slash_and_stdin_on() {
         let spec = spec(&request("true")).unwrap();
         assert_eq!(spec.user.name, "root");
@@ -224,6 +225,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
     fn bad_requests_are_invalid_arguments_naming_what() {
         let cases: Vec<(StartRequest, &str)> = vec![
             (StartRequest::default(), "process is required"),

@@ -23,6 +23,7 @@ async fn stat_err(agent: &Agent, path: &str) -> tonic::Status {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn relative_and_escaping_paths_are_rejected() {
     let agent = Agent::start().await;
     assert_code(
@@ -116,6 +117,7 @@ async fn relative_and_escaping_paths_are_rejected() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn unknown_users_are_named() {
     let agent = Agent::start().await;
     let mut req = cmd("id", &[]);
@@ -144,6 +146,7 @@ async fn unknown_users_are_named() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn zero_and_absurd_pty_sizes_are_rejected() {
     let agent = Agent::start().await;
     for (cols, rows) in [(0, 24), (80, 0), (100_000, 100_000)] {
@@ -188,6 +191,7 @@ async fn zero_and_absurd_pty_sizes_are_rejected() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn unknown_selectors_are_not_found() {
     let agent = Agent::start().await;
     let mut p = agent.process();
@@ -243,6 +247,7 @@ async fn unknown_selectors_are_not_found() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn pty_operations_on_a_pipe_process_and_other_misuse() {
     let agent = Agent::start().await;
     let mut events = start(&agent, cmd("cat", &[])).await;
@@ -299,6 +304,7 @@ async fn pty_operations_on_a_pipe_process_and_other_misuse() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn bad_commands_and_files() {
     let agent = Agent::start().await;
     assert_code(

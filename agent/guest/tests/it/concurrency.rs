@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use crate::common::*;
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn two_hundred_concurrent_exec_streams_do_not_cross() {
     let agent = Agent::start().await;
     let runs = (0..200).map(|id| {
@@ -30,6 +31,7 @@ async fn two_hundred_concurrent_exec_streams_do_not_cross() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_stalled_client_holds_back_only_its_own_process() {
     let agent = Agent::start().await;
     // ~69 MB of numbered lines: more than every buffer on the way (the pipe,

@@ -5,6 +5,7 @@ use wrenn_proto::process::{Pty, UpdateRequest, pty};
 use crate::common::*;
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn stty_size_shows_the_start_size_and_the_size_after_update() {
     let agent = Agent::start().await;
     let mut shell = Session::start(&agent, with_pty(cmd("/bin/sh", &[]), 100, 30)).await;
@@ -47,6 +48,7 @@ async fn stty_size_shows_the_start_size_and_the_size_after_update() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn typed_input_echoes() {
     let agent = Agent::start().await;
     let mut cat = Session::start(&agent, with_pty(cmd("cat", &[]), 80, 24)).await;
@@ -75,6 +77,7 @@ async fn typed_input_echoes() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn ctrl_c_interrupts_sleep() {
     let agent = Agent::start().await;
     let sleep = Session::start(&agent, with_pty(cmd("sleep", &["100"]), 80, 24)).await;
@@ -92,6 +95,7 @@ async fn ctrl_c_interrupts_sleep() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_full_screen_editor_runs_and_quits() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("note.txt");

@@ -44,6 +44,7 @@ fn subdomain_host(h: &Harness, id: &str, port: u16) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_localhost_app_answers_in_both_url_forms_the_moment_it_listens() {
     let net = TestNet::new(8100);
     let h = harness(UpstreamConnect::Netns).await;
@@ -73,6 +74,7 @@ async fn a_localhost_app_answers_in_both_url_forms_the_moment_it_listens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn apps_on_the_sandbox_address_and_on_v6_loopback_are_reached_too() {
     let net = TestNet::new(8101);
     let h = harness(UpstreamConnect::Netns).await;
@@ -96,6 +98,7 @@ async fn apps_on_the_sandbox_address_and_on_v6_loopback_are_reached_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn without_the_fast_path_a_localhost_app_is_unreachable() {
     // The control: the same app, `upstream_connect = direct`.
     let net = TestNet::new(8102);
@@ -114,6 +117,7 @@ async fn without_the_fast_path_a_localhost_app_is_unreachable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_port_not_listening_yet_keeps_the_three_attempt_retry() {
     let net = TestNet::new(8103);
     let h = harness(UpstreamConnect::Netns).await;
@@ -157,6 +161,7 @@ async fn a_port_not_listening_yet_keeps_the_three_attempt_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn stopping_the_app_answers_502_again() {
     let net = TestNet::new(8104);
     let h = harness(UpstreamConnect::Netns).await;
@@ -183,6 +188,7 @@ async fn stopping_the_app_answers_502_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_hundred_sequential_connects_all_succeed() {
     let net = TestNet::new(8105);
     let h = harness(UpstreamConnect::Netns).await;
@@ -199,6 +205,7 @@ async fn a_hundred_sequential_connects_all_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_websocket_to_a_localhost_app_works() {
     let net = TestNet::new(8106);
     let h = harness(UpstreamConnect::Netns).await;
@@ -221,6 +228,7 @@ async fn a_websocket_to_a_localhost_app_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn pooled_connections_do_not_keep_a_destroyed_sandboxs_namespace() {
     let net = TestNet::new(8107);
     let h = harness(UpstreamConnect::Netns).await;
@@ -247,6 +255,7 @@ async fn pooled_connections_do_not_keep_a_destroyed_sandboxs_namespace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn a_vanished_namespace_answers_quickly_instead_of_hanging() {
     let h = harness(UpstreamConnect::Netns).await;
     let mut sb = sandbox("sbvanished", "", SandboxState::Running, 1);
@@ -274,6 +283,7 @@ async fn a_vanished_namespace_answers_quickly_instead_of_hanging() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
 async fn connections_to_a_localhost_app_are_pooled() {
     let net = TestNet::new(8108);
     let h = harness(UpstreamConnect::Netns).await;
