@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use wrenn_types::SandboxId;
 
 use super::vm::{Inner, Vm, VmState};
@@ -40,11 +39,11 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
         let Some(slot) = record.slot() else { continue };
         if record.prefix != inner.cfg.prefix
             || !inner.cfg.slots.contains(&slot.get())
-            || inner.table.lock().1.contains_key(&id)
+            || inner.table.contains(&id)
         {
             continue;
         }
-        if !inner.table.lock().0.claim(slot) {
+        if !inner.table.claim(slot) {
             continue;
         }
         let alive = match (record.pid, record.pid_start) {
@@ -65,21 +64,19 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
         };
         if st.proc.is_some() {
             let handle = inner.handle(&st);
-            let vm = Arc::new(Vm {
-                handle: Mutex::new(Some(handle.clone())),
-                init: Mutex::new(st.proc.clone()),
-                state: tokio::sync::Mutex::new(st),
-            });
-            inner.table.lock().1.insert(id, vm);
+            let init = st.proc.clone();
+            inner
+                .table
+                .insert(id, Vm::new(st, Some(handle.clone()), init));
             out.adopted.push(handle);
         } else {
             inner.teardown(&mut st).await?;
-            inner.table.lock().0.release(slot);
+            inner.table.release(slot);
             out.cleaned.push(id);
         }
     }
     for slot in inner.net.occupied_slots().await? {
-        if !inner.table.lock().0.is_used(slot) {
+        if !inner.table.is_used(slot) {
             inner.net.teardown_now(slot).await?;
         }
     }

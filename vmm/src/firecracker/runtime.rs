@@ -1,11 +1,9 @@
 //! [`FirecrackerRuntime`]: the `Runtime` trait over Firecracker processes.
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use wrenn_types::SandboxId;
 
 use super::config::{ActionType, VmStateValue};
@@ -19,6 +17,7 @@ use crate::runtime::{
 };
 use crate::sandbox::proc::Proc;
 use crate::sandbox::record::{Record, SandboxDir, process_start_time};
+use crate::sandbox::table::{self, Table};
 use crate::slot::SlotAllocator;
 use crate::{image, validate};
 
@@ -49,7 +48,7 @@ impl FirecrackerRuntime {
         Ok(FirecrackerRuntime {
             inner: Arc::new(Inner {
                 kernel: cfg.kernel.clone().unwrap_or_default(),
-                table: Mutex::new((SlotAllocator::new(cfg.slots.clone()), HashMap::new())),
+                table: Table::new(SlotAllocator::new(cfg.slots.clone())),
                 net,
                 layout,
                 cfg,
@@ -58,31 +57,20 @@ impl FirecrackerRuntime {
     }
 
     fn vm(&self, id: &SandboxId) -> Result<Arc<Vm>> {
-        self.inner
-            .table
-            .lock()
-            .1
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(id.clone()))
+        self.inner.table.get(id)
     }
 }
 
 impl Inner {
     pub(super) fn handle(&self, st: &VmState) -> SandboxHandle {
-        let address = st.slot.sandbox_addr();
-        SandboxHandle {
-            id: st.record.id.clone(),
-            backend: Backend::Firecracker,
-            slot: st.slot.get(),
-            address,
-            guest_addr: std::net::SocketAddr::new(address.into(), wrenn_types::GUEST_PORT),
-            dir: st.dir.dir.clone(),
-            spec: st.record.spec(),
-            paused: st.paused,
-            netns: None,
-            guest_token: st.record.guest_token.clone(),
-        }
+        table::handle(
+            Backend::Firecracker,
+            &st.record,
+            st.slot,
+            &st.dir,
+            st.paused,
+            None,
+        )
     }
 
     pub(super) async fn teardown(&self, st: &mut VmState) -> Result<()> {
@@ -148,31 +136,16 @@ impl Runtime for FirecrackerRuntime {
             });
         }
         let inner = &self.inner;
-        let slot = {
-            let mut t = inner.table.lock();
-            if t.1.contains_key(&spec.id) {
-                return Err(Error::AlreadyExists(spec.id.clone()));
-            }
-            t.0.allocate().ok_or_else(|| Error::SlotsExhausted {
-                first: *inner.cfg.slots.start(),
-                last: *inner.cfg.slots.end(),
-            })?
-        };
-        let record = Record::new(&spec, &inner.cfg.prefix, slot, Backend::Firecracker);
-        let mut st = VmState {
+        let (vm, slot) = inner.table.reserve(&spec.id, |slot| VmState {
             dir: SandboxDir::new(&inner.cfg.dir, &spec.id),
             cgroup: Cgroup::new(inner.layout.clone(), &inner.cfg.prefix, spec.id.as_str()),
-            record,
+            record: Record::new(&spec, &inner.cfg.prefix, slot, Backend::Firecracker),
             slot,
             proc: None,
             paused: false,
-        };
-        let vm = Arc::new(Vm {
-            handle: Mutex::new(None),
-            init: Mutex::new(None),
-            state: tokio::sync::Mutex::new(VmState { ..clone_state(&st) }),
-        });
-        inner.table.lock().1.insert(spec.id.clone(), vm.clone());
+        })?;
+        // Unlisted (no handle) until built: nothing else uses the state.
+        let mut st = vm.state.lock().await;
         let built = async {
             st.dir
                 .create(&inner.cfg.dir, &st.record)
@@ -231,13 +204,10 @@ impl Runtime for FirecrackerRuntime {
         .await;
         if let Err(e) = built {
             let _ = inner.teardown(&mut st).await;
-            let mut t = inner.table.lock();
-            t.1.remove(&spec.id);
-            t.0.release(slot);
+            inner.table.unreserve(&spec.id, slot);
             return Err(e);
         }
         let handle = inner.handle(&st);
-        *vm.state.lock().await = st;
         *vm.handle.lock() = Some(handle.clone());
         Ok(handle)
     }
@@ -337,9 +307,7 @@ impl Runtime for FirecrackerRuntime {
     }
 
     fn alive(&self, id: &SandboxId) -> Option<bool> {
-        let vm = self.vm(id).ok()?;
-        let init = vm.init.lock();
-        init.as_ref().map(|p| !p.has_exited())
+        self.inner.table.alive(id)
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<()> {
@@ -351,14 +319,14 @@ impl Runtime for FirecrackerRuntime {
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
-        let vm = self.inner.table.lock().1.remove(id);
+        let vm = self.inner.table.remove(id);
         let Some(vm) = vm else {
             return Ok(());
         };
         let mut st = vm.state.lock().await;
         *vm.handle.lock() = None;
         let result = self.inner.teardown(&mut st).await;
-        self.inner.table.lock().0.release(st.slot);
+        self.inner.table.release(st.slot);
         result
     }
 
@@ -381,8 +349,7 @@ impl Runtime for FirecrackerRuntime {
     }
 
     fn list(&self) -> Vec<SandboxHandle> {
-        let vms: Vec<Arc<Vm>> = self.inner.table.lock().1.values().cloned().collect();
-        vms.iter().filter_map(|v| v.handle.lock().clone()).collect()
+        self.inner.table.handles()
     }
 
     fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String> {
@@ -394,7 +361,7 @@ impl Runtime for FirecrackerRuntime {
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<()> {
-        if self.inner.table.lock().1.is_empty() {
+        if self.inner.table.is_empty() {
             self.inner.net.firewall().remove()?;
             crate::cgroup::remove_prefix(&self.inner.layout, &self.inner.cfg.prefix);
         }
@@ -424,16 +391,5 @@ impl FirecrackerRuntime {
         let handle = self.inner.handle(&st);
         *vm.handle.lock() = Some(handle);
         Ok(())
-    }
-}
-
-fn clone_state(st: &VmState) -> VmState {
-    VmState {
-        record: st.record.clone(),
-        slot: st.slot,
-        dir: st.dir.clone(),
-        cgroup: st.cgroup.clone(),
-        proc: None,
-        paused: false,
     }
 }

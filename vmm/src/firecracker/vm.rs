@@ -1,18 +1,13 @@
 //! What the Firecracker backend keeps per runtime and per microVM; the
 //! methods live with the code that uses them (`runtime.rs`, `recover.rs`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use parking_lot::Mutex;
-use wrenn_types::SandboxId;
-
 use crate::cgroup::{Cgroup, Layout};
 use crate::net::Network;
-use crate::runtime::{RuntimeConfig, SandboxHandle};
+use crate::runtime::RuntimeConfig;
 use crate::sandbox::proc::Proc;
 use crate::sandbox::record::{Record, SandboxDir};
-use crate::slot::{Slot, SlotAllocator};
+use crate::sandbox::table::Table;
+use crate::slot::Slot;
 
 #[derive(Debug)]
 pub(super) struct Inner {
@@ -20,16 +15,11 @@ pub(super) struct Inner {
     pub(super) kernel: std::path::PathBuf,
     pub(super) net: Network,
     pub(super) layout: Layout,
-    pub(super) table: Mutex<(SlotAllocator, HashMap<SandboxId, Arc<Vm>>)>,
+    pub(super) table: Table<VmState>,
 }
 
-#[derive(Debug)]
-pub(super) struct Vm {
-    pub(super) handle: Mutex<Option<SandboxHandle>>,
-    /// The VMM process once started, for `alive`.
-    pub(super) init: Mutex<Option<Proc>>,
-    pub(super) state: tokio::sync::Mutex<VmState>,
-}
+/// One microVM; its `init` is the VMM process once started, for `alive`.
+pub(super) type Vm = crate::sandbox::table::Cell<VmState>;
 
 #[derive(Debug)]
 pub(super) struct VmState {

@@ -29,13 +29,7 @@ pub(super) async fn assign(
 ) -> Result<SandboxHandle> {
     validate::spec(&spec)?;
     let started = std::time::Instant::now();
-    let cell = inner
-        .table
-        .lock()
-        .sandboxes
-        .get(from)
-        .cloned()
-        .ok_or_else(|| Error::NotFound(from.clone()))?;
+    let cell = inner.table.get(from)?;
     let mut st = cell.state.lock().await;
     if cell.handle.lock().is_none() {
         return Err(Error::NotFound(from.clone()));
@@ -61,14 +55,7 @@ pub(super) async fn assign(
             spec.id
         )));
     }
-    {
-        let mut table = inner.table.lock();
-        if table.sandboxes.contains_key(&spec.id) {
-            return Err(Error::AlreadyExists(spec.id.clone()));
-        }
-        table.sandboxes.remove(from);
-        table.sandboxes.insert(spec.id.clone(), cell.clone());
-    }
+    inner.table.rename(from, &spec.id)?;
     let inner2 = inner.clone();
     let old = Moved {
         id: from.clone(),
@@ -106,9 +93,8 @@ pub(super) async fn assign(
             Ok(handle)
         }
         Err(e) => {
-            let mut table = inner.table.lock();
-            table.sandboxes.remove(&spec.id);
-            table.sandboxes.insert(from.clone(), cell.clone());
+            // `from` is a pooled sandbox's own id, asked for by no create.
+            let _ = inner.table.rename(&spec.id, from);
             Err(e)
         }
     }

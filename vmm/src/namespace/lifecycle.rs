@@ -57,39 +57,20 @@ pub(super) async fn create(inner: &Arc<Inner>, spec: SandboxSpec) -> Result<Sand
 
 /// Claims the id and a slot; the cell stays hidden from `list` until created.
 fn reserve(inner: &Inner, spec: &SandboxSpec) -> Result<(Arc<Cell>, Slot)> {
-    let mut table = inner.table.lock();
-    if table.sandboxes.contains_key(&spec.id) {
-        return Err(Error::AlreadyExists(spec.id.clone()));
-    }
-    let slot = table
-        .slots
-        .allocate()
-        .ok_or_else(|| Error::SlotsExhausted {
-            first: *inner.cfg.slots.start(),
-            last: *inner.cfg.slots.end(),
-        })?;
-    let cell = Arc::new(Cell {
-        handle: parking_lot::Mutex::new(None),
-        init: parking_lot::Mutex::new(None),
-        state: tokio::sync::Mutex::new(State {
-            record: Record::new(spec, &inner.cfg.prefix, slot, Backend::Namespace),
-            slot,
-            dir: SandboxDir::new(&inner.cfg.dir, &spec.id),
-            cgroup: inner.cgroup(&spec.id),
-            proc: None,
-            holds_template: false,
-            paused: false,
-            userns: None,
-        }),
-    });
-    table.sandboxes.insert(spec.id.clone(), cell.clone());
-    Ok((cell, slot))
+    inner.table.reserve(&spec.id, |slot| State {
+        record: Record::new(spec, &inner.cfg.prefix, slot, Backend::Namespace),
+        slot,
+        dir: SandboxDir::new(&inner.cfg.dir, &spec.id),
+        cgroup: inner.cgroup(&spec.id),
+        proc: None,
+        holds_template: false,
+        paused: false,
+        userns: None,
+    })
 }
 
 fn unreserve(inner: &Inner, id: &SandboxId, slot: Slot) {
-    let mut table = inner.table.lock();
-    table.sandboxes.remove(id);
-    table.slots.release(slot);
+    inner.table.unreserve(id, slot);
 }
 
 /// Makes the sandbox's directory, then its network, cgroups, disk image and
@@ -536,7 +517,7 @@ pub(super) async fn set_paused(_inner: &Inner, cell: &Cell, paused: bool) -> Res
 }
 
 pub(super) async fn destroy(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
-    let cell = inner.table.lock().sandboxes.remove(id);
+    let cell = inner.table.remove(id);
     let Some(cell) = cell else {
         return destroy_leftover(inner, id).await;
     };
@@ -544,7 +525,7 @@ pub(super) async fn destroy(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
     *cell.handle.lock() = None;
     let result = teardown(inner, &mut st, true).await;
     st.proc = None;
-    inner.table.lock().slots.release(st.slot);
+    inner.table.release(st.slot);
     tracing::debug!(sandbox_id = %id, ok = result.is_ok(), "sandbox destroyed");
     result
 }
@@ -563,7 +544,7 @@ async fn destroy_leftover(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
     if record.prefix != inner.cfg.prefix || !inner.cfg.slots.contains(&slot.get()) {
         return Ok(());
     }
-    if !inner.table.lock().slots.claim(slot) {
+    if !inner.table.claim(slot) {
         return Ok(());
     }
     let mut st = State {
@@ -577,7 +558,7 @@ async fn destroy_leftover(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
         record,
     };
     let result = teardown(inner, &mut st, true).await;
-    inner.table.lock().slots.release(slot);
+    inner.table.release(slot);
     result
 }
 

@@ -44,11 +44,9 @@ pub mod seccomp;
 pub mod spawn;
 pub mod userns;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use wrenn_types::SandboxId;
 
 use crate::cgroup::{self, Cgroup, Layout};
@@ -59,6 +57,7 @@ use crate::runtime::{
 };
 use crate::sandbox::proc;
 use crate::sandbox::record::{Record, SandboxDir};
+use crate::sandbox::table::{self, Table};
 use crate::slot::{Slot, SlotAllocator};
 pub use spawn::SpawnError;
 
@@ -80,27 +79,16 @@ struct Inner {
     layout: Layout,
     templates: rootfs::Templates,
     disks: rootfs::Disks,
-    table: Mutex<Table>,
+    table: Table<State>,
     background: background::Background,
     /// The seccomp filter; `None` only when the runtime runs unhardened
     /// (no user namespace either: benchmarks).
     seccomp: Option<&'static [seccompiler::sock_filter]>,
 }
 
-#[derive(Debug)]
-struct Table {
-    slots: SlotAllocator,
-    sandboxes: HashMap<SandboxId, Arc<Cell>>,
-}
-
 /// One sandbox: a snapshot for `list`, its first process (for `alive`)
 /// and the state behind an async lock.
-#[derive(Debug)]
-struct Cell {
-    handle: Mutex<Option<SandboxHandle>>,
-    init: Mutex<Option<proc::Proc>>,
-    state: tokio::sync::Mutex<State>,
-}
+type Cell = table::Cell<State>;
 
 #[derive(Debug)]
 struct State {
@@ -159,10 +147,7 @@ impl NamespaceRuntime {
                 templates: rootfs::Templates::new(&cfg.dir, &instance)?,
                 disks: rootfs::Disks::new(&cfg.dir),
                 background: background::Background::default(),
-                table: Mutex::new(Table {
-                    slots,
-                    sandboxes: HashMap::new(),
-                }),
+                table: Table::new(slots),
                 seccomp,
                 net,
                 layout,
@@ -177,13 +162,7 @@ impl NamespaceRuntime {
     }
 
     fn cell(&self, id: &SandboxId) -> Result<Arc<Cell>> {
-        self.inner
-            .table
-            .lock()
-            .sandboxes
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(id.clone()))
+        self.inner.table.get(id)
     }
 }
 
@@ -193,21 +172,15 @@ impl Inner {
     }
 
     fn handle(&self, st: &State) -> SandboxHandle {
-        let address = st.slot.sandbox_addr();
-        SandboxHandle {
-            id: st.record.id.clone(),
-            backend: Backend::Namespace,
-            slot: st.slot.get(),
-            address,
-            guest_addr: std::net::SocketAddr::new(address.into(), wrenn_types::GUEST_PORT),
-            dir: st.dir.dir.clone(),
-            spec: st.record.spec(),
-            paused: st.paused,
-            netns: Some(crate::net::netns::path(
-                &st.slot.netns_name(&self.cfg.prefix),
-            )),
-            guest_token: st.record.guest_token.clone(),
-        }
+        let netns = crate::net::netns::path(&st.slot.netns_name(&self.cfg.prefix));
+        table::handle(
+            Backend::Namespace,
+            &st.record,
+            st.slot,
+            &st.dir,
+            st.paused,
+            Some(netns),
+        )
     }
 }
 
@@ -254,26 +227,11 @@ impl Runtime for NamespaceRuntime {
     }
 
     fn list(&self) -> Vec<SandboxHandle> {
-        let cells: Vec<Arc<Cell>> = self
-            .inner
-            .table
-            .lock()
-            .sandboxes
-            .values()
-            .cloned()
-            .collect();
-        let mut out: Vec<SandboxHandle> = cells
-            .iter()
-            .filter_map(|c| c.handle.lock().clone())
-            .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+        self.inner.table.handles()
     }
 
     fn alive(&self, id: &SandboxId) -> Option<bool> {
-        let cell = self.cell(id).ok()?;
-        let init = cell.init.lock();
-        init.as_ref().map(|p| !p.has_exited())
+        self.inner.table.alive(id)
     }
 
     fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String> {
@@ -293,8 +251,7 @@ impl Runtime for NamespaceRuntime {
                 "shutdown: sandbox directories still being deleted"
             );
         }
-        let empty = inner.table.lock().sandboxes.is_empty();
-        if empty {
+        if inner.table.is_empty() {
             inner.templates.clear();
             inner.net.firewall().remove()?;
             cgroup::remove_prefix(&inner.layout, &inner.cfg.prefix);

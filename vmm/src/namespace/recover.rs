@@ -60,7 +60,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
         let Ok(id) = name.parse::<SandboxId>() else {
             continue;
         };
-        if inner.table.lock().sandboxes.contains_key(&id) {
+        if inner.table.contains(&id) {
             continue;
         }
         let dir = SandboxDir::new(&inner.cfg.dir, &id);
@@ -88,7 +88,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
         if record.prefix != inner.cfg.prefix || !inner.cfg.slots.contains(&slot.get()) {
             continue;
         }
-        if !inner.table.lock().slots.claim(slot) {
+        if !inner.table.claim(slot) {
             // Another managed sandbox owns the slot (and its network): this
             // record is stale; remove only what is keyed by its id.
             tracing::warn!(sandbox_id = %id, slot = slot.get(), "slot already in use: removing the stale record");
@@ -129,15 +129,13 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
                     }
                 }
                 let handle = inner.handle(&st);
-                let cell = Arc::new(Cell {
-                    handle: parking_lot::Mutex::new(Some(handle.clone())),
-                    init: parking_lot::Mutex::new(Some(proc.clone())),
-                    state: tokio::sync::Mutex::new(State {
-                        proc: Some(proc),
-                        ..st
-                    }),
-                });
-                inner.table.lock().sandboxes.insert(id.clone(), cell);
+                let init = Some(proc.clone());
+                let st = State {
+                    proc: Some(proc),
+                    ..st
+                };
+                let cell = Cell::new(st, Some(handle.clone()), init);
+                inner.table.insert(id.clone(), cell);
                 tracing::info!(sandbox_id = %id, slot = slot.get(), "adopted sandbox");
                 out.adopted.push(handle);
             }
@@ -145,7 +143,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
                 tracing::info!(sandbox_id = %id, slot = slot.get(), why, "cleaning dead or partial sandbox");
                 // Its init may still run with a broken network: kill through the cgroup.
                 let result = super::lifecycle::teardown(inner, &mut st, true).await;
-                inner.table.lock().slots.release(slot);
+                inner.table.release(slot);
                 result?;
                 out.cleaned.push(id);
             }
@@ -159,7 +157,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
 /// `.creating-<prefix>-<slot>` of this instance.
 fn owns_creating(inner: &Inner, rest: &str) -> bool {
     crate::slot::Slot::from_netns_name(&inner.cfg.prefix, rest)
-        .is_some_and(|s| inner.cfg.slots.contains(&s.get()) && !inner.table.lock().slots.is_used(s))
+        .is_some_and(|s| inner.cfg.slots.contains(&s.get()) && !inner.table.is_used(s))
 }
 
 /// The init of `st` still runs and everything it needs exists; otherwise
@@ -206,7 +204,7 @@ async fn intact(inner: &Inner, st: &State) -> Result<Proc, &'static str> {
 /// Network objects of the range that no managed sandbox owns.
 async fn sweep_network(inner: &Inner) -> Result<()> {
     for slot in inner.net.occupied_slots().await? {
-        if inner.table.lock().slots.is_used(slot) {
+        if inner.table.is_used(slot) {
             continue;
         }
         tracing::info!(slot = slot.get(), "removing leftover sandbox network");
