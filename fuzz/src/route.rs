@@ -29,6 +29,7 @@ pub fn route(data: &[u8]) {
         target: lines.get("target").unwrap_or_default(),
         id_header: lines.get("id"),
         port_header: lines.get("port"),
+        repeated: None,
     };
     match target::parse(&domain, req) {
         Parsed::Target(t) => check_target(&domain, &req, &t),
@@ -102,6 +103,7 @@ fn parse_owned(
         target,
         id_header,
         port_header,
+        repeated: None,
     };
     match target::parse(domain, req) {
         Parsed::Target(t) => Some((

@@ -76,6 +76,10 @@ pub struct RequestView<'a> {
     pub target: &'a [u8],
     pub id_header: Option<&'a [u8]>,
     pub port_header: Option<&'a [u8]>,
+    /// A routing header (`Wrenn-Sandbox-Id`, `-Port`, `E2b-Sandbox-Id`,
+    /// `-Port`) the request gives more than once: a header-routed request
+    /// naming it is refused, whichever value a reader would take.
+    pub repeated: Option<&'static str>,
 }
 
 pub const PATH_PREFIX: &[u8] = b"/proxy/";
@@ -109,6 +113,11 @@ pub fn parse<'a>(domain: &str, req: RequestView<'a>) -> Parsed<'a> {
             }
         };
         if eligible {
+            if let Some(name) = req.repeated {
+                return bad_plain(format!(
+                    "{name} is given more than once: a request names one sandbox and one port"
+                ));
+            }
             return parse_headers(req.id_header, req.port_header);
         }
     }

@@ -34,6 +34,10 @@ impl WrennProxy {
         let req = session.req_header();
         // Pre-parsed names: a `&str` name is parsed again on every lookup.
         let h = |name: &HeaderName| req.headers.get(name).map(|v| v.as_bytes());
+        let repeated = header_names::ROUTING
+            .iter()
+            .find(|(name, _)| req.headers.get_all(name).iter().nth(1).is_some())
+            .map(|(_, shown)| *shown);
         let view = RequestView {
             host: h(&http::header::HOST),
             target: req.raw_path(),
@@ -41,6 +45,7 @@ impl WrennProxy {
                 .or_else(|| h(&header_names::E2B_SANDBOX_ID)),
             port_header: h(&header_names::WRENN_SANDBOX_PORT)
                 .or_else(|| h(&header_names::E2B_SANDBOX_PORT)),
+            repeated,
         };
         let t = match target::parse(&self.domain, view) {
             Parsed::Target(t) => t,

@@ -177,6 +177,29 @@ fn header_form_needs_both_headers() {
 }
 
 #[test]
+fn a_repeated_routing_header_is_refused_where_headers_route() {
+    let r = RequestView {
+        id_header: Some(b"abc"),
+        port_header: Some(b"80"),
+        repeated: Some("Wrenn-Sandbox-Id"),
+        ..req("localhost", "/")
+    };
+    let message = bad(parse(DOMAIN, r));
+    assert!(
+        message.contains("Wrenn-Sandbox-Id is given more than once"),
+        "{message}"
+    );
+    // Where the headers do not route, their repetition does not matter.
+    let r = RequestView {
+        id_header: Some(b"abc"),
+        port_header: Some(b"80"),
+        repeated: Some("Wrenn-Sandbox-Id"),
+        ..req("90-def.localhost", "/")
+    };
+    assert_eq!(target(parse(DOMAIN, r)).0, Form::Subdomain);
+}
+
+#[test]
 fn headers_are_ignored_on_other_hosts_and_subdomains_win() {
     let r = RequestView {
         id_header: Some(b"abc"),

@@ -89,7 +89,11 @@ async fn serve_scripted(mut tcp: TcpStream, conn: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_framing_passes_through_on_one_connection() {
-    let h = Harness::start_with(|c| c.threads = 1).await;
+    let h = Harness::start_with(|c| {
+        c.threads = 1;
+        c.fast_path = true;
+    })
+    .await;
     let up = Scripted::start().await;
     h.running("sbfast", 1).await;
     let at = |name: &str| format!("/proxy/sbfast/{}/{name}", up.port);
@@ -125,7 +129,7 @@ async fn every_response_framing_passes_through_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_upstream_responses_are_502_or_a_closed_connection() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(|c| c.fast_path = true).await;
     let up = Scripted::start().await;
     h.running("sbbroken", 1).await;
     let at = |name: &str| format!("/proxy/sbbroken/{}/{name}", up.port);
@@ -146,7 +150,7 @@ async fn broken_upstream_responses_are_502_or_a_closed_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(|c| c.fast_path = true).await;
     let up = Scripted::start().await;
     h.running("sbpipe", 1).await;
     let mut tcp = TcpStream::connect(h.addr()).await.unwrap();
@@ -173,7 +177,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_plain_gets_and_heads_take_the_fast_path() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(|c| c.fast_path = true).await;
     let up = Upstream::http().await;
     h.running("sbwhich", 1).await;
     let target = format!("/proxy/sbwhich/{}/x?q=1", up.port());

@@ -8,6 +8,7 @@ mod fast;
 mod hardening;
 mod hosts;
 mod netns;
+mod parity;
 mod pool;
 mod retry;
 mod rewrite;

@@ -42,7 +42,19 @@ pub fn config_for(agent: String) -> ProxyConfig {
         agent,
         threads: 2,
         grace_period_secs: 5,
+        fast_path: fast_path(),
         ..ProxyConfig::default()
+    }
+}
+
+/// `WRENN_TEST_FAST_PATH=off` runs the suite with the fast path off (every
+/// request through Pingora's hooks); `scripts/test` runs it both ways.
+/// Tests about the fast path itself set it explicitly.
+pub fn fast_path() -> bool {
+    match std::env::var("WRENN_TEST_FAST_PATH").as_deref() {
+        Err(_) | Ok("on") => true,
+        Ok("off") => false,
+        Ok(other) => panic!("WRENN_TEST_FAST_PATH={other:?}: expected on or off"),
     }
 }
 
