@@ -136,7 +136,13 @@ async fn side_by_side(
     let [(a, sa), (b, sb)] = sides;
     let runtimes = [wrenn_vmm::build(a.clone())?, wrenn_vmm::build(b.clone())?];
     let mut samples = [sa, sb];
-    let order = |round: usize| if round % 2 == 0 { [0, 1] } else { [1, 0] };
+    let order = |round: usize| {
+        if round.is_multiple_of(2) {
+            [0, 1]
+        } else {
+            [1, 0]
+        }
+    };
     let result = async {
         for rt in &runtimes {
             rt.recover().await?;
@@ -149,6 +155,8 @@ async fn side_by_side(
                 ids[i].push(id);
             }
         }
+        // `round` picks both the order and the sandbox of each side.
+        #[allow(clippy::needless_range_loop)]
         for round in 0..n {
             for i in order(round) {
                 let t = Instant::now();

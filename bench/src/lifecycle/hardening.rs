@@ -115,7 +115,11 @@ async fn interleaved(
 
 /// Hardened first on even rounds, unhardened first on odd ones.
 fn order(round: usize) -> [usize; 2] {
-    if round % 2 == 0 { [0, 1] } else { [1, 0] }
+    if round.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
 }
 
 struct Side {
