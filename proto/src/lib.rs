@@ -6,9 +6,13 @@
 //!   (`Sandboxes`, `Hosts`).
 //! - [`auth`]: the bearer credentials wrenn's processes present to each other.
 //! - [`serve`]: the listener of wrenn's servers, with header and idle timeouts.
+//! - `fake_agent` (feature `test-support`): a scriptable fake `HostAgent`
+//!   server for tests and benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+#[cfg(feature = "test-support")]
+pub mod fake_agent;
 pub mod serve;
 
 /// Guest process API (`process.Process`).

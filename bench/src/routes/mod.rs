@@ -3,14 +3,12 @@
 //!
 //! A host cannot run 10,000 sandboxes, so the table is filled the way the
 //! real agent fills it, through `WatchSandboxes`: a stand-in agent
-//! (`agent.rs`) reports one real sandbox — running the bench upstream under
-//! `wrenn up` — and as many listed-only sandboxes as the step needs (added
-//! and removed as live events). A second `wrenn proxy` process watches the
+//! (`wrenn_proto::fake_agent`) reports one real sandbox — running the bench
+//! upstream under `wrenn up` — and as many listed-only sandboxes as the step
+//! needs (added and removed as live events). A second `wrenn proxy` process watches the
 //! stand-in; wrk loads the real sandbox through it (path form; one
 //! connection for the request path's own latency, 64 for load) once the
 //! proxy's `wrenn_proxy_routes` gauge shows the expected count. Sizes are measured in turn, `--rounds` times.
-
-mod agent;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
+use wrenn_proto::fake_agent::FakeAgent;
+use wrenn_proto::wrenn::v1::sandbox_event::Kind;
 use wrenn_proto::wrenn::v1::{Sandbox, SandboxRef, SandboxState};
 
 use crate::Opts;
@@ -27,7 +27,6 @@ use crate::sandbox::UPSTREAM_PORT;
 use crate::svg::Chart;
 use crate::testbed::Bed;
 use crate::wrk::{self, Load, WrkResult};
-use agent::FakeAgent;
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 /// One connection: the latency of the request path itself; 64: under load.
@@ -61,8 +60,9 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
         })
         .await?
         .into_inner();
-    let agent = FakeAgent::start().await?;
-    agent.upsert(real.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let agent = FakeAgent::start_on(listener, Default::default()).await;
+    agent.emit(Kind::Running, real.clone());
     let proxy = WatchingProxy::start(&bed.platform.dir, agent.addr).await?;
     let script = wrk::install_script(&bed.platform.dir)?;
     let url = format!(
@@ -135,10 +135,10 @@ fn resize(agent: &FakeAgent, real: &Sandbox, n: usize) {
     };
     let have = agent.len() - 1;
     for i in have..n.saturating_sub(1) {
-        agent.upsert(fake(i));
+        agent.emit(Kind::Running, fake(i));
     }
     for i in n.saturating_sub(1)..have {
-        agent.remove(&fake(i).id);
+        agent.emit(Kind::Destroyed, fake(i));
     }
     debug_assert_eq!(agent.len(), n.max(1));
     let _ = real;

@@ -1,7 +1,6 @@
 //! Shared by the integration test binaries.
 #![allow(dead_code, unused_imports)]
 
-pub mod fake_agent;
 pub mod pg;
 
 use std::future::Future;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use wrenn_control::client::Client;
 use wrenn_control::{Control, Options};
 
-pub use fake_agent::FakeAgent;
+pub use wrenn_proto::fake_agent::{self, FakeAgent};
 
 /// A control plane on an ephemeral loopback port with SQLite in a temporary
 /// `$WRENN_DIR`, talking to one host agent.

@@ -85,7 +85,7 @@ async fn an_agent_that_is_down_at_start_is_waited_for() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", agent_port))
         .await
         .unwrap();
-    let agent = FakeAgent::start_on(listener).await;
+    let agent = FakeAgent::start_on(listener, Default::default()).await;
     agent.set_quietly(sandbox("sblate", "127.0.0.1", SandboxState::Running, 1));
     wait_until("sync", Duration::from_secs(10), || routes.is_synced()).await;
     assert!(routes.get("sblate").is_some());

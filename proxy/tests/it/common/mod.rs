@@ -3,7 +3,6 @@
 //! servers and a real HTTP client. Everything listens on 127.0.0.1 only.
 #![allow(dead_code, unused_imports)]
 
-pub mod agent;
 pub mod client;
 pub mod upstream;
 
@@ -14,9 +13,9 @@ use wrenn_proto::wrenn::v1::SandboxState;
 use wrenn_proto::wrenn::v1::sandbox_event::Kind;
 use wrenn_proxy::{Proxy, ProxyConfig, ProxyHandle, RouteState};
 
-pub use agent::{FakeAgent, sandbox};
 pub use client::{Conn, get};
 pub use upstream::Upstream;
+pub use wrenn_proto::fake_agent::{FakeAgent, sandbox};
 
 /// Polls `cond` every 10 ms until it holds; panics naming `what` after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
