@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wrenn_proto::wrenn::v1::SandboxState;
@@ -47,7 +47,7 @@ impl Recorder {
     }
 
     fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.heads.lock())
+        std::mem::take(&mut *self.heads.lock().unwrap())
     }
 }
 
@@ -67,6 +67,7 @@ async fn record(mut tcp: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
         let head: Vec<u8> = buf.drain(..end).collect();
         heads
             .lock()
+            .unwrap()
             .push(normalized(&String::from_utf8_lossy(&head)));
         let body = if head.starts_with(b"HEAD ") { "" } else { "ok" };
         let reply = format!(
