@@ -7,12 +7,18 @@
 //! unreachable; 6 invalid input or wrong state. `wrenn exec` and `wrenn pty`
 //! exit with the remote process's exit code, and with 125 when wrenn itself
 //! failed before the process ended.
+//!
+//! Every system call that needs `unsafe` lives in [`sys`].
+
+#![deny(unsafe_code)]
 
 mod client;
 mod cmd;
 mod exit;
 mod json;
 mod logging;
+#[allow(unsafe_code)]
+mod sys;
 
 use clap::{Parser, Subcommand};
 
@@ -70,11 +76,7 @@ fn main() {
     ) {
         // Client commands are pipeline citizens: `wrenn sandbox ls | head`
         // ends quietly when the reader goes away instead of panicking.
-        // SAFETY: restores the default disposition of one signal before any
-        // thread exists; no handler runs Rust code.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        sys::default_sigpipe();
     }
     let code = match cli.command {
         // Pingora runs its own runtimes and must not start inside one.

@@ -59,18 +59,9 @@ impl Drop for RawMode {
 }
 
 fn window_size() -> Option<pty::Size> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the pointer we pass, which
-    // points to a live, properly aligned local.
-    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (r == 0 && ws.ws_col > 0 && ws.ws_row > 0).then(|| pty::Size {
-        cols: ws.ws_col.into(),
-        rows: ws.ws_row.into(),
+    crate::sys::window_size().map(|(cols, rows)| pty::Size {
+        cols: cols.into(),
+        rows: rows.into(),
     })
 }
 

@@ -254,16 +254,7 @@ fn spawn(name: &'static str, args: &[String]) -> Result<Component> {
     // Own process group: Ctrl-C reaches `wrenn up` only, which stops the
     // components in order. PDEATHSIG stops them if `wrenn up` is killed.
     cmd.process_group(0);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
-    // memory of the parent; it runs in the child between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::sys::die_with_parent(&mut cmd, death_signal);
     let child = cmd
         .spawn()
         .with_context(|| format!("start {} {}", exe.display(), name))?;
