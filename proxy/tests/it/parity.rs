@@ -288,10 +288,7 @@ fn requests(port: u16, closed: u16) -> Vec<(&'static str, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_path_on_and_off_give_the_same_upstream_heads_and_answers() {
     let upstream = Recorder::start().await;
-    let closed = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = unused_port();
     let fast = Harness::start_with(|c| c.fast_path = true).await;
     let slow = Harness::start_with(|c| c.fast_path = false).await;
     for h in [&fast, &slow] {

@@ -61,12 +61,8 @@ async fn a_lost_stream_reconnects_and_resyncs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_is_down_at_start_is_waited_for() {
-    // Reserve a port for an agent that is not up yet.
-    let agent_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port for an agent that is not up yet.
+    let agent_port = unused_port();
     let mut c = config_for(format!("http://127.0.0.1:{agent_port}"));
     c.watch_backoff_ms = 50;
     c.watch_backoff_max_ms = 200;

@@ -17,6 +17,22 @@ pub use client::{Conn, get};
 pub use upstream::Upstream;
 pub use wrenn_proto::fake_agent::{FakeAgent, sandbox};
 
+/// A loopback port nothing listens on right now, below the kernel's
+/// ephemeral range (32768 and up here): a port from `bind(…:0)` can be
+/// taken meanwhile as the source port of any outgoing connection, and a
+/// test that binds it again later then fails with `AddrInUse`.
+pub fn unused_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 1000) as u16 * 10;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Polls `cond` every 10 ms until it holds; panics naming `what` after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
