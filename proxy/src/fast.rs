@@ -70,7 +70,7 @@ use crate::hosts::Listener;
 use crate::rewrite::RewriteCtx;
 use crate::routes::RouteState;
 use crate::service::{Finished, RequestCtx, UpstreamEdits, WrennProxy};
-use crate::target::{self, Parsed, RequestView};
+use crate::target::{self, Parsed, RoutingHeaders};
 use chunked::Chunked;
 use pool::Pool;
 
@@ -210,8 +210,7 @@ impl FastPath {
                     .iter()
                     .position(|&b| b == b'?')
                     .unwrap_or(target_bytes.len());
-        let (mut host, mut id_header, mut port_header) = (None, None, None);
-        let (mut e2b_id, mut e2b_port, mut repeated) = (None, None, None);
+        let (mut host, mut routing) = (None, RoutingHeaders::default());
         let (mut accept, mut fetch_mode, mut client_close) = (None, None, false);
         for h in req.headers.iter() {
             let name = h.name;
@@ -235,23 +234,8 @@ impl FastPath {
                 || is("te")
             {
                 return None;
-            } else if let Some((seen, shown)) = if is("wrenn-sandbox-id") {
-                Some((&mut id_header, "Wrenn-Sandbox-Id"))
-            } else if is("wrenn-sandbox-port") {
-                Some((&mut port_header, "Wrenn-Sandbox-Port"))
-            } else if is("e2b-sandbox-id") {
-                Some((&mut e2b_id, "E2b-Sandbox-Id"))
-            } else if is("e2b-sandbox-port") {
-                Some((&mut e2b_port, "E2b-Sandbox-Port"))
-            } else {
-                None
-            } {
-                // The first of each, as Pingora's path reads them.
-                if seen.is_some() {
-                    repeated = repeated.or(Some(shown));
-                } else {
-                    *seen = Some(h.value);
-                }
+            } else if routing.offer(name, h.value) {
+                // Kept as Pingora's path keeps it (`target::RoutingHeaders`).
             } else if is("accept") {
                 accept = Some(h.value);
             } else if is("sec-fetch-mode") {
@@ -268,13 +252,7 @@ impl FastPath {
         {
             return None;
         }
-        let view = RequestView {
-            host,
-            target: target_bytes,
-            id_header: id_header.or(e2b_id),
-            port_header: port_header.or(e2b_port),
-            repeated,
-        };
+        let view = routing.view(host, target_bytes);
         let Parsed::Target(t) = target::parse(&self.proxy.domain, view) else {
             return None;
         };

@@ -82,6 +82,54 @@ pub struct RequestView<'a> {
     pub repeated: Option<&'static str>,
 }
 
+/// The routing headers as error messages name them; `Wrenn-` first.
+const ROUTING_HEADERS: [&str; 4] = [
+    "Wrenn-Sandbox-Id",
+    "Wrenn-Sandbox-Port",
+    "E2b-Sandbox-Id",
+    "E2b-Sandbox-Port",
+];
+
+/// A request's routing headers, read the same way by both request paths:
+/// each header offered in the order it came, the first value of each kept,
+/// `Wrenn-` over `E2b-`, and the first one given twice remembered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoutingHeaders<'a> {
+    /// Indexed like [`ROUTING_HEADERS`].
+    first: [Option<&'a [u8]>; 4],
+    repeated: Option<&'static str>,
+}
+
+impl<'a> RoutingHeaders<'a> {
+    /// Takes the header if it is a routing header (any case); false if not.
+    pub fn offer(&mut self, name: &str, value: &'a [u8]) -> bool {
+        let Some(i) = ROUTING_HEADERS
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+        else {
+            return false;
+        };
+        if self.first[i].is_some() {
+            self.repeated = self.repeated.or(Some(ROUTING_HEADERS[i]));
+        } else {
+            self.first[i] = Some(value);
+        }
+        true
+    }
+
+    /// The view of a request with these routing headers.
+    pub fn view(self, host: Option<&'a [u8]>, target: &'a [u8]) -> RequestView<'a> {
+        let [wrenn_id, wrenn_port, e2b_id, e2b_port] = self.first;
+        RequestView {
+            host,
+            target,
+            id_header: wrenn_id.or(e2b_id),
+            port_header: wrenn_port.or(e2b_port),
+            repeated: self.repeated,
+        }
+    }
+}
+
 pub const PATH_PREFIX: &[u8] = b"/proxy/";
 
 /// Appends `/proxy/<id>/<port>`: the path form's prefix of a sandbox port.

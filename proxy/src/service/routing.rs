@@ -1,16 +1,15 @@
 //! Which sandbox a request goes to (`request_filter`) and the peer of each
 //! connect attempt (`upstream_peer`, with the retry backoff).
 
-use http::HeaderName;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
-use super::{RequestCtx, WrennProxy, header_names};
+use super::{RequestCtx, WrennProxy};
 use crate::failure::{self, Failure};
 use crate::hosts::Listener;
 use crate::routes::RouteState;
-use crate::target::{self, Parsed, RequestView};
+use crate::target::{self, Parsed, RoutingHeaders};
 
 impl WrennProxy {
     /// Checks the `Host`, parses the URL form and looks the sandbox up.
@@ -32,21 +31,12 @@ impl WrennProxy {
             return Ok(true);
         }
         let req = session.req_header();
-        // Pre-parsed names: a `&str` name is parsed again on every lookup.
-        let h = |name: &HeaderName| req.headers.get(name).map(|v| v.as_bytes());
-        let repeated = header_names::ROUTING
-            .iter()
-            .find(|(name, _)| req.headers.get_all(name).iter().nth(1).is_some())
-            .map(|(_, shown)| *shown);
-        let view = RequestView {
-            host: h(&http::header::HOST),
-            target: req.raw_path(),
-            id_header: h(&header_names::WRENN_SANDBOX_ID)
-                .or_else(|| h(&header_names::E2B_SANDBOX_ID)),
-            port_header: h(&header_names::WRENN_SANDBOX_PORT)
-                .or_else(|| h(&header_names::E2B_SANDBOX_PORT)),
-            repeated,
-        };
+        let mut routing = RoutingHeaders::default();
+        for (name, value) in &req.headers {
+            routing.offer(name.as_str(), value.as_bytes());
+        }
+        let host = req.headers.get(http::header::HOST).map(|v| v.as_bytes());
+        let view = routing.view(host, req.raw_path());
         let t = match target::parse(&self.domain, view) {
             Parsed::Target(t) => t,
             Parsed::Redirect(location) => {

@@ -177,6 +177,27 @@ fn header_form_needs_both_headers() {
 }
 
 #[test]
+fn routing_headers_keep_the_first_of_each_and_prefer_wrenns() {
+    let mut r = RoutingHeaders::default();
+    for (name, value) in [
+        ("e2b-sandbox-id", "e2b"),
+        ("Accept", "*/*"),
+        ("WRENN-SANDBOX-ID", "first"),
+        ("e2b-sandbox-port", "81"),
+        ("wrenn-sandbox-id", "second"),
+    ] {
+        let taken = r.offer(name, value.as_bytes());
+        assert_eq!(taken, name != "Accept", "{name}");
+    }
+    let v = r.view(Some(b"localhost"), b"/");
+    assert_eq!(v.id_header, Some(&b"first"[..]));
+    assert_eq!(v.port_header, Some(&b"81"[..]));
+    assert_eq!(v.repeated, Some("Wrenn-Sandbox-Id"));
+    let once = RoutingHeaders::default().view(None, b"/");
+    assert_eq!((once.id_header, once.repeated), (None, None));
+}
+
+#[test]
 fn a_repeated_routing_header_is_refused_where_headers_route() {
     let r = RequestView {
         id_header: Some(b"abc"),
