@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::state::FakeState;
+use super::state::{self, FakeState};
 use super::{files, process};
 use crate::filesystem as fs;
 use crate::process as pp;
@@ -43,25 +43,19 @@ impl HostAgent for Fake {
     ) -> Result<Response<DestroySandboxResponse>, Status> {
         let id = r.into_inner().sandbox_id;
         self.state.record(format!("destroy {id}"));
-        let removed = self.state.sandboxes.lock().remove(&id);
-        match removed {
-            Some(sb) => {
-                self.state.publish(Kind::Destroyed, sb);
-                Ok(Response::new(DestroySandboxResponse {}))
-            }
-            None => Err(Status::not_found(format!("sandbox {id} not found"))),
-        }
+        self.state
+            .take(&id, |_| {})
+            .map(|_| Response::new(DestroySandboxResponse {}))
+            .ok_or_else(|| state::not_found(&id))
     }
 
     async fn pause_sandbox(&self, r: Request<SandboxRef>) -> Result<Response<Sandbox>, Status> {
         let id = r.into_inner().sandbox_id;
         self.state.record(format!("pause {id}"));
         self.state
-            .with_sandbox(&id, |sb| {
+            .update(&id, Kind::Paused, |sb| {
                 sb.state = SandboxState::Paused as i32;
-                sb.clone()
             })
-            .inspect(|sb| self.state.publish(Kind::Paused, sb.clone()))
             .map(Response::new)
     }
 
@@ -69,12 +63,10 @@ impl HostAgent for Fake {
         let id = r.into_inner().sandbox_id;
         self.state.record(format!("resume {id}"));
         self.state
-            .with_sandbox(&id, |sb| {
+            .update(&id, Kind::Resumed, |sb| {
                 sb.state = SandboxState::Running as i32;
                 sb.generation += 1;
-                sb.clone()
             })
-            .inspect(|sb| self.state.publish(Kind::Resumed, sb.clone()))
             .map(Response::new)
     }
 

@@ -72,6 +72,10 @@ pub fn sandbox(id: &str, address: &str, state: SandboxState, generation: u64) ->
     }
 }
 
+pub(super) fn not_found(id: &str) -> Status {
+    Status::not_found(format!("sandbox {id} not found"))
+}
+
 fn event(kind: Kind, sandbox: Option<Sandbox>) -> SandboxEvent {
     SandboxEvent {
         kind: kind as i32,
@@ -175,11 +179,40 @@ impl FakeState {
     /// The host's TTL reaper at work: `id` ran out its timeout and is gone
     /// (`Destroyed`, with an expiry in the past).
     pub fn expire(&self, id: &str) {
+        self.take(id, |sb| {
+            sb.expires_at = Some((SystemTime::now() - Duration::from_secs(1)).into());
+        });
+    }
+
+    /// Removes `id`, edited by `f`, and sends `Destroyed` for it, in one step
+    /// (as [`FakeState::emit`]); `None` if there was no such sandbox.
+    pub(super) fn take(&self, id: &str, f: impl FnOnce(&mut Sandbox)) -> Option<Sandbox> {
+        let mut taken = None;
         self.change(|map| {
             let mut sb = map.remove(id)?;
-            sb.expires_at = Some((SystemTime::now() - Duration::from_secs(1)).into());
+            f(&mut sb);
+            taken = Some(sb.clone());
             Some(event(Kind::Destroyed, Some(sb)))
         });
+        taken
+    }
+
+    /// Changes sandbox `id` by `f` and sends `kind` for it, in one step (as
+    /// [`FakeState::emit`]); NOT_FOUND if there is no such sandbox.
+    pub(super) fn update(
+        &self,
+        id: &str,
+        kind: Kind,
+        f: impl FnOnce(&mut Sandbox),
+    ) -> Result<Sandbox, Status> {
+        let mut updated = None;
+        self.change(|map| {
+            let sb = map.get_mut(id)?;
+            f(sb);
+            updated = Some(sb.clone());
+            Some(event(kind, Some(sb.clone())))
+        });
+        updated.ok_or_else(|| not_found(id))
     }
 
     /// Ends every open watch stream with UNAVAILABLE (the watcher must
@@ -249,9 +282,7 @@ impl FakeState {
         f: impl FnOnce(&mut Sandbox) -> T,
     ) -> Result<T, Status> {
         let mut map = self.sandboxes.lock();
-        let sb = map
-            .get_mut(id)
-            .ok_or_else(|| Status::not_found(format!("sandbox {id} not found")))?;
+        let sb = map.get_mut(id).ok_or_else(|| not_found(id))?;
         Ok(f(sb))
     }
 
