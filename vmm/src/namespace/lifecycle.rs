@@ -49,7 +49,7 @@ pub(super) async fn create(inner: &Arc<Inner>, spec: SandboxSpec) -> Result<Sand
                 tracing::warn!(error = %clean, "cleanup after failed create");
             }
             st.proc = None;
-            unreserve(inner, &id, slot);
+            inner.table.unreserve(&id, slot);
             Err(e)
         }
     }
@@ -67,10 +67,6 @@ fn reserve(inner: &Inner, spec: &SandboxSpec) -> Result<(Arc<Cell>, Slot)> {
         paused: false,
         userns: None,
     })
-}
-
-fn unreserve(inner: &Inner, id: &SandboxId, slot: Slot) {
-    inner.table.unreserve(id, slot);
 }
 
 /// Makes the sandbox's directory, then its network, cgroups, disk image and
