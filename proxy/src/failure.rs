@@ -279,11 +279,11 @@ impl Failure {
 }
 
 /// The 308 the proxy sends for `/proxy/<id>/<port>` without a trailing slash.
-pub fn redirect(location: &[u8]) -> Option<(ResponseHeader, Bytes)> {
+pub fn redirect(location: http::HeaderValue) -> (ResponseHeader, Bytes) {
     let body = "redirecting into the sandbox prefix\n";
     let mut h = own_response(308, "text/plain; charset=utf-8", body.len());
-    h.insert_header(http::header::LOCATION, location).ok()?;
-    Some((h, Bytes::from_static(body.as_bytes())))
+    let _ = h.insert_header(http::header::LOCATION, location);
+    (h, Bytes::from_static(body.as_bytes()))
 }
 
 /// The headers every response written by the proxy carries.

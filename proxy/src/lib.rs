@@ -62,13 +62,13 @@
 //!   expire within the 4 s idle timeout and are never handed to another
 //!   generation (different pool key).
 //! - Edge mode (forwarding to the host that owns a sandbox) comes with multi-host.
-// One audited exception: `fast::into_tcp` duplicates a descriptor Pingora owns.
+// One audited exception: `fast::exchange::into_tcp` duplicates a descriptor Pingora owns.
 #![deny(unsafe_code)]
 
 mod admin;
+mod client_stream;
 pub mod config;
 pub mod connect;
-mod deadline;
 pub mod failure;
 mod fast;
 #[doc(hidden)]
@@ -78,6 +78,7 @@ pub mod hosts;
 mod listener;
 pub mod metrics;
 pub mod netns;
+mod pipeline;
 pub mod rewrite;
 pub mod routes;
 mod server;

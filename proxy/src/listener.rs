@@ -1,18 +1,22 @@
 //! wrenn's own accept loop and HTTP/1.1 keep-alive loop around Pingora's
-//! `HttpProxy`, so each connection gets the header deadline (`deadline.rs`),
-//! wrenn's idle and request limits, and is counted for graceful shutdown.
+//! `HttpProxy`, so each connection gets a header deadline (Pingora limits
+//! each read, not the whole head: a client sending a byte a second would
+//! hold a connection forever), wrenn's idle and request limits, and is
+//! counted for graceful shutdown.
 //!
-//! The loop reads each request head itself, under the header deadline and
-//! the head limits (`head.rs`: 64 KiB, 256 fields, else it answers 431 and
-//! closes); the fast path (`fast.rs`, when on) serves what it takes and the
-//! rest is replayed into `HttpProxy`, one request at a time, on the same
-//! connection. With the fast path off, every request is replayed.
+//! The loop reads every request head itself, under the header deadline (one
+//! timer per connection, [`Conn::read_head`]) and the head limits
+//! (`head.rs`: 64 KiB, 256 fields, else it answers 431 and closes; bytes
+//! that cannot start an HTTP/1.x head get 400 and a close). The fast path
+//! (`fast/`, when on) serves what it takes and the rest is replayed into
+//! `HttpProxy` whole, one request at a time, on the same connection, so
+//! Pingora never waits for a head. With the fast path off, every request is
+//! replayed.
 //!
 //! # Limitations
 //! Plain HTTP/1.x only: no TLS (terminate it in front of the proxy) and no
 //! prior-knowledge h2c (browsers never use it).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -31,12 +35,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Sleep;
 
-use crate::deadline::{ConnState, DeadlineStream};
+use crate::client_stream::ClientStream;
 use crate::failure::{Failure, HeadLimit};
-use crate::fast::{After, FastPath, Scratch};
+use crate::fast::{After, Client, FastPath, Scratch};
 use crate::head::{Partial, head_len, over_length, too_many_fields};
 use crate::metrics::Metrics;
-use crate::service::{Finished, RequestCtx, WrennProxy};
+use crate::pipeline::{Finished, RequestCtx, WrennProxy};
 
 pub(crate) type App = HttpProxy<WrennProxy>;
 
@@ -194,8 +198,7 @@ async fn serve(
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
     let _ = digest.peer_addr.set(Some(peer.into()));
 
-    let conn = Arc::new(ConnState::new());
-    let mut stream = Box::new(DeadlineStream::new(tcp));
+    let mut stream = Box::new(ClientStream::new(tcp));
     stream.set_socket_digest(digest);
     let deadline = Instant::now() + settings.header_timeout;
     let mut c = Conn {
@@ -206,7 +209,6 @@ async fn serve(
         fast: paths.fast,
         settings,
         metrics,
-        conn: &conn,
         shutdown,
         read_ahead: BytesMut::new(),
         scratch: Scratch::default(),
@@ -236,7 +238,6 @@ struct Conn<'a> {
     fast: Option<&'a FastPath>,
     settings: &'a ConnSettings,
     metrics: &'a Metrics,
-    conn: &'a Arc<ConnState>,
     /// This thread's copy of the shutdown signal.
     shutdown: watch::Receiver<bool>,
     /// Client bytes read and not yet served.
@@ -255,90 +256,67 @@ struct Conn<'a> {
 impl Conn<'_> {
     /// Serves the next request on the fast path when it takes it, else on
     /// Pingora; `None` when the connection is done.
-    async fn one_request(
-        &mut self,
-        mut stream: Box<DeadlineStream>,
-    ) -> Option<Box<DeadlineStream>> {
+    async fn one_request(&mut self, mut stream: Box<ClientStream>) -> Option<Box<ClientStream>> {
         let head = match self.read_head(&mut stream).await {
             Head::Done => return None,
             Head::TimedOut => return self.header_timed_out(),
-            Head::TooLarge(limit) => return self.refuse_head(stream, limit).await,
-            Head::Complete(n) => Some(self.read_ahead.split_to(n).freeze()),
-            Head::ForPingora => None,
+            Head::TooLarge(limit) => {
+                let failure = Failure::HeadersTooLarge { limit };
+                return self.refuse_head(stream, failure).await;
+            }
+            Head::NotHttp => return self.refuse_head(stream, not_http()).await,
+            Head::Complete(n) => self.read_ahead.split_to(n).freeze(),
         };
-        let planned = match (self.fast, &head) {
-            (Some(fast), Some(h)) => fast
-                .plan(h, &self.peer_ip, &mut self.scratch)
-                .map(|plan| (fast, plan)),
-            _ => None,
-        };
+        let planned = self
+            .fast
+            .and_then(|fast| Some((fast, fast.plan(&head, &self.peer_ip, &mut self.scratch)?)));
         if let Some((fast, plan)) = planned {
-            let last = self.served.saturating_add(1) >= self.settings.keepalive_requests;
-            let served = fast.serve(
-                plan,
-                &mut stream,
-                &mut self.read_ahead,
-                &mut self.scratch,
-                last,
-                &self.shutdown,
-            );
-            return match served.await {
+            let client = Client {
+                stream: &mut stream,
+                read_ahead: &mut self.read_ahead,
+                scratch: &mut self.scratch,
+                last: self.served.saturating_add(1) >= self.settings.keepalive_requests,
+                shutdown: &self.shutdown,
+            };
+            return match fast.serve(plan, client).await {
                 After::KeepAlive => Some(stream),
                 After::Close => None,
             };
         }
         // The fast path takes at most 64 fields; Pingora's own limit is
         // answered like the length limit, not with its bare 400.
-        if let Some(h) = &head
-            && too_many_fields(h)
-        {
-            self.read_ahead = BytesMut::from(&h[..]);
-            return self.refuse_head(stream, HeadLimit::Fields).await;
+        if too_many_fields(&head) {
+            self.read_ahead = BytesMut::from(&head[..]);
+            let limit = HeadLimit::Fields;
+            return self
+                .refuse_head(stream, Failure::HeadersTooLarge { limit })
+                .await;
         }
-        // Pingora reads what was read ahead first.
+        // The head is all there (no deadline left to keep); Pingora reads
+        // it first, then what was read ahead.
         stream.replay(self.read_ahead.split().freeze());
-        match head {
-            // The head is all there: no deadline left to keep.
-            Some(head) => {
-                stream.replay(head);
-                self.pingora(stream).await
-            }
-            None => {
-                self.conn.arm_until(self.deadline);
-                self.deadlined(self.pingora(stream)).await
-            }
-        }
+        stream.replay(head);
+        self.pingora(stream).await
     }
 
-    /// Runs `serve` until it ends or the header deadline of `conn` passes.
-    async fn deadlined<F>(&self, serve: F) -> Option<Box<DeadlineStream>>
-    where
-        F: Future<Output = Option<Box<DeadlineStream>>>,
-    {
-        tokio::select! {
-            biased;
-            s = serve => s,
-            () = self.conn.expired() => self.header_timed_out(),
-        }
-    }
-
-    /// Answers a head over `limit` with 431 (HTML or JSON as the head's
-    /// `Accept` asks, as far as it came), counts and logs it like any
-    /// request, and closes the connection: the rest of the head is read and
-    /// dropped for a moment first, so the client sees the answer rather
-    /// than a reset.
+    /// Answers a head the proxy refuses to read on (431 over a limit, 400
+    /// not HTTP) with `failure` (HTML or JSON as the head's `Accept` asks, as
+    /// far as it came), counts and logs it like any request, and closes the
+    /// connection: the rest of the head is read and dropped for a moment
+    /// first, so the client sees the answer rather than a reset.
     async fn refuse_head(
         &mut self,
-        mut stream: Box<DeadlineStream>,
-        limit: HeadLimit,
-    ) -> Option<Box<DeadlineStream>> {
-        let failure = Failure::HeadersTooLarge { limit };
+        mut stream: Box<ClientStream>,
+        failure: Failure,
+    ) -> Option<Box<ClientStream>> {
+        let status = failure.status();
         let partial = Partial::read(&self.read_ahead);
         let wire = failure.to_wire(partial.html, partial.head_only);
         let mut ctx = RequestCtx::new();
+        tracing::debug!(client = %self.peer, code = failure.code(), "request head refused; answered {status}");
         ctx.failure = Some(failure);
         let log = Finished {
-            status: 431,
+            status,
             bytes_in: 0,
             bytes_out: 0,
             method: partial.method,
@@ -346,7 +324,6 @@ impl Conn<'_> {
             error: None,
         };
         self.logic.finished(&ctx, &log);
-        tracing::debug!(client = %self.peer, ?limit, "request head over the limit; answered 431");
         self.read_ahead = BytesMut::new();
         let answer = async {
             stream.write_all(&wire).await?;
@@ -359,14 +336,14 @@ impl Conn<'_> {
     }
 
     /// Counts a missed header deadline; the connection closes.
-    fn header_timed_out(&self) -> Option<Box<DeadlineStream>> {
+    fn header_timed_out(&self) -> Option<Box<ClientStream>> {
         self.metrics.header_timeouts.inc();
         tracing::debug!(client = %self.peer, "request headers not received in time; closing");
         None
     }
 
     /// Serves one request on Pingora's `HttpProxy`.
-    async fn pingora(&self, stream: Box<DeadlineStream>) -> Option<Box<DeadlineStream>> {
+    async fn pingora(&self, stream: Box<ClientStream>) -> Option<Box<ClientStream>> {
         let mut session = ServerSession::new_http1(stream);
         session.set_keepalive(Some(self.settings.keepalive_idle_secs));
         // Pingora counts reuses: the request it serves now is not one.
@@ -375,17 +352,15 @@ impl Conn<'_> {
             .keepalive_requests
             .saturating_sub(self.served + 1);
         session.set_keepalive_reuses_remaining(Some(left));
-        // Delivered to the proxy's `on_connection_reuse`, which stops the deadline.
-        session.set_connection_user_context(Some(Box::new(self.conn.clone())));
         let reused = self.app.process_new_http(session, &self.shutdown).await?;
         let (stream, _persistent) = reused.consume();
-        stream.into_any().downcast::<DeadlineStream>().ok()
+        stream.into_any().downcast::<ClientStream>().ok()
     }
 
     /// Reads until `read_ahead` starts with a complete request head, within
     /// the header deadline: from accept for the first request, from the first
     /// byte for later ones, which may idle `keepalive_idle_secs` before it.
-    async fn read_head(&mut self, stream: &mut DeadlineStream) -> Head {
+    async fn read_head(&mut self, stream: &mut ClientStream) -> Head {
         let buf = &mut self.read_ahead;
         let mut started = self.served == 0;
         let idle = Duration::from_secs(self.settings.keepalive_idle_secs);
@@ -405,7 +380,7 @@ impl Conn<'_> {
                             return Head::TooLarge(limit);
                         }
                     }
-                    Err(()) => return Head::ForPingora,
+                    Err(()) => return Head::NotHttp,
                 }
             }
             buf.reserve(4096);
@@ -445,8 +420,8 @@ impl Conn<'_> {
 enum Head {
     /// `read_ahead[..n]` is a complete head.
     Complete(usize),
-    /// Not a request head: Pingora reads it and answers 400.
-    ForPingora,
+    /// Not an HTTP/1.x request head: answered 400 here.
+    NotHttp,
     /// Over a limit: answered 431 here.
     TooLarge(HeadLimit),
     /// The header deadline passed.
@@ -464,7 +439,7 @@ const LINGER_BYTES: usize = 1 << 20;
 /// [`LINGER`] and [`LINGER_BYTES`]: closing a socket with unread bytes
 /// resets the connection, and a reset can cost the client the answer it has
 /// not read yet (nginx's `lingering_close`).
-async fn linger(stream: &mut DeadlineStream) {
+async fn linger(stream: &mut ClientStream) {
     let drain = async {
         let mut buf = [0u8; 8192];
         let mut left = LINGER_BYTES;
@@ -476,4 +451,14 @@ async fn linger(stream: &mut DeadlineStream) {
         }
     };
     let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// The answer to bytes that cannot start an HTTP/1.x request head (a TLS
+/// handshake, HTTP/2 without upgrade, garbage).
+fn not_http() -> Failure {
+    Failure::BadRequest {
+        message: "the request is not HTTP/1.x (this proxy speaks plain HTTP/1.1)".into(),
+        sandbox_id: None,
+        port: None,
+    }
 }

@@ -3,7 +3,7 @@
 //! # Design
 //! The proxy runs Pingora's `HttpProxy` the way nginx runs workers: `threads`
 //! threads (`wrenn-proxy-<n>`), each a current-thread tokio runtime with its
-//! own `HttpProxy` and fast path (`fast.rs`; each with its own upstream
+//! own `HttpProxy` and fast path (`fast/`; each with its own upstream
 //! keep-alive pool, a `threads`-th of `pool_size`) and its own accept loop
 //! (`listener.rs`) on the shared listening socket. A client connection and the upstream sockets it uses
 //! stay on the thread that accepted it. A work-stealing runtime hands tasks
@@ -47,8 +47,8 @@ use crate::fast::FastPath;
 use crate::hosts::{AllowedHosts, OwnAddrs};
 use crate::listener::{App, ConnSettings, Tracker, accept_loop};
 use crate::metrics::{Metrics, MetricsError};
+use crate::pipeline::WrennProxy;
 use crate::routes::RouteTable;
-use crate::service::WrennProxy;
 use crate::watch::{WatchError, WatchSettings, agent_channel, watch_agent};
 
 const LISTEN_BACKLOG: u32 = 4096;

@@ -151,7 +151,7 @@ fn html_is_for_navigations_and_html_accepts() {
 
 #[test]
 fn redirect_has_location_and_the_common_headers() {
-    let (h, _) = redirect(b"/proxy/abc/80/?q=1").unwrap();
+    let (h, _) = redirect(http::HeaderValue::from_static("/proxy/abc/80/?q=1"));
     assert_eq!(h.status.as_u16(), 308);
     assert_eq!(header(&h, "location"), "/proxy/abc/80/?q=1");
     assert_eq!(header(&h, "cache-control"), "no-store");

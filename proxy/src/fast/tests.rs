@@ -1,10 +1,13 @@
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use super::response::{Body, Reply, parse_response};
 use super::*;
 use crate::config::ProxyConfig;
 use crate::connect::DirectConnector;
 use crate::metrics::Metrics;
-use crate::routes::{Route, RouteOptions, RouteTable};
+use crate::routes::{Route, RouteOptions, RouteState, RouteTable};
 
 const ID: &str = "abc123";
 
@@ -61,6 +64,23 @@ fn path_form_get_is_taken_with_the_prefix_stripped_and_forwarded_headers() {
         "GET /a%20b/?q=1 HTTP/1.1\r\nHost: localhost:7880\r\nAccept: text/html\r\nCookie: x=1\r\n\
          x-forwarded-host: localhost:7880\r\nx-forwarded-for: 192.0.2.7\r\n\
          x-forwarded-proto: http\r\nx-forwarded-prefix: /proxy/abc123/8000\r\n"
+    );
+}
+
+#[test]
+fn hop_by_hop_request_headers_stay_here_as_pingora_strips_them() {
+    let f = fast(RouteState::Running, RouteOptions::default());
+    let (_, up) = planned(
+        &f,
+        "GET /proxy/abc123/8000/ HTTP/1.1\r\nHost: localhost\r\nKeep-Alive: 5\r\n\
+         Proxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nTrailer: x\r\n\
+         Proxy-Authenticate: Basic\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nX-Kept: 1\r\n\r\n",
+    )
+    .expect("taken");
+    assert_eq!(
+        up,
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Kept: 1\r\nx-forwarded-host: localhost\r\n\
+         x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\nx-forwarded-prefix: /proxy/abc123/8000\r\n"
     );
 }
 
@@ -226,7 +246,12 @@ fn client_head_rewrites_location_and_drops_hop_by_hop() {
     let client = |raw: &str, closing: bool| {
         let mut out = Vec::new();
         let keep = move || closing;
-        let head = parse_response(raw.as_bytes(), Some(&mut Reply::new(&p, &keep, &mut out)))
+        let mut reply = Reply {
+            plan: &p,
+            closing: &keep,
+            out: &mut out,
+        };
+        let head = parse_response(raw.as_bytes(), Some(&mut reply))
             .unwrap()
             .unwrap();
         (head, String::from_utf8(out).unwrap())

@@ -341,3 +341,35 @@ async fn an_over_long_head_after_a_good_request_on_one_connection_gets_431() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_cannot_start_an_http_head_get_400_and_a_close() {
+    let h = Harness::start().await;
+    let up = Upstream::http().await;
+    h.running("sbnothttp", 1).await;
+    // A TLS ClientHello and an SSH banner: no blank line yet, and already
+    // not an HTTP/1.x request head. Answered at once, not after the header
+    // deadline (10 s here).
+    for bytes in [
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+    ] {
+        let start = Instant::now();
+        let r = raw(h.addr(), bytes).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(r.starts_with("HTTP/1.1 400 "), "{r:.300}");
+        assert!(r.contains("not HTTP/1.x"), "{r}");
+        assert!(r.contains("connection: close\r\n"), "{r}");
+    }
+    assert_eq!(
+        h.metric("wrenn_proxy_errors_total{class=\"bad_request\"}"),
+        2.0
+    );
+    let target = format!("/proxy/sbnothttp/{}/", up.port());
+    let mut conn = Conn::open(h.addr()).await;
+    assert_eq!(conn.send("GET", &target, &[]).await.status, 200);
+}

@@ -1,74 +1,64 @@
-//! Which sandbox a request goes to (`request_filter`) and the peer of each
-//! connect attempt (`upstream_peer`, with the retry backoff).
+//! Which sandbox port a request goes to ([`WrennProxy::route`]), and the
+//! peer of each connect attempt ([`WrennProxy::attempt_peer`], with the
+//! retry backoff and the re-check of the route).
 
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_proxy::Session;
 
-use super::{RequestCtx, WrennProxy};
-use crate::failure::{self, Failure};
+use super::{Answer, RequestCtx, WrennProxy};
+use crate::failure::Failure;
 use crate::hosts::Listener;
 use crate::routes::RouteState;
 use crate::target::{self, Parsed, RoutingHeaders};
 
+/// What routing reads of a request head, however the transport parsed it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a, H> {
+    /// The first `Host` value, if any.
+    pub host: Option<&'a [u8]>,
+    /// Every `Host` value: each must be one this proxy answers.
+    pub all_hosts: H,
+    /// The routing headers, offered in the order they came.
+    pub routing: RoutingHeaders<'a>,
+    /// The raw request target (origin-form or absolute-form).
+    pub target: &'a [u8],
+}
+
 impl WrennProxy {
-    /// Checks the `Host`, parses the URL form and looks the sandbox up.
-    /// `Ok(true)`: the proxy answered itself (308, 400, 403, 404, 409, 421).
-    pub(super) async fn route(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let req = session.req_header();
+    /// Checks the `Host`, parses the URL form and looks the sandbox up,
+    /// filling `ctx` (form, port, path offset, route). `Err`: what the proxy
+    /// answers itself (308, 400, 403, 404, 409, 421); `ctx.route` is set
+    /// when the sandbox was found, for the access log.
+    pub(crate) fn route<'a, H>(
+        &self,
+        req: Request<'a, H>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Answer>
+    where
+        H: IntoIterator<Item = &'a [u8]>,
+    {
         // Before anything else, header-routed requests included: a `Host`
         // this proxy does not answer is 421 (DNS rebinding).
-        let hosts = req.headers.get_all(http::header::HOST).iter();
-        let checked = self.hosts.check(
-            Listener::Proxy,
-            hosts.map(|v| v.as_bytes()),
-            target::authority(req.raw_path()),
-        );
-        if let Err(host) = checked {
+        let authority = target::authority(req.target);
+        if let Err(host) = self.hosts.check(Listener::Proxy, req.all_hosts, authority) {
             let host = String::from_utf8_lossy(host).into_owned();
-            self.respond(session, ctx, Failure::HostNotAllowed { host })
-                .await;
-            return Ok(true);
+            return Err(Failure::HostNotAllowed { host }.into());
         }
-        let req = session.req_header();
-        let mut routing = RoutingHeaders::default();
-        for (name, value) in &req.headers {
-            routing.offer(name.as_str(), value.as_bytes());
-        }
-        let host = req.headers.get(http::header::HOST).map(|v| v.as_bytes());
-        let view = routing.view(host, req.raw_path());
+        let view = req.routing.view(req.host, req.target);
         let t = match target::parse(&self.domain, view) {
             Parsed::Target(t) => t,
-            Parsed::Redirect(location) => {
-                match failure::redirect(&location) {
-                    Some((head, body)) => super::outcome::write_own(session, head, body).await,
-                    None => {
-                        let message = "the request target cannot be redirected".into();
-                        let f = Failure::BadRequest {
-                            message,
-                            sandbox_id: None,
-                            port: None,
-                        };
-                        self.respond(session, ctx, f).await;
-                    }
-                }
-                return Ok(true);
-            }
+            Parsed::Redirect(location) => return Err(Answer::redirect(location)),
             Parsed::NoRoute => {
-                let f = Failure::NoRoute {
-                    domain: self.domain.clone(),
-                };
-                self.respond(session, ctx, f).await;
-                return Ok(true);
+                let domain = self.domain.clone();
+                return Err(Failure::NoRoute { domain }.into());
             }
             Parsed::Bad(b) => {
-                let f = Failure::BadRequest {
+                return Err(Failure::BadRequest {
                     message: b.message,
                     sandbox_id: b.sandbox_id,
                     port: b.port,
-                };
-                self.respond(session, ctx, f).await;
-                return Ok(true);
+                }
+                .into());
             }
         };
         ctx.form = Some(t.form);
@@ -76,46 +66,28 @@ impl WrennProxy {
         // The upstream target is a tail of the raw target: keep its offset, not a copy.
         ctx.path_offset = t
             .upstream_path
-            .map(|p| p.as_ptr() as usize - view.target.as_ptr() as usize);
+            .map(|p| p.as_ptr() as usize - req.target.as_ptr() as usize);
         if self.denied_ports.contains(&t.port) {
-            let f = Failure::PortDenied {
-                id: t.id.into_owned(),
-                port: t.port,
-            };
-            self.respond(session, ctx, f).await;
-            return Ok(true);
+            let (id, port) = (t.id.into_owned(), t.port);
+            return Err(Failure::PortDenied { id, port }.into());
         }
         let Some(route) = self.routes.get(&t.id) else {
-            self.respond(
-                session,
-                ctx,
-                Failure::NotFound {
-                    id: t.id.into_owned(),
-                },
-            )
-            .await;
-            return Ok(true);
+            let id = t.id.into_owned();
+            return Err(Failure::NotFound { id }.into());
         };
-        if route.state != RouteState::Running {
-            let f = Failure::NotRunning {
-                id: t.id.into_owned(),
-                state: route.state,
-            };
-            ctx.route = Some(route);
-            self.respond(session, ctx, f).await;
-            return Ok(true);
-        }
+        let state = route.state;
         ctx.route = Some(route);
-        if session.is_upgrade_req() {
-            ctx.upgrade = true;
-            session.set_read_timeout(Some(self.websocket_idle));
+        if state != RouteState::Running {
+            let id = t.id.into_owned();
+            return Err(Failure::NotRunning { id, state }.into());
         }
-        Ok(false)
+        Ok(())
     }
 
     /// The peer for the next connect attempt. Before a retry it sleeps
     /// `failures × backoff` and re-reads the route: a sandbox destroyed (or
     /// paused) meanwhile is answered, not dialled; a replaced one is followed.
+    /// `Err` carries the failure in `ctx.failure`.
     pub(crate) async fn attempt_peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let mut route = ctx
             .route
