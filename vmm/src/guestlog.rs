@@ -19,13 +19,12 @@
 //! `SIGPIPE`) and its log lines of that time are lost; nothing blocks.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::unix::AsyncFd;
 
 /// Most bytes of console output kept per sandbox (`guest.log` and
 /// `guest.log.1` together).
@@ -83,9 +82,7 @@ pub fn drain(read: OwnedFd, log: PathBuf) -> io::Result<()> {
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     )
     .map_err(io::Error::from)?;
-    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and refers to
-    // the same pipe until the AsyncFd is dropped.
-    let afd = unsafe { AsyncFd::register_with_interest(read, tokio::io::Interest::READABLE) }?;
+    let afd = crate::sys::readable(read)?;
     let mut out = Capped::open(log, LOG_CAP)?;
     tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
@@ -112,12 +109,7 @@ pub fn drain(read: OwnedFd, log: PathBuf) -> io::Result<()> {
 }
 
 fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    let mut file = std::mem::ManuallyDrop::new(
-        // SAFETY: the File borrows `fd` for one read and is never dropped
-        // (ManuallyDrop), so the descriptor stays owned by `fd`.
-        unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd.as_raw_fd()) },
-    );
-    file.read(buf)
+    Ok(nix::unistd::read(fd, buf)?)
 }
 
 /// An append-only log that rotates at half of its cap.

@@ -5,6 +5,9 @@
 //! The binary is built static (`--target x86_64-unknown-linux-musl`) so it runs in
 //! any root filesystem, a busybox-only one included. See `README.md` next to this
 //! crate for the flags, the design and the benchmark numbers.
+// System calls that need `unsafe` live in `sys`; the one other block is
+// the `pre_exec` hook in `process/spawn.rs`.
+#![deny(unsafe_code)]
 
 mod assign;
 mod config;
@@ -19,6 +22,8 @@ mod reaper;
 mod server;
 mod shutdown;
 mod stream;
+#[allow(unsafe_code)]
+mod sys;
 mod users;
 mod wire;
 

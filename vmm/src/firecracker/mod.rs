@@ -176,15 +176,12 @@ pub fn unavailable_reason(bin: &Path, kernel: Option<&Path>) -> Option<String> {
 
 /// `/dev/kvm` opens and answers `KVM_GET_API_VERSION` with 12.
 pub fn kvm_usable() -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
         .map_err(|e| format!("/dev/kvm: {e}"))?;
-    // SAFETY: KVM_GET_API_VERSION takes no argument and returns an int.
-    let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION, 0) };
+    let v = crate::sys::kvm_api_version(&f);
     if v != 12 {
         return Err(format!("/dev/kvm answers API version {v}, not 12"));
     }

@@ -4,9 +4,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::unistd::{Whence, lseek};
 
 use super::{Result, io_err};
 
@@ -32,47 +34,23 @@ fn copy_fds(from: &File, to: &File) -> io::Result<()> {
     to.set_len(len)?;
     let mut pos: i64 = 0;
     while (pos as u64) < len {
-        let data = match seek(from, pos, libc::SEEK_DATA) {
+        let data = match lseek(from, pos, Whence::SeekData) {
             Ok(d) => d,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break, // only a hole is left
-            Err(e) => return Err(e),
+            Err(Errno::ENXIO) => break, // only a hole is left
+            Err(e) => return Err(e.into()),
         };
-        let hole = seek(from, data, libc::SEEK_HOLE)?;
+        let hole = lseek(from, data, Whence::SeekHole)?;
         copy_range(from, to, data, (hole - data) as u64)?;
         pos = hole;
     }
     Ok(())
 }
 
-fn seek(f: &File, offset: i64, whence: libc::c_int) -> io::Result<i64> {
-    // SAFETY: lseek on a valid descriptor with a plain offset and whence.
-    let r = unsafe { libc::lseek(f.as_raw_fd(), offset, whence) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 fn copy_range(from: &File, to: &File, offset: i64, mut len: u64) -> io::Result<()> {
     let mut off_in = offset;
     let mut off_out = offset;
     while len > 0 {
-        // SAFETY: both descriptors are valid; the offsets are plain i64s that
-        // live on this stack frame for the duration of the call.
-        let n = unsafe {
-            libc::copy_file_range(
-                from.as_raw_fd(),
-                &mut off_in,
-                to.as_raw_fd(),
-                &mut off_out,
-                len as usize,
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = crate::sys::copy_file_range(from, &mut off_in, to, &mut off_out, len as usize)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

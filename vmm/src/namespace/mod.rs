@@ -34,14 +34,18 @@
 
 mod assign;
 mod background;
+#[allow(unsafe_code)]
 mod caps;
 mod lifecycle;
 pub mod mountns;
 mod recover;
 pub mod rootfs;
+#[allow(unsafe_code)]
 pub mod rootmount;
 pub mod seccomp;
+#[allow(unsafe_code)]
 pub mod spawn;
+#[allow(unsafe_code)]
 pub mod userns;
 
 use std::sync::Arc;

@@ -49,6 +49,7 @@ pub mod firewall;
 pub mod link;
 pub mod netns;
 pub mod resolv;
+#[allow(unsafe_code)]
 pub mod tap;
 
 use std::io;

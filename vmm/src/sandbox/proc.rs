@@ -3,13 +3,11 @@
 //! sandbox's init was started by a previous agent).
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 /// A running first process.
@@ -23,12 +21,9 @@ impl Proc {
     /// Starts watching `pid`. `reap`: this process is its parent and must
     /// collect its exit status.
     pub fn watch(pid: Pid, reap: bool, id: &str) -> io::Result<Proc> {
-        let fd = pidfd_open(pid)?;
+        let fd = crate::sys::pidfd_open(pid)?;
         let (tx, rx) = watch::channel(false);
-        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and refers to
-        // the same pidfd until the AsyncFd is dropped.
-        let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        let afd = crate::sys::readable(fd)?;
         let id = id.to_owned();
         tokio::spawn(async move {
             let _ = afd.readable().await;
@@ -58,15 +53,4 @@ impl Proc {
             .await
             .is_ok()
     }
-}
-
-fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new
-    // descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), libc::O_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

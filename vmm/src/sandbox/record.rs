@@ -263,14 +263,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// A new credential for a guest agent: 32 random bytes, hex.
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
-    let mut got = 0;
-    while got < bytes.len() {
-        // SAFETY: getrandom writes at most `len` bytes into the buffer.
-        let n = unsafe { libc::getrandom(bytes[got..].as_mut_ptr().cast(), bytes.len() - got, 0) };
-        if n > 0 {
-            got += n as usize;
-        }
-    }
+    crate::sys::random_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -197,9 +197,7 @@ impl Destroyed {
         attach_listener_filter(&fd)?;
         let groups = (1 << (GROUP_TCP4_DESTROY - 1)) | (1 << (GROUP_TCP6_DESTROY - 1));
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
-        // SAFETY: `fd` is an open socket that the `AsyncFd` owns from here on,
-        // and `OwnedFd::as_raw_fd` always returns that same descriptor.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        let fd = crate::sys::register(fd).map_err(io::Error::from)?;
         Ok(Destroyed {
             fd,
             buf: vec![0; BUF_LEN],
@@ -271,26 +269,7 @@ fn attach_listener_filter(fd: &OwnedFd) -> io::Result<()> {
             k: 0,
         },
     ];
-    let fprog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_ptr().cast_mut(),
-    };
-    // SAFETY: nix has no wrapper for SO_ATTACH_FILTER. `fprog` points at
-    // `program`, both alive for the call; the kernel copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&raw const fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::attach_filter(fd.as_fd(), &program)
 }
 
 #[cfg(test)]

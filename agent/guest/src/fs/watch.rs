@@ -10,13 +10,14 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
+
+use crate::sys::InotifyFd;
 use wrenn_proto::filesystem::watch_dir_response::{Event, StartEvent};
 use wrenn_proto::filesystem::{EventType, FilesystemEvent, WatchDirResponse};
 
@@ -33,15 +34,6 @@ fn mask() -> AddWatchFlags {
         | AddWatchFlags::IN_DELETE_SELF
         | AddWatchFlags::IN_ONLYDIR
         | AddWatchFlags::IN_DONT_FOLLOW
-}
-
-/// `Inotify` with the `AsRawFd` that `AsyncFd` needs.
-struct InotifyFd(Inotify);
-
-impl AsRawFd for InotifyFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
 }
 
 struct Watcher {
@@ -64,9 +56,7 @@ pub fn watch(path: PathBuf, recursive: bool) -> Result<mpsc::Receiver<WatchDirRe
             path: path.clone(),
             source: e.into(),
         })?;
-    // SAFETY: `Inotify` owns its fd, keeps it open until dropped and always
-    // returns the same fd; the `AsyncFd` owns the `Inotify`.
-    let inotify = unsafe { AsyncFd::register(InotifyFd(inotify)) }.map_err(|e| FsError::Io {
+    let inotify = crate::sys::register(InotifyFd(inotify)).map_err(|e| FsError::Io {
         op: "watch",
         path: path.clone(),
         source: e.into_parts().1,

@@ -2,7 +2,7 @@
 //! slave end handed to the child as stdin/stdout/stderr and controlling terminal.
 
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
@@ -107,9 +107,7 @@ impl Pty {
         let status = fcntl(&master, FcntlArg::F_GETFL).map_err(setup("F_GETFL"))?;
         let status = OFlag::from_bits_truncate(status) | OFlag::O_NONBLOCK;
         fcntl(&master, FcntlArg::F_SETFL(status)).map_err(setup("F_SETFL O_NONBLOCK"))?;
-        // SAFETY: `PtyMaster` owns its fd, keeps it open until dropped and always
-        // returns the same fd from `as_raw_fd`; the `AsyncFd` owns the master.
-        let master = unsafe { AsyncFd::register(master) }.map_err(|e| PtyError::Setup {
+        let master = crate::sys::register(master).map_err(|e| PtyError::Setup {
             step: "registering with the reactor",
             source: io_errno(&e.into_parts().1),
         })?;
@@ -169,24 +167,7 @@ fn io_errno(err: &io::Error) -> Errno {
 }
 
 fn set_winsize(master: &PtyMaster, size: WindowSize) -> Result<(), Errno> {
-    let ws = size.winsize();
-    // SAFETY: TIOCSWINSZ reads one `winsize` through the pointer, which points to
-    // a live local; the fd is a valid pty master borrowed for the call.
-    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    Errno::result(rc).map(drop)
-}
-
-/// In the child, between `fork` and `exec`: makes stdin (the slave) the
-/// controlling terminal of the new session. Async-signal-safe.
-pub fn make_controlling_terminal() -> io::Result<()> {
-    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal); fd 0 is the
-    // slave, installed by `Command` before this hook runs.
-    let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-    if rc == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    crate::sys::set_winsize(master.as_fd(), &size.winsize())
 }
 
 #[cfg(test)]
@@ -210,20 +191,10 @@ mod tests {
     async fn a_new_pty_has_the_requested_size_and_echoes() {
         use super::super::output::Source as _;
         let (pty, slave) = Pty::open(WindowSize::new(100, 30).unwrap()).unwrap();
-        let mut ws: libc::winsize = libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCGWINSZ writes one `winsize` into the live local `ws`.
-        let rc = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-        assert_eq!(rc, 0);
+        let ws = crate::sys::winsize(slave.as_fd()).unwrap();
         assert_eq!((ws.ws_col, ws.ws_row), (100, 30));
         pty.resize(WindowSize::new(132, 50).unwrap()).unwrap();
-        // SAFETY: as above.
-        let rc = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-        assert_eq!(rc, 0);
+        let ws = crate::sys::winsize(slave.as_fd()).unwrap();
         assert_eq!((ws.ws_col, ws.ws_row), (132, 50));
         // The line discipline echoes input back to the master.
         pty.write_all(b"hi").await.unwrap();

@@ -11,9 +11,10 @@ use nix::unistd::{Gid, Uid};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
-use super::pty::{Pty, make_controlling_terminal};
+use super::pty::Pty;
 use super::request::{SpawnError, SpawnSpec};
 use crate::reaper::{ExitStatus, Reaper};
+use crate::sys::make_controlling_terminal;
 
 /// The agent's ends of a new process's stdio.
 #[derive(Debug)]
@@ -87,6 +88,7 @@ pub fn spawn(spec: &SpawnSpec, reaper: &Reaper) -> Result<Spawned, SpawnError> {
     // SAFETY: the hook runs in the child between fork and exec. It only makes
     // async-signal-safe system calls (setsid, ioctl, setgroups, setgid, setuid)
     // on data allocated before the fork, and allocates nothing.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || child_setup(controlling_tty, ids.as_ref()));
     }
