@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{DOORS, PACED_DOORS, Run};
+use super::{DOORS, PACED_DOORS, Run, loaded};
 use crate::report::{Report, Table, si, us};
 use crate::svg::Chart;
 use crate::testbed::Door;
@@ -63,6 +63,8 @@ fn round_ratio(runs: &[Run], body: &str, c: usize, a: Door, b: Door, f: fn(&Run)
 
 pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
     let mut report = Report::new("proxy", quick);
+    let with_baseline = runs.iter().any(|r| r.door == Door::Baseline);
+    let doors: Vec<Door> = loaded(&DOORS, with_baseline).collect();
     let mut levels: Vec<(&'static str, usize)> = Vec::new();
     for r in &runs {
         if !levels.contains(&(r.body, r.connections)) {
@@ -103,14 +105,14 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
         title: "wrenn-bench proxy: requests per second".into(),
         y_label: "requests / s".into(),
         categories: levels.iter().map(|(b, c)| format!("{b} × {c}")).collect(),
-        series: DOORS
+        series: doors
             .iter()
             .map(|d| (d.name().to_owned(), Vec::new()))
             .collect(),
     };
     let mut missed = Vec::new();
     for &(body, c) in &levels {
-        for (di, door) in DOORS.into_iter().enumerate() {
+        for (di, &door) in doors.iter().enumerate() {
             let rs = cell(&runs, body, c, door);
             let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
             chart.series[di].1.push(median(rps.clone()));
@@ -268,7 +270,8 @@ pub fn paced(report: &mut Report, runs: Vec<Paced>) {
         &["door", "p50", "p99", "max", "p99 added over direct"],
     );
     let direct_p99 = median(Door::Direct, |r| r.p99_us);
-    for door in PACED_DOORS {
+    let with_baseline = runs.iter().any(|r| r.door == Door::Baseline);
+    for door in loaded(&PACED_DOORS, with_baseline) {
         let p99 = median(door, |r| r.p99_us);
         t.row(vec![
             door.name().into(),
