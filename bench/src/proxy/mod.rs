@@ -23,9 +23,10 @@
 //!   its own and following the same agent ([`crate::reference::baseline`]),
 //!   path form, run right after the path door in every wrk and paced run.
 //!   Built from the code before a change, it measures the change before
-//!   and after in one run on one machine. An unset variable changes
-//!   nothing; a path that is not an executable file fails before anything
-//!   starts.
+//!   and after in one run on one machine: the report adds wrenn path ÷
+//!   baseline for req/s and CPU per request, and the paced added p99 of
+//!   both ([`after_before`]). An unset variable changes nothing; a path
+//!   that is not an executable file fails before anything starts.
 //!
 //! Reported per run: req/s, p50/p99/p99.9, the proxy's (or nginx's) CPU
 //! seconds per 10k requests from `/proc/<pid>/stat`, its RSS, and the ratios
@@ -37,6 +38,7 @@
 //! direct ≤ 0.5 ms at 256 connections (judged on the paced run: wrk's
 //! percentiles at 256 connections are queueing at saturation).
 
+mod after_before;
 mod paced;
 mod report;
 
