@@ -7,6 +7,7 @@
 //! directory is removed. `wrenn up`'s output goes to `<dir>/up.log`, whose
 //! tail is printed when start-up fails.
 
+use std::ffi::OsString;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ pub struct Platform {
     pub proxy_admin: SocketAddr,
     /// The host agent's gRPC address (also its `/metrics`, with its key).
     pub agent: SocketAddr,
+    /// What `wrenn up` got in its environment besides the bench's own; its
+    /// components (the proxy among them) inherit it.
+    pub env: Vec<(String, OsString)>,
     slots: (u16, u16),
     auth: Bearer,
 }
@@ -98,6 +102,24 @@ impl Platform {
                 1024 * crate::cores()
             ),
         )?;
+        let env: Vec<(String, OsString)> = [
+            ("WRENN_PREFIX", prefix.into()),
+            ("WRENN_SLOTS", format!("{}-{}", slots.0, slots.1).into()),
+            ("WRENN_GUEST_BIN", guest.into_os_string()),
+            ("WRENN_PROXY_CONFIG", proxy_config.into_os_string()),
+            // wrenn's default; WRENN_BENCH_LOG_LEVEL measures other settings
+            // (e.g. `info,wrenn_proxy::access=off`: the access log's cost).
+            (
+                "LOG_LEVEL",
+                std::env::var("WRENN_BENCH_LOG_LEVEL")
+                    .unwrap_or_else(|_| "info".into())
+                    .into(),
+            ),
+        ]
+        .into_iter()
+        .chain(env.iter().map(|(k, v)| (*k, v.clone().into_os_string())))
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         // runs: -; the wrenn binary built here
         let child = Command::new(&wrenn)
             .arg("up")
@@ -108,17 +130,7 @@ impl Platform {
             .args(["--proxy-listen", &proxy.to_string()])
             .args(["--proxy-admin", &proxy_admin.to_string()])
             .args(["--stop-timeout", "20"])
-            .env("WRENN_PREFIX", prefix)
-            .env("WRENN_SLOTS", format!("{}-{}", slots.0, slots.1))
-            .env("WRENN_GUEST_BIN", &guest)
-            .env("WRENN_PROXY_CONFIG", &proxy_config)
-            // wrenn's default; WRENN_BENCH_LOG_LEVEL measures other settings
-            // (e.g. `info,wrenn_proxy::access=off`: the access log's cost).
-            .env(
-                "LOG_LEVEL",
-                std::env::var("WRENN_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-            )
-            .envs(env.iter().map(|(k, v)| (*k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -131,6 +143,7 @@ impl Platform {
             proxy,
             proxy_admin,
             agent,
+            env,
             slots,
             auth: Bearer::none(),
         };
@@ -187,10 +200,15 @@ impl Platform {
         metric(self.proxy_admin, name).await
     }
 
+    /// The key the host agent requires, which `wrenn up`'s agent wrote.
+    pub fn agent_key_file(&self) -> PathBuf {
+        self.dir.join("agent.key")
+    }
+
     /// The host agent's `/metrics` text (it asks for the agent key).
     pub async fn agent_metrics(&self) -> anyhow::Result<String> {
         let key =
-            std::fs::read_to_string(self.dir.join("agent.key")).context("reading the agent key")?;
+            std::fs::read_to_string(self.agent_key_file()).context("reading the agent key")?;
         metrics_text(self.agent, Some(key.trim())).await
     }
 

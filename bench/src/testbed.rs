@@ -1,12 +1,14 @@
 //! The test bed most platform scenarios share: `wrenn up`, one sandbox with
-//! the bench upstream running, optionally nginx, bare Pingora and the lean
-//! tokio forwarder in front of it.
+//! the bench upstream running, optionally nginx, bare Pingora, the lean
+//! tokio forwarder and a baseline wrenn proxy in front of it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::Opts;
 use crate::platform::{Client, Platform};
 use crate::reference::RefProxy;
+use crate::reference::baseline::Baseline;
 use crate::reference::nginx::Nginx;
 use crate::report::Report;
 use crate::sandbox::{self, UPSTREAM_PORT};
@@ -21,14 +23,17 @@ pub struct Bed {
     pub nginx: Option<Nginx>,
     pub pingora: Option<RefProxy>,
     pub lean: Option<RefProxy>,
+    pub baseline: Option<Baseline>,
 }
 
 /// The other proxies a scenario compares wrenn's with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Refs {
     pub nginx: bool,
     pub pingora: bool,
     pub lean: bool,
+    /// A `wrenn` binary whose proxy runs beside `wrenn up`'s ([`Baseline`]).
+    pub baseline: Option<PathBuf>,
 }
 
 impl Refs {
@@ -36,16 +41,19 @@ impl Refs {
         nginx: false,
         pingora: false,
         lean: false,
+        baseline: None,
     };
     pub const NGINX: Refs = Refs {
         nginx: true,
         pingora: false,
         lean: false,
+        baseline: None,
     };
     pub const ALL: Refs = Refs {
         nginx: true,
         pingora: true,
         lean: true,
+        baseline: None,
     };
 }
 
@@ -57,6 +65,9 @@ pub enum Door {
     Direct,
     /// wrenn's proxy, `/proxy/<id>/8080/…`.
     Path,
+    /// A second wrenn proxy from the `WRENN_BENCH_BASELINE` binary, path
+    /// form ([`Baseline`]): the same proxy before a change.
+    Baseline,
     /// wrenn's proxy, `Host: 8080-<id>.localhost`.
     Subdomain,
     /// nginx configured like the proxy (path form).
@@ -73,6 +84,7 @@ impl Door {
         match self {
             Door::Direct => "direct",
             Door::Path => "wrenn path",
+            Door::Baseline => "wrenn path (baseline)",
             Door::Subdomain => "wrenn subdomain",
             Door::Nginx => "nginx",
             Door::Pingora => "bare pingora",
@@ -91,7 +103,7 @@ pub async fn run_scenario(
     measure: impl AsyncFnOnce(&Bed, &Opts) -> anyhow::Result<Report>,
 ) -> anyhow::Result<()> {
     crate::raise_fd_limit();
-    let bed = Bed::start(scenario, crate::cores() as u32, refs).await?;
+    let bed = Bed::start(scenario, crate::cores() as u32, &refs).await?;
     let result = measure(&bed, opts).await;
     let stopped = bed.stop();
     let report = result?;
@@ -104,7 +116,7 @@ impl Bed {
     /// Starts the platform, a sandbox with `vcpus` cores and the upstream
     /// (as many threads), and the reference proxies asked for. On failure
     /// everything started so far is stopped.
-    pub async fn start(scenario: &str, vcpus: u32, refs: Refs) -> anyhow::Result<Bed> {
+    pub async fn start(scenario: &str, vcpus: u32, refs: &Refs) -> anyhow::Result<Bed> {
         let t = std::time::Instant::now();
         let bin = crate::paths::upstream_bin()?;
         let platform = Platform::start(scenario).await?;
@@ -128,6 +140,10 @@ impl Bed {
         } else {
             None
         };
+        let baseline = match &refs.baseline {
+            Some(bin) => Some(Baseline::start(bin, &platform, &sb.id).await?),
+            None => None,
+        };
         println!(
             "{scenario}: wrenn up ready in {:.1} s, sandbox {} in {:.0} ms, upstream (and nginx) in {:.0} ms",
             up.as_secs_f64(),
@@ -143,6 +159,7 @@ impl Bed {
             nginx,
             pingora,
             lean,
+            baseline,
         })
     }
 
@@ -161,10 +178,11 @@ impl Bed {
                 path.to_owned(),
                 format!("{UPSTREAM_PORT}-{}.localhost:{}", self.id, proxy.port()),
             ),
-            Door::Nginx | Door::Pingora | Door::Lean => {
+            Door::Nginx | Door::Pingora | Door::Lean | Door::Baseline => {
                 let n = match door {
                     Door::Nginx => self.nginx.as_ref().map(|n| n.listen),
                     Door::Pingora => self.pingora.as_ref().map(|p| p.listen),
+                    Door::Baseline => self.baseline.as_ref().map(|b| b.listen),
                     _ => self.lean.as_ref().map(|p| p.listen),
                 }
                 .unwrap_or(proxy);
@@ -177,12 +195,18 @@ impl Bed {
         }
     }
 
-    /// Stops the reference proxies and the platform (every sandbox is destroyed).
+    /// Stops the reference proxies and the platform (every sandbox is
+    /// destroyed); the baseline proxy first, while its agent is up.
     pub fn stop(self) -> anyhow::Result<()> {
+        let baseline = self.baseline.map_or(Ok(()), Baseline::stop);
         drop(self.nginx);
         drop(self.pingora);
         drop(self.lean);
         drop(self.client);
-        self.platform.stop()
+        let platform = self.platform.stop();
+        if let (Err(e), Err(_)) = (&baseline, &platform) {
+            eprintln!("wrenn-bench: {e:#}");
+        }
+        platform.and(baseline)
     }
 }

@@ -3,8 +3,8 @@
 //! One sandbox (2 vCPUs) runs the bench upstream (`bench/upstream`, static,
 //! uploaded with the files API and started as a background process). wrk
 //! loads it with 1 KiB and 64 KiB responses at 64, 256 and 1024 keep-alive
-//! connections through six doors, back to back for every load level so
-//! that they see the same machine:
+//! connections through six doors (seven with a baseline), back to back for
+//! every load level so that they see the same machine:
 //!
 //! - **direct**: the sandbox address itself (the floor);
 //! - **path**: wrenn's proxy, `/proxy/<id>/8080/…`;
@@ -17,7 +17,16 @@
 //!   itself costs, so the gap to nginx splits into Pingora's and wrenn's;
 //! - **lean tokio**: the same least work written straight on tokio in the
 //!   worker model wrenn's proxy uses, without Pingora ([`crate::reference::lean_tokio`]): what
-//!   tokio, Rust and this kernel cost, so the gap splits further.
+//!   tokio, Rust and this kernel cost, so the gap splits further;
+//! - **path (baseline)**, only with `WRENN_BENCH_BASELINE=/path/to/wrenn`:
+//!   a second wrenn proxy from that binary, started as `wrenn up` starts
+//!   its own and following the same agent ([`crate::reference::baseline`]),
+//!   path form, run right after the path door in every wrk and paced run.
+//!   Built from the code before a change, it measures the change before
+//!   and after in one run on one machine: the report adds wrenn path ÷
+//!   baseline for req/s and CPU per request, and the paced added p99 of
+//!   both ([`after_before`]). An unset variable changes nothing; a path
+//!   that is not an executable file fails before anything starts.
 //!
 //! Reported per run: req/s, p50/p99/p99.9, the proxy's (or nginx's) CPU
 //! seconds per 10k requests from `/proc/<pid>/stat`, its RSS, and the ratios
@@ -29,6 +38,7 @@
 //! direct ≤ 0.5 ms at 256 connections (judged on the paced run: wrk's
 //! percentiles at 256 connections are queueing at saturation).
 
+mod after_before;
 mod paced;
 mod report;
 
@@ -39,26 +49,38 @@ use serde::Serialize;
 
 use crate::Opts;
 use crate::report::{Report, si, us};
-use crate::testbed::{Bed, Door};
+use crate::testbed::{Bed, Door, Refs};
 use crate::wrk::{self, Load, WrkResult};
 
 const NEW_UPSTREAM: &str = "wrenn_proxy_upstream_connections_total{reused=\"false\"}";
-const DOORS: [Door; 6] = [
+/// Every door, in the order each load level runs them; the baseline only
+/// with `WRENN_BENCH_BASELINE` ([`loaded`]).
+const DOORS: [Door; 7] = [
     Door::Direct,
     Door::Path,
+    Door::Baseline,
     Door::Subdomain,
     Door::Nginx,
     Door::Pingora,
     Door::Lean,
 ];
 /// The paced run's doors.
-const PACED_DOORS: [Door; 5] = [
+const PACED_DOORS: [Door; 6] = [
     Door::Direct,
     Door::Path,
+    Door::Baseline,
     Door::Nginx,
     Door::Pingora,
     Door::Lean,
 ];
+
+/// `doors` without the baseline unless it runs.
+fn loaded(doors: &[Door], baseline: bool) -> impl Iterator<Item = Door> + '_ {
+    doors
+        .iter()
+        .copied()
+        .filter(move |&d| baseline || d != Door::Baseline)
+}
 
 /// One wrk run and what the proxy in the middle spent on it.
 #[derive(Debug, Clone, Serialize)]
@@ -90,9 +112,10 @@ struct Plan {
 
 impl Plan {
     /// Whether `door` is loaded with `body`: `--quick` runs every door with
-    /// 1 KiB and only direct and path with 64 KiB, to stay within 15 s.
+    /// 1 KiB and only direct and path (and the baseline) with 64 KiB, to
+    /// stay within 15 s.
     fn runs(&self, body: &str, door: Door) -> bool {
-        !self.quick || body == "1k" || matches!(door, Door::Direct | Door::Path)
+        !self.quick || body == "1k" || matches!(door, Door::Direct | Door::Path | Door::Baseline)
     }
 
     fn new(quick: bool) -> Self {
@@ -126,6 +149,7 @@ struct Doors<'a> {
     nginx_pid: i32,
     pingora_pid: i32,
     lean_pid: i32,
+    baseline_pid: Option<i32>,
 }
 
 impl Doors<'_> {
@@ -145,12 +169,34 @@ impl Doors<'_> {
             Door::Nginx => Some((tree_cpu_time(self.nginx_pid)?, tree_rss(self.nginx_pid)?)),
             Door::Pingora => Some((cpu_time(self.pingora_pid)?, rss(self.pingora_pid)?)),
             Door::Lean => Some((cpu_time(self.lean_pid)?, rss(self.lean_pid)?)),
+            Door::Baseline => {
+                let pid = self.baseline_pid?;
+                Some((cpu_time(pid)?, rss(pid)?))
+            }
+        }
+    }
+
+    /// Upstream connections the wrenn proxy behind `door` has opened so far.
+    async fn new_upstream(&self, door: Door) -> Option<f64> {
+        let platform = &self.bed.platform;
+        match door {
+            Door::Path | Door::Subdomain => platform.proxy_metric(NEW_UPSTREAM).await.ok(),
+            Door::Baseline => {
+                let admin = self.bed.baseline.as_ref()?.admin;
+                crate::platform::metric(admin, NEW_UPSTREAM).await.ok()
+            }
+            _ => None,
         }
     }
 }
 
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
-    crate::testbed::run_scenario("proxy", crate::testbed::Refs::ALL, opts, measure).await
+    // Checked before anything starts.
+    let refs = Refs {
+        baseline: crate::reference::baseline::bin()?,
+        ..Refs::ALL
+    };
+    crate::testbed::run_scenario("proxy", refs, opts, measure).await
 }
 
 async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
@@ -168,7 +214,11 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
         nginx_pid: nginx.pid(),
         pingora_pid: pingora.pid(),
         lean_pid: lean.pid(),
+        baseline_pid: bed.baseline.as_ref().map(|b| b.pid()),
     };
+    let with_baseline = bed.baseline.is_some();
+    // The door column of the progress lines, as wide as the longest name.
+    let w = if with_baseline { 21 } else { 16 };
     let script = wrk::install_script(&bed.platform.dir)?;
     println!(
         "proxy: sandbox {} upstream {}; wrenn proxy {} (pid {}), nginx {} ({threads} workers), bare pingora {} and lean tokio {} ({threads} threads each); wrk {threads} threads; {} round(s) of {} s",
@@ -182,7 +232,15 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
         opts.rounds,
         plan.duration.as_secs()
     );
-    for door in DOORS.into_iter().filter(|_| !plan.warmup.is_zero()) {
+    if let Some(b) = &bed.baseline {
+        println!(
+            "proxy: baseline wrenn proxy {} from {} (pid {})",
+            b.listen,
+            b.bin.display(),
+            b.pid()
+        );
+    }
+    for door in loaded(&DOORS, with_baseline).filter(|_| !plan.warmup.is_zero()) {
         let (url, host) = doors.url(door, "1k");
         let load = Load {
             url: &url,
@@ -199,7 +257,7 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
     for &body in plan.bodies {
         for &connections in plan.connections {
             for round in 0..opts.rounds {
-                for door in DOORS.into_iter().filter(|&d| plan.runs(body, d)) {
+                for door in loaded(&DOORS, with_baseline).filter(|&d| plan.runs(body, d)) {
                     let r = one(
                         &doors,
                         &script,
@@ -214,7 +272,7 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
                         format!("{} {body} at {connections} connections", door.name())
                     })?;
                     println!(
-                        "  {body:>3} c={connections:<5} {:<16} {:>8} req/s  p50 {:>9}  p99 {:>9}  p99.9 {:>9}{}",
+                        "  {body:>3} c={connections:<5} {:<w$} {:>8} req/s  p50 {:>9}  p99 {:>9}  p99.9 {:>9}{}",
                         door.name(),
                         si(r.rps),
                         us(r.wrk.p50_us as f64),
@@ -231,12 +289,12 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
     }
     let mut paced_runs = Vec::new();
     for round in 0..opts.rounds {
-        for door in PACED_DOORS {
+        for door in loaded(&PACED_DOORS, with_baseline) {
             let s = paced::run(bed, door, plan.paced)
                 .await
                 .with_context(|| format!("paced load through {}", door.name()))?;
             println!(
-                "  paced {} req/s over {} connections, {:<16} p50 {:>9}  p99 {:>9}  max {:>9}",
+                "  paced {} req/s over {} connections, {:<w$} p50 {:>9}  p99 {:>9}  max {:>9}",
                 paced::RATE,
                 paced::CONNECTIONS,
                 door.name(),
@@ -270,11 +328,7 @@ async fn one(
     duration: Duration,
 ) -> anyhow::Result<Run> {
     let (url, host) = doors.url(door, body);
-    let new_conns = async || match door {
-        Door::Path | Door::Subdomain => doors.bed.platform.proxy_metric(NEW_UPSTREAM).await.ok(),
-        _ => None,
-    };
-    let conns_before = new_conns().await;
+    let conns_before = doors.new_upstream(door).await;
     let before = doors.middle(door);
     let w = wrk::run(
         script,
@@ -288,7 +342,7 @@ async fn one(
     )
     .await?;
     let after = doors.middle(door);
-    let conns_after = new_conns().await;
+    let conns_after = doors.new_upstream(door).await;
     if w.errors() > 0 {
         anyhow::bail!("{} errors in {} requests: {w:?}", w.errors(), w.requests);
     }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{DOORS, PACED_DOORS, Run};
+use super::{DOORS, PACED_DOORS, Run, after_before, loaded};
 use crate::report::{Report, Table, si, us};
 use crate::svg::Chart;
 use crate::testbed::Door;
@@ -13,7 +13,7 @@ const TARGET_RATIO_NGINX: f64 = 1.0;
 /// Target: p99 added over direct at 256 connections (1 KiB bodies), µs.
 const TARGET_ADDED_P99_US: f64 = 500.0;
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
@@ -51,18 +51,30 @@ fn cell<'a>(runs: &'a [Run], body: &str, c: usize, door: Door) -> Vec<&'a Run> {
         .collect()
 }
 
+/// The ratio of two doors' values in each round both ran.
+pub(super) fn round_ratios(
+    runs: &[Run],
+    body: &str,
+    c: usize,
+    a: Door,
+    b: Door,
+    f: fn(&Run) -> f64,
+) -> Vec<f64> {
+    let (xs, ys) = (cell(runs, body, c, a), cell(runs, body, c, b));
+    xs.iter()
+        .filter_map(|x| ys.iter().find(|y| y.round == x.round).map(|y| f(x) / f(y)))
+        .collect()
+}
+
 /// A per-round ratio of two doors' values, as a median over rounds.
 fn round_ratio(runs: &[Run], body: &str, c: usize, a: Door, b: Door, f: fn(&Run) -> f64) -> f64 {
-    let (xs, ys) = (cell(runs, body, c, a), cell(runs, body, c, b));
-    median(
-        xs.iter()
-            .filter_map(|x| ys.iter().find(|y| y.round == x.round).map(|y| f(x) / f(y)))
-            .collect(),
-    )
+    median(round_ratios(runs, body, c, a, b, f))
 }
 
 pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
     let mut report = Report::new("proxy", quick);
+    let with_baseline = runs.iter().any(|r| r.door == Door::Baseline);
+    let doors: Vec<Door> = loaded(&DOORS, with_baseline).collect();
     let mut levels: Vec<(&'static str, usize)> = Vec::new();
     for r in &runs {
         if !levels.contains(&(r.body, r.connections)) {
@@ -103,14 +115,14 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
         title: "wrenn-bench proxy: requests per second".into(),
         y_label: "requests / s".into(),
         categories: levels.iter().map(|(b, c)| format!("{b} × {c}")).collect(),
-        series: DOORS
+        series: doors
             .iter()
             .map(|d| (d.name().to_owned(), Vec::new()))
             .collect(),
     };
     let mut missed = Vec::new();
     for &(body, c) in &levels {
-        for (di, door) in DOORS.into_iter().enumerate() {
+        for (di, &door) in doors.iter().enumerate() {
             let rs = cell(&runs, body, c, door);
             let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
             chart.series[di].1.push(median(rps.clone()));
@@ -212,11 +224,14 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
             missed.join(", ")
         )
     });
+    report.table(t);
+    report.table(ratios);
+    if with_baseline {
+        after_before::wrk(&mut report, &runs, &levels);
+    }
     for r in runs {
         report.result(r);
     }
-    report.table(t);
-    report.table(ratios);
     report.chart(chart);
     report
 }
@@ -225,13 +240,13 @@ pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct Paced {
     kind: &'static str,
-    door: Door,
-    round: usize,
+    pub(super) door: Door,
+    pub(super) round: usize,
     rate: u32,
     connections: usize,
     count: usize,
     p50_us: f64,
-    p99_us: f64,
+    pub(super) p99_us: f64,
     max_us: f64,
 }
 
@@ -268,7 +283,8 @@ pub fn paced(report: &mut Report, runs: Vec<Paced>) {
         &["door", "p50", "p99", "max", "p99 added over direct"],
     );
     let direct_p99 = median(Door::Direct, |r| r.p99_us);
-    for door in PACED_DOORS {
+    let with_baseline = runs.iter().any(|r| r.door == Door::Baseline);
+    for door in loaded(&PACED_DOORS, with_baseline) {
         let p99 = median(door, |r| r.p99_us);
         t.row(vec![
             door.name().into(),
@@ -289,8 +305,11 @@ pub fn paced(report: &mut Report, runs: Vec<Paced>) {
         us(added.max(0.0)),
         if added <= TARGET_ADDED_P99_US { "met" } else { "MISSED" }
     ));
+    report.table(t);
+    if with_baseline {
+        after_before::paced(report, &runs);
+    }
     for r in runs {
         report.result(r);
     }
-    report.table(t);
 }

@@ -1,9 +1,11 @@
 //! Reference proxies the `proxy` scenario measures next to wrenn's: bare
 //! Pingora ([`crate::reference::bare_pingora`]) and a lean tokio forwarder ([`crate::reference::lean_tokio`]).
 //! Each runs as a child process of `wrenn-bench` (a hidden subcommand), so
-//! its CPU time is its own, like nginx's.
+//! its CPU time is its own, like nginx's. With `WRENN_BENCH_BASELINE` set,
+//! a wrenn proxy from another build runs beside them ([`baseline`]).
 
 pub mod bare_pingora;
+pub mod baseline;
 pub mod lean_tokio;
 pub mod nginx;
 
