@@ -66,7 +66,7 @@ pub(super) fn wrk(report: &mut Report, runs: &[Run], levels: &[(&'static str, us
     );
     let mut rps_1k = Vec::new();
     let mut cpu_1k = Vec::new();
-    let mut outside = Vec::new();
+    let (mut better_by, mut worse_by) = (Vec::new(), Vec::new());
     for &(body, c) in levels {
         let ratios =
             |f: fn(&Run) -> f64| round_ratios(runs, body, c, Door::Path, Door::Baseline, f);
@@ -96,9 +96,15 @@ pub(super) fn wrk(report: &mut Report, runs: &[Run], levels: &[(&'static str, us
         if body == "1k" {
             rps_1k.push(format!("{rps_m:.3}×"));
             cpu_1k.push(format!("{cpu_m:.3}×"));
-            for (what, m) in [("req/s", rps_m), ("CPU", cpu_m)] {
+            // More req/s and less CPU per request are better.
+            for (what, m, better) in [("req/s", rps_m, rps_m > 1.0), ("CPU", cpu_m, cpu_m < 1.0)] {
                 if !((1.0 - TOLERANCE)..=(1.0 + TOLERANCE)).contains(&m) {
-                    outside.push(format!("{what} {m:.3}× at {c} connections"));
+                    let cell = format!("{what} {m:.3}× at {c} connections");
+                    if better {
+                        better_by.push(cell);
+                    } else {
+                        worse_by.push(cell);
+                    }
                 }
             }
         }
@@ -114,10 +120,10 @@ pub(super) fn wrk(report: &mut Report, runs: &[Run], levels: &[(&'static str, us
                 .join(" / "),
             rps_1k.join(" / "),
             cpu_1k.join(" / "),
-            if outside.is_empty() {
-                "within ±5 %".to_owned()
-            } else {
-                format!("OUTSIDE ±5 %: {}", outside.join(", "))
+            match (worse_by.is_empty(), better_by.is_empty()) {
+                (true, true) => "within ±5 %".to_owned(),
+                (true, false) => format!("not worse; better by more than 5 %: {}", better_by.join(", ")),
+                (false, _) => format!("WORSE by more than 5 %: {}", worse_by.join(", ")),
             }
         ));
     }
@@ -289,7 +295,7 @@ mod tests {
         assert_eq!(paced[2], "+30 µs (+20 µs … +40 µs)");
         let notes = j["notes"].to_string();
         assert!(
-            notes.contains("OUTSIDE ±5 %: req/s 1.100× at 64 connections"),
+            notes.contains("not worse; better by more than 5 %: req/s 1.100× at 64 connections"),
             "{notes}"
         );
         assert!(notes.contains("path − baseline +30 µs"), "{notes}");

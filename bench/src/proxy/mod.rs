@@ -74,12 +74,22 @@ const PACED_DOORS: [Door; 6] = [
     Door::Lean,
 ];
 
-/// `doors` without the baseline unless it runs.
-fn loaded(doors: &[Door], baseline: bool) -> impl Iterator<Item = Door> + '_ {
-    doors
+/// `doors` in the order round `round` runs them: without the baseline
+/// unless it runs, and with the baseline and the path form swapped on odd
+/// rounds, so that neither is always the one loaded right after `direct`.
+fn loaded(doors: &[Door], baseline: bool, round: usize) -> Vec<Door> {
+    let mut order: Vec<Door> = doors
         .iter()
         .copied()
-        .filter(move |&d| baseline || d != Door::Baseline)
+        .filter(|&d| baseline || d != Door::Baseline)
+        .collect();
+    let at = |door| order.iter().position(|&d| d == door);
+    if round % 2 == 1
+        && let (Some(p), Some(b)) = (at(Door::Path), at(Door::Baseline))
+    {
+        order.swap(p, b);
+    }
+    order
 }
 
 /// One wrk run and what the proxy in the middle spent on it.
@@ -240,7 +250,10 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
             b.pid()
         );
     }
-    for door in loaded(&DOORS, with_baseline).filter(|_| !plan.warmup.is_zero()) {
+    for door in loaded(&DOORS, with_baseline, 0)
+        .into_iter()
+        .filter(|_| !plan.warmup.is_zero())
+    {
         let (url, host) = doors.url(door, "1k");
         let load = Load {
             url: &url,
@@ -257,7 +270,10 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
     for &body in plan.bodies {
         for &connections in plan.connections {
             for round in 0..opts.rounds {
-                for door in loaded(&DOORS, with_baseline).filter(|&d| plan.runs(body, d)) {
+                for door in loaded(&DOORS, with_baseline, round)
+                    .into_iter()
+                    .filter(|&d| plan.runs(body, d))
+                {
                     let r = one(
                         &doors,
                         &script,
@@ -289,7 +305,7 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
     }
     let mut paced_runs = Vec::new();
     for round in 0..opts.rounds {
-        for door in loaded(&PACED_DOORS, with_baseline) {
+        for door in loaded(&PACED_DOORS, with_baseline, round) {
             let s = paced::run(bed, door, plan.paced)
                 .await
                 .with_context(|| format!("paced load through {}", door.name()))?;

@@ -74,7 +74,7 @@ fn round_ratio(runs: &[Run], body: &str, c: usize, a: Door, b: Door, f: fn(&Run)
 pub(super) fn build(runs: Vec<Run>, desc: &str, quick: bool) -> Report {
     let mut report = Report::new("proxy", quick);
     let with_baseline = runs.iter().any(|r| r.door == Door::Baseline);
-    let doors: Vec<Door> = loaded(&DOORS, with_baseline).collect();
+    let doors: Vec<Door> = loaded(&DOORS, with_baseline, 0);
     let mut levels: Vec<(&'static str, usize)> = Vec::new();
     for r in &runs {
         if !levels.contains(&(r.body, r.connections)) {
@@ -284,7 +284,7 @@ pub fn paced(report: &mut Report, runs: Vec<Paced>) {
     );
     let direct_p99 = median(Door::Direct, |r| r.p99_us);
     let with_baseline = runs.iter().any(|r| r.door == Door::Baseline);
-    for door in loaded(&PACED_DOORS, with_baseline) {
+    for door in loaded(&PACED_DOORS, with_baseline, 0) {
         let p99 = median(door, |r| r.p99_us);
         t.row(vec![
             door.name().into(),
