@@ -6,6 +6,7 @@
 mod chain;
 mod cidr;
 mod id;
+pub mod recipe;
 mod size;
 pub mod spec;
 
