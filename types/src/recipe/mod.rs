@@ -26,11 +26,13 @@
 //! `WORKDIR`, `USER`, `CMD` and `ENTRYPOINT` (→ `START`); any other
 //! instruction is refused with its line.
 
+pub mod context;
 mod dockerfile;
 mod expand;
 mod lines;
 mod words;
 
+pub use context::{Context, ContextError, collect};
 pub use dockerfile::parse_dockerfile;
 pub use expand::{expand, parse_duration};
 

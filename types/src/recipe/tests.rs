@@ -339,3 +339,123 @@ fn durations() {
         assert!(parse_duration(s).is_err(), "{s}");
     }
 }
+
+mod context {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    use super::super::context::{EntryKind, Problem};
+    use super::super::{collect, parse};
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("app/lib")).unwrap();
+        fs::write(r.join("app/main.py"), "print(1)\n").unwrap();
+        fs::write(r.join("app/lib/util.py"), "x = 1\n").unwrap();
+        fs::write(r.join("README"), "hi\n").unwrap();
+        symlink("main.py", r.join("app/entry.py")).unwrap();
+        d
+    }
+
+    fn digests(root: &Path, recipe: &str) -> Vec<String> {
+        let r = parse("Recipe", recipe).unwrap();
+        collect("Recipe", &r, root)
+            .unwrap()
+            .steps
+            .into_iter()
+            .map(|s| s.digest)
+            .collect()
+    }
+
+    #[test]
+    fn sources_are_walked_with_inner_symlinks_kept() {
+        let d = tree();
+        let r = parse("Recipe", "RUN true\nCOPY app README ./dst/\n").unwrap();
+        let c = collect("Recipe", &r, d.path()).unwrap();
+        assert_eq!(c.steps.len(), 1);
+        assert_eq!(c.steps[0].step, 1);
+        let paths: Vec<_> = c.steps[0]
+            .entries
+            .iter()
+            .map(|e| e.path.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "README",
+                "app",
+                "app/entry.py",
+                "app/lib",
+                "app/lib/util.py",
+                "app/main.py"
+            ]
+        );
+        let link = &c.steps[0].entries[2];
+        assert_eq!(
+            link.kind,
+            EntryKind::Symlink {
+                target: "main.py".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_digest_follows_what_a_step_reads_and_nothing_else() {
+        let d = tree();
+        let recipe = "COPY app/lib /l/\nCOPY README /r\n";
+        let before = digests(d.path(), recipe);
+        fs::write(d.path().join("app/main.py"), "print(2)\n").unwrap();
+        assert_eq!(digests(d.path(), recipe), before, "an unread file changed");
+        fs::write(d.path().join("app/lib/util.py"), "x = 2\n").unwrap();
+        let after = digests(d.path(), recipe);
+        assert_ne!(after[0], before[0], "a read file changed");
+        assert_eq!(after[1], before[1]);
+        let f = d.path().join("README");
+        let mut p = fs::metadata(&f).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+        fs::set_permissions(&f, p).unwrap();
+        assert_ne!(digests(d.path(), recipe)[1], after[1], "a mode changed");
+    }
+
+    #[test]
+    fn nothing_leads_out_of_the_context() {
+        let d = tree();
+        let r = d.path();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "s").unwrap();
+        symlink(outside.path(), r.join("out")).unwrap();
+        symlink("../../../etc/passwd", r.join("app/lib/passwd")).unwrap();
+        symlink("/etc/shadow", r.join("abs")).unwrap();
+        for (recipe, source, problem) in [
+            ("COPY out/secret /x", "out/secret", "Escapes"),
+            ("COPY out /x/", "out", "Escapes"),
+            ("COPY app /x/", "app", "Escapes"),
+            ("COPY abs /x", "abs", "Escapes"),
+            ("RUN true\n  COPY nope /x", "nope", "Missing"),
+            ("COPY app/*.py /x/", "app/*.py", "Pattern"),
+            ("COPY $SRC /x", "$SRC", "Pattern"),
+        ] {
+            let parsed = parse("Recipe", recipe).unwrap();
+            let e = collect("Recipe", &parsed, r).unwrap_err();
+            assert_eq!(e.source_name, source, "{recipe}");
+            let got = match e.problem {
+                Problem::Escapes { .. } => "Escapes",
+                Problem::Missing(_) => "Missing",
+                Problem::Pattern => "Pattern",
+                _ => "other",
+            };
+            assert_eq!(got, problem, "{recipe}: {e}");
+            assert!(e.to_string().contains(&format!("`{source}`")), "{e}");
+        }
+        let parsed = parse("Recipe", "RUN true\n  COPY nope /x").unwrap();
+        let e = collect("Recipe", &parsed, r).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "Recipe:2:3: source `nope`: no such file or directory in the build context"
+            ),
+            "{e}"
+        );
+    }
+}
