@@ -5,9 +5,12 @@
 //! `namespace::caps`, `namespace::rootmount` (mount API) and
 //! `namespace::spawn` (`clone` and the child's steps before `execve`).
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use nix::unistd::Pid;
 use tokio::io::Interest;
@@ -75,4 +78,58 @@ pub(crate) fn kvm_api_version(kvm: &File) -> i32 {
     const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
     // SAFETY: KVM_GET_API_VERSION takes no argument and returns an int.
     unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION, 0) }
+}
+
+/// The extended attribute `name` of `path` itself (a symlink is not
+/// followed); `None` when it has none of that name.
+pub(crate) fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c_name = CString::new(name).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: both strings are NUL-terminated and live for the call;
+        // the kernel writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 64 * 1024 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Sets the extended attribute `name` of `path` itself (tests make overlay
+/// upper layers with it).
+#[cfg(test)]
+pub(crate) fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c_name = CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: both strings are NUL-terminated and live for the call; the
+    // kernel reads `value.len()` bytes of `value`.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

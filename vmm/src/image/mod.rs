@@ -28,6 +28,7 @@
 
 mod base;
 mod build;
+mod flatten;
 mod resize;
 pub mod sparse;
 
@@ -38,6 +39,7 @@ pub use base::{
     BASE_PACKAGES, BuildProgress, BuildStep, DEBIAN_MIRROR, DEBIAN_SUITE, build_base, cache_dir,
 };
 pub use build::{BUSYBOX_TEMPLATE, build_busybox, build_from_dir, mkfs_blank};
+pub use flatten::{Flattened, flatten};
 pub(crate) use resize::shrink_with_deadline;
 pub use resize::{
     DEFAULT_ROOTFS_SIZE, ROOTFS_SIZE_ENV, ResizeOutcome, ensure_image_size, ensure_image_sizes,

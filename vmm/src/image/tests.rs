@@ -165,3 +165,100 @@ fn images_in_use_are_skipped() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
+fn flatten_applies_whiteouts_and_opaque_dirs_and_maps_owners() {
+    use std::fs;
+    use std::os::unix::fs::{PermissionsExt, chown, symlink};
+
+    use nix::sys::stat::{Mode, SFlag, mknod};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = t.join("lower-src");
+    for d in ["old", "replaced"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for (f, text) in [
+        ("keep", "keep"),
+        ("gone", "gone"),
+        ("changed", "v1"),
+        ("old/a", "a"),
+        ("replaced/x", "x"),
+    ] {
+        fs::write(src.join(f), text).unwrap();
+    }
+    let lower = t.join("lower.img");
+    build_from_dir(&src, &lower, None).unwrap();
+
+    // The upper layer as overlayfs writes it, owned by host ids (100000 + id).
+    let up = t.join("upper");
+    fs::create_dir_all(up.join("replaced")).unwrap();
+    mknod(&up.join("gone"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
+    crate::sys::lsetxattr(&up.join("replaced"), "trusted.overlay.opaque", b"y").unwrap();
+    fs::write(up.join("replaced/y"), "y").unwrap();
+    fs::write(up.join("changed"), "v2").unwrap();
+    fs::write(up.join("new"), "new").unwrap();
+    fs::set_permissions(up.join("new"), fs::Permissions::from_mode(0o640)).unwrap();
+    chown(up.join("new"), Some(101_000), Some(101_000)).unwrap();
+    symlink("keep", up.join("link")).unwrap();
+    fs::create_dir(up.join("newdir")).unwrap();
+    fs::write(up.join("newdir/f"), "f").unwrap();
+    chown(up.join("newdir"), Some(100_000), Some(100_000)).unwrap();
+
+    let dest = t.join("images/built/rootfs.ext4");
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let size = ByteSize::mib(64);
+    let made = flatten(&lower, &up, &dest, size, &|id| id.saturating_sub(100_000)).unwrap();
+    assert_eq!(fs_size(&dest).unwrap(), size.bytes());
+    assert_eq!(made.bytes, size.bytes());
+    assert!(made.shrunk_bytes < size.bytes(), "{made:?}");
+
+    let debugfs = |cmd: &str| {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", cmd])
+            .arg(&dest)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(debugfs("cat /changed").contains("v2"));
+    assert!(debugfs("cat /keep").contains("keep"));
+    assert!(debugfs("cat /old/a").contains('a'));
+    assert!(
+        debugfs("stat /gone").contains("not found"),
+        "a whiteout removes"
+    );
+    let replaced = debugfs("ls /replaced");
+    assert!(
+        replaced.contains(" y ") || replaced.contains("y\n") || replaced.contains("  y"),
+        "{replaced}"
+    );
+    assert!(
+        !replaced.contains(" x "),
+        "an opaque directory hides the lower one's files: {replaced}"
+    );
+    let new = debugfs("stat /new");
+    assert!(
+        new.contains("User:  1000") && new.contains("Group:  1000"),
+        "{new}"
+    );
+    assert!(new.contains("Mode:  0640"), "{new}");
+    assert!(debugfs("stat /link").contains("Fast link dest: \"keep\""));
+    assert!(debugfs("stat /newdir").contains("User:     0"));
+    assert!(debugfs("cat /newdir/f").contains('f'));
+
+    // Nothing left: no work directory, mount or loop device.
+    let leftovers: Vec<_> = fs::read_dir(dest.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["rootfs.ext4"], "{leftovers:?}");
+    assert!(crate::mounts::mounts_under(t).is_empty());
+    assert!(crate::loopdev::backed_by(t).is_empty());
+}
