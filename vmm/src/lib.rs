@@ -14,7 +14,7 @@
 //! | [`slot`] | slots and the addressing plan |
 //! | [`net`] | netns, veth, TAP, nftables, resolv.conf |
 //! | [`cgroup`] | cgroup v1/v2 limits, freezer, usage |
-//! | [`image`] | template images: build, base (debootstrap), busybox, resize |
+//! | [`image`] | template images: build, base (debootstrap), busybox, resize, flatten |
 //! | [`guestlog`] | a sandbox's console in a capped log |
 //! | [`loopdev`] | loop devices with autoclear |
 //! | [`sandbox`] | what every backend keeps: a sandbox's directory, record and first process |
