@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use wrenn_control::auth::{self, ADMIN_KEY_FILE, ApiKey, Authenticator};
 use wrenn_control::store::{
     ApiKeyRecord, HostRecord, LiveUpdate, RecordState, SandboxFilter, SandboxRecord, SpecRecord,
-    Store, StoreConfig, StoreError, now_ms,
+    Store, StoreConfig, StoreError, TemplateDefaults, TemplateRecord, now_ms,
 };
 use wrenn_types::SandboxId;
 
@@ -94,6 +94,8 @@ suite!(
     reopening_keeps_data_and_migrations_are_idempotent,
     first_start_creates_one_admin_key,
     concurrent_writes_all_land,
+    templates_round_trip_and_a_rebuild_replaces_whole,
+    a_template_in_use_is_not_removed_unless_forced,
 );
 
 fn ts(ms: i64) -> DateTime<Utc> {
@@ -524,4 +526,115 @@ async fn concurrent_writes_all_land(t: &TestStore) {
             .count(),
         12
     );
+}
+
+fn template(name: &str, at_ms: i64, env: &[(&str, &str)]) -> TemplateRecord {
+    TemplateRecord {
+        name: name.to_owned(),
+        host_id: "local".into(),
+        size_bytes: 2 << 30,
+        recipe_digest: format!("{name}-{at_ms}"),
+        defaults: TemplateDefaults {
+            user: "wrenn-user".into(),
+            workdir: "/home/wrenn-user/app".into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            start: "jupyter lab --port 8888".into(),
+            ready: "curl -fs localhost:8888/api".into(),
+        },
+        build_log: "step 1/3 RUN true\n".into(),
+        created_at: ts(at_ms),
+        updated_at: ts(at_ms),
+    }
+}
+
+async fn templates_round_trip_and_a_rebuild_replaces_whole(t: &TestStore) {
+    let s = &t.store;
+    assert_eq!(s.get_template("jupyter").await.unwrap(), None);
+    let first = template("jupyter", 1000, &[("A", "1"), ("B", "two")]);
+    s.put_template(&first).await.unwrap();
+    s.put_template(&template("nextjs", 1500, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_template("jupyter").await.unwrap(),
+        Some(first.clone())
+    );
+    // A rebuild: every field replaced, the old ENV gone, the creation time kept.
+    let mut rebuilt = template("jupyter", 2000, &[("C", "3")]);
+    rebuilt.defaults.user = String::new();
+    rebuilt.size_bytes = 1 << 30;
+    s.put_template(&rebuilt).await.unwrap();
+    let got = s.get_template("jupyter").await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        TemplateRecord {
+            created_at: ts(1000),
+            ..rebuilt
+        }
+    );
+    let names: Vec<String> = s
+        .list_templates()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["jupyter", "nextjs"]);
+    // Names are data, not SQL.
+    let odd = template("x'; DROP TABLE templates; --", 3000, &[("K", "'v'")]);
+    s.put_template(&odd).await.unwrap();
+    assert_eq!(s.get_template(&odd.name).await.unwrap(), Some(odd));
+    assert_eq!(s.list_templates().await.unwrap().len(), 3);
+}
+
+async fn a_template_in_use_is_not_removed_unless_forced(t: &TestStore) {
+    let s = &t.store;
+    s.put_template(&template("jupyter", 1000, &[("A", "1")]))
+        .await
+        .unwrap();
+    let mut running = record("local", 1000, &[]);
+    running.spec.template = "jupyter".into();
+    running.state = RecordState::Running;
+    let mut paused = record("local", 2000, &[]);
+    paused.spec.template = "jupyter".into();
+    paused.state = RecordState::Paused;
+    let mut stopped = record("local", 3000, &[]);
+    stopped.spec.template = "jupyter".into();
+    let other = record("local", 4000, &[]);
+    for r in [&running, &paused, &stopped, &other] {
+        s.insert_sandbox(r).await.unwrap();
+    }
+    s.mark_stopped(&stopped.id, "destroyed", ts(3500))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.template_users("jupyter").await.unwrap(),
+        vec![running.id.clone(), paused.id.clone()]
+    );
+    let err = s.delete_template("jupyter", false).await.unwrap_err();
+    let StoreError::TemplateInUse { name, sandboxes } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(name, "jupyter");
+    assert_eq!(sandboxes, &vec![running.id.clone(), paused.id.clone()]);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("sandboxes {} and {}", running.id, paused.id)),
+        "{msg}"
+    );
+    assert!(s.get_template("jupyter").await.unwrap().is_some(), "kept");
+    // Forced: gone, with its ENV; a second removal finds nothing.
+    assert!(s.delete_template("jupyter", true).await.unwrap());
+    assert_eq!(s.get_template("jupyter").await.unwrap(), None);
+    assert!(!s.delete_template("jupyter", false).await.unwrap());
+    // The same name again starts clean.
+    s.put_template(&template("jupyter", 5000, &[]))
+        .await
+        .unwrap();
+    let again = s.get_template("jupyter").await.unwrap().unwrap();
+    assert!(again.defaults.env.is_empty());
+    assert_eq!(again.created_at, ts(5000));
 }

@@ -1,4 +1,5 @@
-//! The durable record: sandboxes, their metadata, API keys and hosts.
+//! The durable record: sandboxes, their metadata, API keys, hosts and
+//! templates.
 //!
 //! # Design
 //!
@@ -22,6 +23,7 @@
 mod keys;
 mod records;
 mod sandboxes;
+mod templates;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -38,6 +40,7 @@ pub use records::{
     ApiKeyRecord, HostRecord, LiveUpdate, RecordState, SandboxFilter, SandboxRecord, SpecRecord,
     UnknownState, now_ms,
 };
+pub use templates::{TemplateDefaults, TemplateRecord};
 
 /// File name of the SQLite store inside `$WRENN_DIR`.
 pub const SQLITE_FILE: &str = "wrenn.db";
@@ -120,12 +123,34 @@ pub enum StoreError {
     SandboxExists(SandboxId),
     #[error("API key {0} already exists")]
     ApiKeyExists(String),
+    #[error(
+        "template {name} is in use by {}: destroy them first, or force the removal",
+        list_ids(sandboxes)
+    )]
+    TemplateInUse {
+        name: String,
+        sandboxes: Vec<SandboxId>,
+    },
     #[error("corrupt row {id} in {table}: {detail}")]
     Corrupt {
         table: &'static str,
         id: String,
         detail: String,
     },
+}
+
+/// `a, b and c` (at most 10 named, then how many more).
+fn list_ids(ids: &[SandboxId]) -> String {
+    const SHOWN: usize = 10;
+    let mut names: Vec<String> = ids.iter().take(SHOWN).map(|i| i.to_string()).collect();
+    if ids.len() > SHOWN {
+        names.push(format!("{} more", ids.len() - SHOWN));
+    }
+    match names.split_last() {
+        Some((last, [])) => format!("sandbox {last}"),
+        Some((last, rest)) => format!("sandboxes {} and {last}", rest.join(", ")),
+        None => "no sandbox".to_owned(),
+    }
 }
 
 impl StoreError {
