@@ -251,14 +251,7 @@ impl Platform {
         } else {
             remove_dir(&self.dir);
         }
-        match status {
-            Some(s) if s.success() => Ok(()),
-            Some(s) => bail!("wrenn up stopped with {s}; its log ends with:\n{tail}"),
-            None => bail!(
-                "wrenn up did not stop within {} s (killed)",
-                STOP_TIMEOUT.as_secs()
-            ),
-        }
+        crate::procstat::stopped("wrenn up", status, STOP_TIMEOUT, || tail)
     }
 }
 

@@ -24,6 +24,21 @@ pub fn stop(child: &mut Child, signal: Signal, grace: Duration) -> Option<ExitSt
     None
 }
 
+/// How a stop of `what` ([`stop`] with `grace`) went: an error when it was
+/// killed or exited with a failure, quoting `tail` (the end of its output).
+pub fn stopped(
+    what: &str,
+    status: Option<ExitStatus>,
+    grace: Duration,
+    tail: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => anyhow::bail!("{what} stopped with {s}; its output ends with:\n{}", tail()),
+        None => anyhow::bail!("{what} did not stop within {} s (killed)", grace.as_secs()),
+    }
+}
+
 /// User + system CPU time of one process (all its threads).
 pub fn cpu_time(pid: i32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -19,7 +19,7 @@ const EARLY_HEADERS: usize = 64;
 /// The length of the complete request head at the start of `buf`, which
 /// ends at its first blank line (lines end in CRLF or, as httparse accepts,
 /// a bare LF): `Ok(None)` while incomplete, `Err` when it cannot be a
-/// request head (Pingora then answers 400). The fast path's parse then
+/// request head (the listener then answers 400). The fast path's parse then
 /// checks the length it finds.
 pub(crate) fn head_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     for p in memchr::memchr_iter(b'\n', buf) {

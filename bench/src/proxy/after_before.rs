@@ -1,9 +1,10 @@
 //! The after / before section, when a baseline proxy ran
 //! (`WRENN_BENCH_BASELINE`, [`crate::reference::baseline`]): wrenn path ÷
 //! baseline for req/s and CPU per request at every load level, and the
-//! paced run's added p99 of both. Every round runs the baseline right after
-//! the path door, so each round gives one ratio of two runs seconds apart;
-//! the median of those is the figure and their range the spread. The bar
+//! paced run's added p99 of both. Every round runs the baseline next to
+//! the path door (before it on odd rounds), so each round gives one ratio
+//! of two runs seconds apart; the median of those is the figure and their
+//! range the spread. The bar
 //! for a proxy change (issue: "before and after, in one run on the same
 //! machine"): 1 KiB req/s and CPU per request within ±5 %, paced added p99
 //! not worse.
@@ -11,20 +12,12 @@
 use serde_json::json;
 
 use super::Run;
-use super::report::{Paced, median, round_ratios};
+use super::report::{Paced, median, range, round_ratios};
 use crate::report::{Report, Table, us};
 use crate::testbed::Door;
 
 /// How far from 1.0 a 1 KiB ratio may be (the issue's ±5 %).
 const TOLERANCE: f64 = 0.05;
-
-/// The lowest and highest finite value.
-fn range(v: &[f64]) -> Option<(f64, f64)> {
-    let finite = v.iter().copied().filter(|x| x.is_finite());
-    let lo = finite.clone().fold(f64::INFINITY, f64::min);
-    let hi = finite.fold(f64::NEG_INFINITY, f64::max);
-    (lo <= hi).then_some((lo, hi))
-}
 
 /// `1.013×`, and with two or more rounds ` (0.982–1.041)`.
 fn ratio_spread(v: &[f64]) -> String {

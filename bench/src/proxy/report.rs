@@ -27,13 +27,19 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The lowest and highest finite value.
+pub(super) fn range(v: &[f64]) -> Option<(f64, f64)> {
+    let finite = v.iter().copied().filter(|x| x.is_finite());
+    let lo = finite.clone().fold(f64::INFINITY, f64::min);
+    let hi = finite.fold(f64::NEG_INFINITY, f64::max);
+    (lo <= hi).then_some((lo, hi))
+}
+
 fn spread(v: &[f64]) -> String {
-    if v.len() < 2 {
-        return String::new();
+    match range(v) {
+        Some((lo, hi)) if v.len() >= 2 => format!(" ({}–{})", si(lo), si(hi)),
+        _ => String::new(),
     }
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(0.0, f64::max);
-    format!(" ({}–{})", si(lo), si(hi))
 }
 
 fn ratio(x: f64) -> String {

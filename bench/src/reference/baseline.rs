@@ -185,17 +185,9 @@ impl Baseline {
             "baseline proxy stopped in {:.1} s",
             stopping.elapsed().as_secs_f64()
         );
-        match status {
-            Some(s) if s.success() => Ok(()),
-            Some(s) => bail!(
-                "the baseline proxy stopped with {s}; its output ends with:\n{}",
-                self.output_tail()
-            ),
-            None => bail!(
-                "the baseline proxy did not stop within {} s (killed)",
-                STOP_TIMEOUT.as_secs()
-            ),
-        }
+        crate::procstat::stopped("the baseline proxy", status, STOP_TIMEOUT, || {
+            self.output_tail()
+        })
     }
 }
 

@@ -113,7 +113,7 @@ impl FastPath {
         // What the proxy answers itself, Pingora answers.
         self.proxy.route(request, &mut ctx).ok()?;
         let edits = self.proxy.upstream_edits(&ctx)?;
-        upstream_head(&req, &ctx, edits, client_ip, &mut scratch.head);
+        upstream_head(&req, &ctx, edits, host, client_ip, &mut scratch.head);
         Some(Plan {
             head: head.clone(),
             ctx,
@@ -133,6 +133,7 @@ fn upstream_head(
     req: &httparse::Request<'_, '_>,
     ctx: &RequestCtx,
     edits: UpstreamEdits,
+    host: Option<&[u8]>,
     client_ip: &str,
     out: &mut Vec<u8>,
 ) {
@@ -142,21 +143,15 @@ fn upstream_head(
     out.push(b' ');
     out.extend_from_slice(edits.strip_from.map_or(target, |off| &target[off..]));
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut host = None;
     for h in req.headers.iter() {
-        if host.is_none() && h.name.eq_ignore_ascii_case("host") {
-            host = Some(h.value);
-        }
         if !edits.dropped(h.name) {
             push_header(out, h.name, h.value);
         }
     }
-    upstream::added(ctx, edits, host, Some(client_ip), |name, parts| {
+    upstream::added(ctx, edits, host, Some(client_ip), |name, value| {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        for p in parts {
-            out.extend_from_slice(p);
-        }
+        value(out);
         out.extend_from_slice(b"\r\n");
     });
 }

@@ -79,11 +79,10 @@ fn added_headers_come_in_one_order_with_their_values() {
         edits,
         Some(b"localhost:7880"),
         Some("192.0.2.7"),
-        |n, parts| {
-            got.push(format!(
-                "{n}: {}",
-                String::from_utf8(parts.concat()).unwrap()
-            ));
+        |n, value| {
+            let mut v = Vec::new();
+            value(&mut v);
+            got.push(format!("{n}: {}", String::from_utf8(v).unwrap()));
         },
     );
     assert_eq!(

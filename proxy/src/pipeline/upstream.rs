@@ -15,7 +15,7 @@ use pingora_error::Error;
 
 use super::{RequestCtx, WrennProxy, is_connect_error};
 use crate::routes::{HostPolicy, PrefixPolicy};
-use crate::target::{Form, PATH_PREFIX};
+use crate::target::{Form, push_path_prefix};
 
 /// Hop-by-hop request headers (RFC 9110 §7.6.1) that the fast path
 /// takes and leaves out, as Pingora's proxy strips them before its hooks
@@ -72,32 +72,37 @@ impl UpstreamEdits {
 }
 
 /// The headers wrenn adds upstream, in order, each given to `add` as its
-/// name and its value in parts (so the fast path writes them without
-/// allocating): `host` is the client's first `Host`, `client_ip` its address.
+/// name and a writer of its value (so the fast path writes the value where
+/// the head is, without allocating): `host` is the client's first `Host`,
+/// `client_ip` its address.
 pub(crate) fn added(
     ctx: &RequestCtx,
     edits: UpstreamEdits,
     host: Option<&[u8]>,
     client_ip: Option<&str>,
-    mut add: impl FnMut(&'static str, &[&[u8]]),
+    mut add: impl FnMut(&'static str, &dyn Fn(&mut Vec<u8>)),
 ) {
-    let mut port = itoa::Buffer::new();
-    let port = port.format(ctx.port).as_bytes();
     if edits.localhost_host {
-        add("host", &[b"localhost:", port]);
+        add("host", &|out| {
+            out.extend_from_slice(b"localhost:");
+            out.extend_from_slice(itoa::Buffer::new().format(ctx.port).as_bytes());
+        });
     }
     if let Some(host) = host {
-        add("x-forwarded-host", &[host]);
+        add("x-forwarded-host", &|out| out.extend_from_slice(host));
     }
     if let Some(ip) = client_ip {
-        add("x-forwarded-for", &[ip.as_bytes()]);
+        add("x-forwarded-for", &|out| {
+            out.extend_from_slice(ip.as_bytes())
+        });
     }
-    add("x-forwarded-proto", &[b"http"]);
+    add("x-forwarded-proto", &|out| out.extend_from_slice(b"http"));
     if edits.prefix
         && let Some(route) = &ctx.route
     {
-        let id = route.id.as_str().as_bytes();
-        add("x-forwarded-prefix", &[PATH_PREFIX, id, b"/", port]);
+        add("x-forwarded-prefix", &|out| {
+            push_path_prefix(out, route.id.as_str(), ctx.port);
+        });
     }
 }
 

@@ -35,9 +35,11 @@ impl WrennProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string());
         let mut added = Ok(());
-        upstream::added(ctx, edits, host, client_ip.as_deref(), |name, parts| {
+        upstream::added(ctx, edits, host, client_ip.as_deref(), |name, value| {
             if added.is_ok() {
-                added = up.append_header(name, parts.concat()).map(drop);
+                let mut v = Vec::new();
+                value(&mut v);
+                added = up.append_header(name, v).map(drop);
             }
         });
         added?;

@@ -25,12 +25,12 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{Instruction, Recipe};
+use super::{Instruction, Recipe, Step};
 
 /// What the recipe's copy steps read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
-    /// The context root, canonical.
+    /// The context root (canonical when the recipe copies anything).
     pub root: PathBuf,
     pub steps: Vec<StepSources>,
 }
@@ -131,36 +131,46 @@ impl std::error::Error for ContextError {}
 /// Reads and checks what `recipe`'s copy steps take from the context
 /// directory `root`; `file` names the recipe in errors.
 pub fn collect(file: &str, recipe: &Recipe, root: &Path) -> Result<Context, ContextError> {
+    let fail = |step: &Step, source: &str, problem| ContextError {
+        file: file.to_owned(),
+        line: step.line,
+        column: step.column,
+        source_name: source.to_owned(),
+        problem,
+    };
+    let copies: Vec<(usize, &Step, &[String])> = recipe
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| match &step.instruction {
+            Instruction::Copy { sources, .. } => Some((i, step, sources.as_slice())),
+            _ => None,
+        })
+        .collect();
+    let Some(&(_, first, _)) = copies.first() else {
+        return Ok(Context {
+            root: root.to_owned(),
+            steps: Vec::new(),
+        });
+    };
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| fail(first, "", Problem::Root(root.to_owned(), e)))?;
+    let walker = Walker { root: &real_root };
     let mut steps = Vec::new();
-    for (i, step) in recipe.steps.iter().enumerate() {
-        let Instruction::Copy { sources, .. } = &step.instruction else {
-            continue;
-        };
-        let fail = |source: &str, problem| ContextError {
-            file: file.to_owned(),
-            line: step.line,
-            column: step.column,
-            source_name: source.to_owned(),
-            problem,
-        };
-        let canonical_root = root
-            .canonicalize()
-            .map_err(|e| fail("", Problem::Root(root.to_owned(), e)))?;
+    for (i, step, sources) in copies {
         let mut entries = Vec::new();
         for source in sources {
             if source.contains(['*', '?', '[', '$']) {
-                return Err(fail(source, Problem::Pattern));
+                return Err(fail(step, source, Problem::Pattern));
             }
-            let walker = Walker {
-                root: &canonical_root,
-            };
             walker
                 .source(Path::new(source), &mut entries)
-                .map_err(|p| fail(source, p))?;
+                .map_err(|p| fail(step, source, p))?;
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         entries.dedup_by(|a, b| a.path == b.path);
-        let digest = digest(&canonical_root, &entries).map_err(|p| fail("", p))?;
+        let digest = digest(&real_root, &entries).map_err(|p| fail(step, "", p))?;
         steps.push(StepSources {
             step: i,
             entries,
@@ -168,7 +178,7 @@ pub fn collect(file: &str, recipe: &Recipe, root: &Path) -> Result<Context, Cont
         });
     }
     Ok(Context {
-        root: root.canonicalize().unwrap_or_else(|_| root.to_owned()),
+        root: real_root,
         steps,
     })
 }

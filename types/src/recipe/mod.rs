@@ -160,8 +160,8 @@ fn parse_with(file: &str, text: &str, dialect: Dialect) -> Result<Recipe, Recipe
         from: None,
         steps: Vec::new(),
     };
-    let mut cmd: Option<(Step, String)> = None;
-    let mut entrypoint: Option<(Step, String)> = None;
+    let mut cmd: Option<Step> = None;
+    let mut entrypoint: Option<Step> = None;
     for (index, line) in lines.iter().enumerate() {
         let p = Parser { file, line };
         let keyword_end = line
@@ -203,7 +203,7 @@ fn parse_with(file: &str, text: &str, dialect: Dialect) -> Result<Recipe, Recipe
                 } else {
                     &mut entrypoint
                 };
-                *slot = Some((step(Instruction::Start(String::new())), command));
+                *slot = Some(step(Instruction::Start(command)));
                 continue;
             }
             (other, Dialect::Recipe) => {
@@ -227,14 +227,18 @@ fn parse_with(file: &str, text: &str, dialect: Dialect) -> Result<Recipe, Recipe
     }
     // Docker's rule: ENTRYPOINT runs with CMD as its arguments.
     let start = match (entrypoint, cmd) {
-        (Some((step, e)), Some((_, c))) => Some((step, format!("{e} {c}"))),
-        (Some(s), None) | (None, Some(s)) => Some(s),
-        (None, None) => None,
+        (Some(mut e), Some(c)) => {
+            if let (Instruction::Start(e), Instruction::Start(c)) =
+                (&mut e.instruction, c.instruction)
+            {
+                e.push(' ');
+                e.push_str(&c);
+            }
+            Some(e)
+        }
+        (e, c) => e.or(c),
     };
-    if let Some((mut step, command)) = start {
-        step.instruction = Instruction::Start(command);
-        recipe.steps.push(step);
-    }
+    recipe.steps.extend(start);
     Ok(recipe)
 }
 
