@@ -8,6 +8,10 @@ use std::collections::HashMap;
 use crate::{Cidr, MAX_EGRESS_RULES, check_spec_bytes};
 
 pub const DEFAULT_TEMPLATE: &str = "base";
+/// Metadata key of the sandboxes a template build runs its steps in (value:
+/// the template being built). They belong to the build: the control plane
+/// neither lists nor adopts them.
+pub const BUILD_METADATA_KEY: &str = "wrenn.build";
 pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MB: u32 = 512;
 pub const DEFAULT_DISK_MB: u32 = 2048;

@@ -319,6 +319,27 @@ pub fn backed_by(path: &Path) -> Vec<(u32, PathBuf)> {
     out
 }
 
+/// Waits until loop device `number` no longer has a backing file whose path
+/// contains `marker` (it was cleared, or reused for another file); false
+/// when `timeout` passed first. A sandbox's disk device clears itself
+/// (autoclear) only once the kernel has let go of the sandbox's mount
+/// namespace, a moment after its processes are gone: its file is complete
+/// only then.
+pub fn wait_released(number: u32, marker: &str, timeout: std::time::Duration) -> bool {
+    let file = PathBuf::from(format!("/sys/block/loop{number}/loop/backing_file"));
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match std::fs::read_to_string(&file) {
+            Ok(backing) if backing.contains(marker) => {}
+            _ => return true,
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -284,6 +284,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// messages when it never became healthy. At most `max` bytes, newest kept.
     fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String>;
 
+    /// The file of the sandbox's writable disk (an ext4 image whose
+    /// `upper/` is the overlay's upper layer), for a template build that
+    /// keeps it (a hard link) past the sandbox's destroy; `None` for an
+    /// unknown id or a backend without one.
+    fn disk_image(&self, id: &SandboxId) -> Option<std::path::PathBuf> {
+        let _ = id;
+        None
+    }
+
     /// At start-up: adopt intact sandboxes a previous agent left running and
     /// remove everything else it left (netns, links, mounts, cgroups, dirs).
     async fn recover(&self) -> Result<Recovered>;

@@ -93,7 +93,9 @@ pub fn spec(s: &SandboxSpec) -> Result<()> {
     use wrenn_types::spec as check;
     let invalid = |e: check::InvalidField| Error::InvalidSpec(e.to_string());
     check::check_resources(s.vcpus, s.memory_mb, s.disk_mb).map_err(invalid)?;
-    check::check_template(&s.template).map_err(invalid)?;
+    if !crate::image::is_step_template(&s.template) {
+        check::check_template(&s.template).map_err(invalid)?;
+    }
     check::check_env(&s.env).map_err(invalid)?;
     check::check_metadata("spec.metadata", &s.metadata).map_err(invalid)?;
     wrenn_types::check_spec_bytes(s.env.iter().chain(&s.metadata)).map_err(Error::InvalidSpec)?;

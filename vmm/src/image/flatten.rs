@@ -54,15 +54,87 @@ pub fn flatten(
     size: ByteSize,
     map_id: &dyn Fn(u32) -> u32,
 ) -> Result<Flattened> {
+    flatten_with(lower, upper, dest, size, map_id, Shrink::Yes)
+}
+
+/// Whether [`flatten_disk`] shrinks the result to its minimum before
+/// growing it to the target size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shrink {
+    /// A template's final image: shrunk, then grown (as `base` is sized).
+    Yes,
+    /// An intermediate image (a build step's): only grown; `shrunk_bytes`
+    /// reports the filesystem's size.
+    No,
+}
+
+/// [`flatten`] with the upper layer read from a sandbox's disk image (the
+/// `upper/` directory of an ext4 image, as a namespace sandbox leaves it),
+/// mounted read-only for the time it takes. The disk stores ids as the
+/// sandbox saw them (it is idmapped while the sandbox runs), so they are
+/// kept. The disk must not be in use: no loop device attached to it.
+pub fn flatten_disk(
+    lower: &Path,
+    disk: &Path,
+    dest: &Path,
+    size: ByteSize,
+    shrink: Shrink,
+) -> Result<Flattened> {
+    let work = super::build::tempdir_near(dest)?;
+    let mnt = work.join("disk");
+    let result = (|| {
+        fs::create_dir_all(&mnt).map_err(io_err("create", &mnt))?;
+        let dev = crate::loopdev::attach(disk, true).map_err(|e| Error::Io {
+            step: "attach a loop device to",
+            path: disk.to_owned(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        mount(
+            Some(&dev.path()),
+            &mnt,
+            Some("ext4"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("noload"),
+        )
+        .map_err(|e| Error::Io {
+            step: "mount",
+            path: disk.to_owned(),
+            source: e.into(),
+        })?;
+        drop(dev);
+        let flattened = flatten_with(lower, &mnt.join("upper"), dest, size, &|id| id, shrink);
+        let unmounted = umount2(&mnt, MntFlags::empty()).map_err(|e| Error::Io {
+            step: "unmount",
+            path: mnt.clone(),
+            source: e.into(),
+        });
+        let flattened = flattened?;
+        unmounted.map(|()| flattened)
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn flatten_with(
+    lower: &Path,
+    upper: &Path,
+    dest: &Path,
+    size: ByteSize,
+    map_id: &dyn Fn(u32) -> u32,
+    shrink: Shrink,
+) -> Result<Flattened> {
     let work = super::build::tempdir_near(dest)?;
     let tmp = work.join("image");
     let result = (|| {
         super::sparse::copy(lower, &tmp)?;
         ensure_image_size(&tmp, size)?;
         apply_mounted(&tmp, &work.join("mnt"), upper, map_id)?;
-        let shrunk = match shrink_image(&tmp)? {
-            ResizeOutcome::Resized { to, .. } => to,
-            _ => fs_size(&tmp)?,
+        let shrunk = match shrink {
+            Shrink::No => fs_size(&tmp)?,
+            Shrink::Yes => match shrink_image(&tmp)? {
+                ResizeOutcome::Resized { to, .. } => to,
+                _ => fs_size(&tmp)?,
+            },
         };
         ensure_image_size(&tmp, size)?;
         fs::rename(&tmp, dest).map_err(io_err("rename to", dest))?;

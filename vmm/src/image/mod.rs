@@ -39,7 +39,7 @@ pub use base::{
     BASE_PACKAGES, BuildProgress, BuildStep, DEBIAN_MIRROR, DEBIAN_SUITE, build_base, cache_dir,
 };
 pub use build::{BUSYBOX_TEMPLATE, build_busybox, build_from_dir, mkfs_blank};
-pub use flatten::{Flattened, flatten};
+pub use flatten::{Flattened, Shrink, flatten, flatten_disk};
 pub(crate) use resize::shrink_with_deadline;
 pub use resize::{
     DEFAULT_ROOTFS_SIZE, ROOTFS_SIZE_ENV, ResizeOutcome, ensure_image_size, ensure_image_sizes,
@@ -100,9 +100,34 @@ pub fn images_dir(wrenn_dir: &Path) -> PathBuf {
     wrenn_dir.join("images")
 }
 
-/// `$WRENN_DIR/images/<template>/rootfs.ext4`.
+/// `$WRENN_DIR/images/<template>/rootfs.ext4`; for a name `@<key>` (a
+/// template build's cached step, never a name users can give: see
+/// [`validate_name`]) `$WRENN_DIR/cache/steps/<key>/rootfs.ext4`.
 pub fn template_path(wrenn_dir: &Path, template: &str) -> PathBuf {
-    images_dir(wrenn_dir).join(template).join(ROOTFS_FILE)
+    match template.strip_prefix(STEP_TEMPLATE_PREFIX) {
+        Some(key) if is_step_template(template) => steps_dir(wrenn_dir).join(key).join(ROOTFS_FILE),
+        _ => images_dir(wrenn_dir).join(template).join(ROOTFS_FILE),
+    }
+}
+
+/// Marks the name of a build step's image ([`template_path`]).
+pub const STEP_TEMPLATE_PREFIX: char = '@';
+
+/// Whether `name` names a build step's image: `@` and 16 to 64 lowercase
+/// hex digits (the agent makes these; requests cannot give them, their
+/// template names are checked before they reach the runtime).
+pub fn is_step_template(name: &str) -> bool {
+    name.strip_prefix(STEP_TEMPLATE_PREFIX).is_some_and(|key| {
+        (16..=64).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// `$WRENN_DIR/cache/steps`: the images of template builds' cached steps.
+pub fn steps_dir(wrenn_dir: &Path) -> PathBuf {
+    wrenn_dir.join("cache").join("steps")
 }
 
 /// Checks a template name (it becomes a path component).

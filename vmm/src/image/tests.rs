@@ -262,3 +262,30 @@ fn flatten_applies_whiteouts_and_opaque_dirs_and_maps_owners() {
     assert!(crate::mounts::mounts_under(t).is_empty());
     assert!(crate::loopdev::backed_by(t).is_empty());
 }
+
+#[test]
+fn step_templates_live_in_the_step_cache_and_only_hex_keys_count() {
+    let dir = Path::new("/w");
+    let key = "0123456789abcdef0123456789abcdef";
+    assert!(is_step_template(&format!("@{key}")));
+    assert_eq!(
+        template_path(dir, &format!("@{key}")),
+        Path::new("/w/cache/steps").join(key).join(ROOTFS_FILE)
+    );
+    assert_eq!(
+        template_path(dir, "base"),
+        Path::new("/w/images/base/rootfs.ext4")
+    );
+    for bad in [
+        "@",
+        "@abc",
+        "@../../etc",
+        "@0123456789ABCDEF",
+        "base",
+        "@0123456789abcdeg",
+    ] {
+        assert!(!is_step_template(bad), "{bad}");
+    }
+    // Not a step: stays under images/ (and fails the name check elsewhere).
+    assert!(template_path(dir, "@../x").starts_with("/w/images"));
+}

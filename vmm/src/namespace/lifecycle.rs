@@ -63,7 +63,7 @@ fn reserve(inner: &Inner, spec: &SandboxSpec) -> Result<(Arc<Cell>, Slot)> {
         dir: SandboxDir::new(&inner.cfg.dir, &spec.id),
         cgroup: inner.cgroup(&spec.id),
         proc: None,
-        holds_template: false,
+        template_mount: None,
         paused: false,
         userns: None,
     })
@@ -179,8 +179,7 @@ pub(super) async fn teardown(inner: &Arc<Inner>, st: &mut State, remove_dir: boo
         }
     }
     let exited = started.elapsed();
-    let release = st.holds_template.then(|| st.record.template.clone());
-    st.holds_template = false;
+    let release = st.template_mount.take();
     // 2. The rest is independent: cgroups (killing any straggler, e.g. of a
     //    sandbox whose init was never recorded), network, template; then
     //    the directory.
@@ -324,17 +323,19 @@ async fn start_locked(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
         userns: st.userns.take(),
     };
     let inner2 = inner.clone();
-    let (pid, console, disk) = join(tokio::task::spawn_blocking(move || {
-        let lower = steps::time("template", || inner2.templates.acquire(&input.template))?;
-        let spawned = start_blocking(&inner2, input, &lower);
-        if let Err(e) = &spawned {
-            tracing::debug!(error = %e, "start failed");
-            inner2.templates.release(&template);
+    let ((pid, console, disk), template_key) = join(tokio::task::spawn_blocking(move || {
+        let (key, lower) = steps::time("template", || inner2.templates.acquire(&input.template))?;
+        match start_blocking(&inner2, input, &lower) {
+            Ok(spawned) => Ok((spawned, key)),
+            Err(e) => {
+                tracing::debug!(error = %e, "start failed");
+                inner2.templates.release(&key);
+                Err(e)
+            }
         }
-        spawned
     }))
     .await?;
-    st.holds_template = true;
+    st.template_mount = Some(template_key);
     // Off the start's path (see `loopdev`): the sandbox runs meanwhile.
     inner.background.run(async move {
         let switched = tokio::task::spawn_blocking(move || disk.set_direct_io(true)).await;
@@ -548,7 +549,7 @@ async fn destroy_leftover(inner: &Arc<Inner>, id: &SandboxId) -> Result<()> {
         slot,
         dir,
         proc: None,
-        holds_template: false,
+        template_mount: None,
         paused: false,
         userns: None,
         record,

@@ -101,8 +101,9 @@ struct State {
     dir: SandboxDir,
     cgroup: Cgroup,
     proc: Option<proc::Proc>,
-    /// Holds a reference on the template mount (started by this runtime).
-    holds_template: bool,
+    /// The key of the template mount this sandbox holds a reference on
+    /// (started by this runtime).
+    template_mount: Option<String>,
     paused: bool,
     /// The sandbox's user namespace, made at create (beside the network)
     /// and used by its start.
@@ -241,6 +242,11 @@ impl Runtime for NamespaceRuntime {
     fn guest_output(&self, id: &SandboxId, max: usize) -> Option<String> {
         let dir = SandboxDir::new(&self.inner.cfg.dir, id);
         crate::guestlog::tail(&dir.log(), max)
+    }
+
+    fn disk_image(&self, id: &SandboxId) -> Option<std::path::PathBuf> {
+        self.inner.table.get(id).ok()?;
+        Some(SandboxDir::new(&self.inner.cfg.dir, id).disk_image())
     }
 
     async fn recover(&self) -> Result<Recovered> {

@@ -108,7 +108,7 @@ pub(super) async fn recover(inner: &Arc<Inner>) -> Result<Recovered> {
             slot,
             dir,
             proc: None,
-            holds_template: false,
+            template_mount: None,
             paused: false,
             userns: None,
             record,

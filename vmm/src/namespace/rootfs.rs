@@ -5,11 +5,14 @@
 //!
 //! - **Template** (overlay lower layer): the template image is attached
 //!   read-only to a loop device (autoclear) and mounted read-only once per
-//!   template at `$WRENN_DIR/mnt/<prefix>-<first>-<last>/<template>` inside
+//!   template image at `$WRENN_DIR/mnt/<prefix>-<first>-<last>/<template>@<inode>` inside
 //!   the runtime's spawn mount namespace ([`super::mountns`]), refcounted by
 //!   the sandboxes started from it and unmounted (lazily) when the last goes. Every sandbox's overlay holds its own reference to that
 //!   mount, so unmounting on the host never disturbs a running sandbox, and
-//!   the loop device is released when the last overlay goes.
+//!   the loop device is released when the last overlay goes. The image's
+//!   inode is part of the key: a rebuilt template (a new file renamed over
+//!   the old) gets a mount of its own for the sandboxes started after it,
+//!   while those started before keep the old image.
 //! - **Disk** (overlay upper layer, the disk limit): a sparse ext4 file of
 //!   `disk_mb` without a journal (no jbd2 thread per sandbox), holding the
 //!   `upper/` and `work/` directories. A blank image per size is built once
@@ -26,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -65,16 +69,25 @@ impl Templates {
         &self.mnt_dir
     }
 
-    /// Mounts `template` if needed and takes a reference. Returns the mount
+    /// Mounts `template`'s current image if needed and takes a reference.
+    /// Returns the mount's key (for [`Templates::release`]) and its mount
     /// point (the overlay's lower directory).
-    pub fn acquire(&self, template: &str) -> Result<PathBuf> {
-        let dir = self.mnt_dir.join(template);
-        let mut mounts = self.mounts.lock();
-        if let Some(n) = mounts.get_mut(template) {
-            *n += 1;
-            return Ok(dir);
-        }
+    pub fn acquire(&self, template: &str) -> Result<(String, PathBuf)> {
         let image = image::template_path(&self.wrenn_dir, template);
+        let ino = fs::metadata(&image)
+            .map_err(|source| Error::Io {
+                step: "open template image",
+                path: image.clone(),
+                source,
+            })?
+            .ino();
+        let key = format!("{template}@{ino}");
+        let dir = self.mnt_dir.join(&key);
+        let mut mounts = self.mounts.lock();
+        if let Some(n) = mounts.get_mut(&key) {
+            *n += 1;
+            return Ok((key, dir));
+        }
         fs::create_dir_all(&dir).map_err(|source| Error::Io {
             step: "create template mount point",
             path: dir.clone(),
@@ -98,33 +111,34 @@ impl Templates {
             })?;
         // The mount now holds the loop device; autoclear frees it with the last user.
         drop(dev);
-        mounts.insert(template.to_owned(), 1);
+        mounts.insert(key.clone(), 1);
         tracing::debug!(template, path = %dir.display(), "template mounted");
-        Ok(dir)
+        Ok((key, dir))
     }
 
-    /// Drops a reference; the last one unmounts.
-    pub fn release(&self, template: &str) {
+    /// Drops a reference taken by [`Templates::acquire`] (by its key); the
+    /// last one unmounts.
+    pub fn release(&self, key: &str) {
         let mut mounts = self.mounts.lock();
-        let Some(n) = mounts.get_mut(template) else {
+        let Some(n) = mounts.get_mut(key) else {
             return;
         };
         *n -= 1;
         if *n == 0 {
-            mounts.remove(template);
-            self.unmount(template);
+            mounts.remove(key);
+            self.unmount(key);
         }
     }
 
-    fn unmount(&self, template: &str) {
-        let dir = self.mnt_dir.join(template);
+    fn unmount(&self, key: &str) {
+        let dir = self.mnt_dir.join(key);
         match self.ns.run(|| umount2(&dir, MntFlags::MNT_DETACH)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(path = %dir.display(), error = %e, "unmount template"),
             Err(e) => tracing::warn!(path = %dir.display(), error = %e, "unmount template"),
         }
         let _ = fs::remove_dir(&dir);
-        tracing::debug!(template, "template unmounted");
+        tracing::debug!(mount = key, "template unmounted");
     }
 
     pub fn in_use(&self) -> usize {
