@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/process.proto",
         "proto/filesystem.proto",
         "proto/wrenn/v1/sandbox.proto",
+        "proto/wrenn/v1/template.proto",
         "proto/wrenn/v1/agent.proto",
         "proto/wrenn/v1/control.proto",
         "proto/wrenn/v1/guest.proto",

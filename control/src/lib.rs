@@ -54,6 +54,7 @@ use tonic_health::server::HealthReporter;
 use tower::Layer;
 use wrenn_proto::wrenn::v1::hosts_server::HostsServer;
 use wrenn_proto::wrenn::v1::sandboxes_server::SandboxesServer;
+use wrenn_proto::wrenn::v1::templates_server::TemplatesServer;
 
 pub use error::{Chain, Error};
 pub use extension::{BoxError, Extension, ExtensionContext};
@@ -65,7 +66,7 @@ pub use store::{Store, StoreConfig};
 use auth::{AuthLayer, Authenticator};
 use hosts::{Host, HostTable};
 use reconcile::Reconciler;
-use service::{HostsService, SandboxesService};
+use service::{HostsService, SandboxesService, TemplatesService};
 use store::{HostRecord, now_ms};
 
 /// Largest gRPC message the public services accept or send.
@@ -121,13 +122,21 @@ pub async fn start(options: Options) -> Result<Control, Error> {
         .set_serving::<SandboxesServer<SandboxesService>>()
         .await;
     health.set_serving::<HostsServer<HostsService>>().await;
+    health
+        .set_serving::<TemplatesServer<TemplatesService>>()
+        .await;
     let routes = tonic::service::Routes::new(health_service)
         .add_service(
             SandboxesServer::new(SandboxesService::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .add_service(HostsServer::new(HostsService::new(state.clone())));
+        .add_service(HostsServer::new(HostsService::new(state.clone())))
+        .add_service(
+            // A build carries its COPY sources.
+            TemplatesServer::new(TemplatesService::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        );
     let mut router = routes.into_axum_router();
     let mut public = vec![HEALTH_PREFIX.to_owned()];
     let mut tasks = Vec::new();
@@ -345,6 +354,9 @@ impl Control {
             .await;
         self.health
             .set_not_serving::<HostsServer<HostsService>>()
+            .await;
+        self.health
+            .set_not_serving::<TemplatesServer<TemplatesService>>()
             .await;
         let served = match early {
             Some(res) => res,

@@ -178,7 +178,18 @@ impl Reconciler {
         )
         .await;
         let live: Vec<Sandbox> = match listed {
-            Ok(Ok(resp)) => resp.into_inner().sandboxes,
+            // A template build's sandboxes belong to the build.
+            Ok(Ok(resp)) => resp
+                .into_inner()
+                .sandboxes
+                .into_iter()
+                .filter(|s| {
+                    !s.spec.as_ref().is_some_and(|spec| {
+                        spec.metadata
+                            .contains_key(wrenn_types::spec::BUILD_METADATA_KEY)
+                    })
+                })
+                .collect(),
             Ok(Err(status)) => {
                 let message = crate::error::Chain(&status).to_string();
                 host.mark_unreachable(message.clone());

@@ -11,6 +11,7 @@
 //! `wrenn agent` (in `cli/`) is a thin wrapper around [`run`].
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod config;
 pub mod error;
 pub mod guest;

@@ -32,8 +32,9 @@ use crate::spec::Limits;
 /// within interval + timeout.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Largest request message (file chunks, command lines).
-const MAX_REQUEST: usize = 16 * 1024 * 1024;
+/// Largest request message (file chunks, command lines, a template build with
+/// its COPY sources).
+const MAX_REQUEST: usize = 256 * 1024 * 1024;
 /// How long open calls get to finish once the sandboxes are gone.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 

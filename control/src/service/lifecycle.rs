@@ -51,7 +51,18 @@ pub(crate) async fn create(
 }
 
 async fn create_detached(state: Arc<ControlState>, spec: SandboxSpec) -> Result<Sandbox, Status> {
-    let host = match state.hosts.only() {
+    // A built template lives on the host that built it.
+    let built_on = if spec.template.is_empty() {
+        None
+    } else {
+        state
+            .store
+            .get_template(&spec.template)
+            .await
+            .map_err(store_error)?
+            .and_then(|t| state.hosts.get(&t.host_id))
+    };
+    let host = match built_on.or_else(|| state.hosts.only()) {
         Some(h) => h,
         None => {
             let load = state

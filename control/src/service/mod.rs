@@ -1,4 +1,5 @@
-//! The public gRPC services: `wrenn.v1.Sandboxes` and `wrenn.v1.Hosts`.
+//! The public gRPC services: `wrenn.v1.Sandboxes`, `wrenn.v1.Templates` and
+//! `wrenn.v1.Hosts`.
 //!
 //! Lifecycle calls (`lifecycle.rs`) go through the store; interactive calls
 //! (`sandboxes.rs`) are looked up in the store and relayed to the sandbox's
@@ -10,6 +11,7 @@ mod hosts;
 mod lifecycle;
 pub(crate) mod relay;
 mod sandboxes;
+mod templates;
 mod upload;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::store::{SandboxRecord, StoreError};
 pub use hosts::HostsService;
 pub use relay::RELAY_CAPACITY;
 pub use sandboxes::SandboxesService;
+pub use templates::TemplatesService;
 
 /// A store failure as the caller sees it (and logged with its cause chain).
 pub(crate) fn store_error(e: StoreError) -> Status {

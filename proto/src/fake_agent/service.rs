@@ -120,6 +120,23 @@ impl HostAgent for Fake {
         Ok(Response::new(self.state.watch()))
     }
 
+    type BuildTemplateStream = UnboundedReceiverStream<Result<BuildEvent, Status>>;
+
+    /// The fake builds nothing.
+    async fn build_template(
+        &self,
+        _r: Request<BuildTemplateRequest>,
+    ) -> Result<Response<Self::BuildTemplateStream>, Status> {
+        Err(Status::unimplemented("the fake agent builds no templates"))
+    }
+
+    async fn delete_template(
+        &self,
+        _r: Request<DeleteTemplateRequest>,
+    ) -> Result<Response<DeleteTemplateResponse>, Status> {
+        Ok(Response::new(DeleteTemplateResponse {}))
+    }
+
     async fn exec(&self, r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         process::exec(&self.state, r.into_inner()).map(Response::new)
     }

@@ -15,6 +15,26 @@ use super::{GUEST_OUTPUT_MAX, Manager, Sandbox, State};
 use crate::error::SandboxError;
 use crate::spec;
 
+/// How long a sandbox of `template` may spend in its READY check (see
+/// [`crate::build`]): 0 for templates without one.
+fn ready_check_time(dir: &std::path::Path, template: &str) -> Duration {
+    if template.is_empty() || template.starts_with(wrenn_vmm::image::STEP_TEMPLATE_PREFIX) {
+        return Duration::ZERO;
+    }
+    let file = wrenn_vmm::image::images_dir(dir)
+        .join(template)
+        .join(crate::build::DEFAULTS_FILE);
+    match crate::build::Defaults::load(&file) {
+        Ok(d) => d
+            .ready
+            .map_or(Duration::ZERO, |r| Duration::from_millis(r.timeout_ms)),
+        Err(e) => {
+            warn!(template, error = %e, "reading the template's defaults");
+            Duration::ZERO
+        }
+    }
+}
+
 impl Manager {
     /// Creates, starts and waits for a sandbox. Runs in its own task: a caller
     /// that goes away does not interrupt it.
@@ -27,6 +47,28 @@ impl Manager {
         }
         let id = spec::sandbox_id(&req.sandbox_id)?;
         let valid = spec::validate(id.clone(), &req.spec.unwrap_or_default(), self.cfg.limits)?;
+        let this = self.clone();
+        tokio::spawn(async move { this.create_task(valid).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(SandboxError::Internal {
+                    id,
+                    reason: e.to_string(),
+                })
+            })
+    }
+
+    /// Creates a sandbox from a spec made by the agent itself (a template
+    /// build's sandboxes, whose template may be a cached step, a name no
+    /// request may give).
+    pub(crate) async fn create_checked(
+        self: &Arc<Self>,
+        valid: spec::ValidSpec,
+    ) -> Result<pb::Sandbox, SandboxError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(SandboxError::ShuttingDown);
+        }
+        let id = valid.runtime.id.clone();
         let this = self.clone();
         tokio::spawn(async move { this.create_task(valid).await })
             .await
@@ -149,10 +191,12 @@ impl Manager {
             self.remove_and_destroy(sb, "start failed").await;
             return Err(SandboxError::runtime("start", id)(source));
         }
+        // A template whose READY check decides readiness gets its time on top.
+        let wait =
+            self.cfg.guest_ready_timeout + ready_check_time(&self.cfg.dir, &sb.spec.template);
         let ready = steps::timed(
             "guest_ready",
-            sb.guest
-                .wait_ready(self.cfg.guest_poll_interval, self.cfg.guest_ready_timeout),
+            sb.guest.wait_ready(self.cfg.guest_poll_interval, wait),
         )
         .await;
         if let Err(last_error) = ready {

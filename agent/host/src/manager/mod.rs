@@ -122,6 +122,11 @@ impl Manager {
         &self.cfg.host_id
     }
 
+    /// `$WRENN_DIR`.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.cfg.dir
+    }
+
     pub fn limits(&self) -> Limits {
         self.cfg.limits
     }

@@ -8,7 +8,7 @@
 //! events. One stream keeps a terminal's input and output on one HTTP/2
 //! stream with one lifetime, so nothing has to match separate calls up.
 
-mod exec;
+pub(crate) mod exec;
 mod files;
 mod lifecycle;
 mod process;
@@ -32,11 +32,13 @@ use relay::RelayStream;
 #[derive(Debug, Clone)]
 pub struct AgentService {
     m: Arc<Manager>,
+    builder: Arc<crate::build::Builder>,
 }
 
 impl AgentService {
     pub fn new(m: Arc<Manager>) -> Self {
-        AgentService { m }
+        let builder = crate::build::Builder::new(m.clone());
+        AgentService { m, builder }
     }
 
     /// The sandbox `raw` names and its guest, if it runs.
@@ -128,6 +130,23 @@ impl HostAgent for AgentService {
         Ok(Response::new(
             self.m.metrics(&req.into_inner().sandbox_id).await?,
         ))
+    }
+
+    type BuildTemplateStream = crate::build::Events;
+
+    async fn build_template(
+        &self,
+        req: Request<pb::BuildTemplateRequest>,
+    ) -> R<Self::BuildTemplateStream> {
+        self.builder.build(req.into_inner()).map(Response::new)
+    }
+
+    async fn delete_template(
+        &self,
+        req: Request<pb::DeleteTemplateRequest>,
+    ) -> R<pb::DeleteTemplateResponse> {
+        self.builder.delete(&req.into_inner().name)?;
+        Ok(Response::new(pb::DeleteTemplateResponse {}))
     }
 
     async fn exec(&self, req: Request<pb::ExecRequest>) -> R<pb::ExecResponse> {
