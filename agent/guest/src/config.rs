@@ -75,6 +75,24 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(10..=200)
     )]
     pub forward_scan_ms: u64,
+
+    /// The template's defaults for this sandbox (user, workdir, env, START,
+    /// READY), written into the image by a template build; none when absent.
+    #[arg(
+        long,
+        env = "WRENN_GUEST_TEMPLATE_FILE",
+        default_value = crate::template::DEFAULT_FILE
+    )]
+    pub template_file: std::path::PathBuf,
+
+    /// Ignore the template file: a template build's own sandboxes, which
+    /// must not start the app of the template they are built from.
+    #[arg(
+        long,
+        env = "WRENN_GUEST_NO_TEMPLATE",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub no_template: bool,
 }
 
 /// How log lines are written.
@@ -115,6 +133,14 @@ mod tests {
         );
         assert_eq!(config.forward_scan(), Duration::from_millis(100));
         assert!(config.token_file.is_none() && config.allow_peer.is_empty());
+        assert!(
+            !config.no_template,
+            "template defaults apply unless turned off"
+        );
+        assert_eq!(
+            config.template_file,
+            std::path::Path::new("/etc/wrenn/template.json")
+        );
     }
 
     #[test]
@@ -171,12 +197,15 @@ mod tests {
             "--print-addr",
             "--log-format",
             "json",
+            "--template-file",
+            "/tmp/t.json",
         ])
         .unwrap();
         assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(config.keepalive_secs, 5);
         assert!(config.print_addr);
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.template_file, std::path::Path::new("/tmp/t.json"));
     }
 
     #[test]

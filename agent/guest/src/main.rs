@@ -24,6 +24,7 @@ mod shutdown;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod template;
 mod users;
 mod wire;
 

@@ -1,4 +1,5 @@
-//! Wiring: init, reaper, services, health, the listener, and shutdown.
+//! Wiring: init, reaper, template defaults, services, health (held back by
+//! the template's READY), START, the listener, and shutdown.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use crate::fs::FilesystemService;
 use crate::process::{END_RETENTION, ProcessService, ProcessTable};
 use crate::reaper::Reaper;
 use crate::shutdown::{StopSignals, stop_processes};
+use crate::template::Launcher;
 use crate::users::UserDb;
-use crate::{init, shutdown};
+use crate::{init, shutdown, template};
 
 /// HTTP/2 flow-control windows: large enough that a file transfer is not
 /// throttled by round trips, small enough to bound memory per stream.
@@ -65,6 +67,8 @@ fn peer_allowed(stream: &tokio::net::TcpStream, allowed: &[std::net::IpAddr]) ->
 
 /// Runs the agent until a stop signal; returns after stopping its processes.
 pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
+    // READY's timeout counts from here.
+    let started = tokio::time::Instant::now();
     let pid1 = std::process::id() == 1;
     init::prepare(pid1);
     let reaper = Reaper::start()?;
@@ -72,9 +76,28 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
     let users = Arc::new(UserDb::system());
     let table = ProcessTable::new(reaper.clone(), END_RETENTION);
     let keepalive = config.keepalive();
-    let base_env = Arc::new(base_env);
+    let template = Arc::new(if config.no_template {
+        tracing::info!("template defaults ignored (a template build's sandbox)");
+        template::Template::default()
+    } else {
+        template::load_or_none(&config.template_file)
+    });
+    let base_env = Arc::new(base_env.with_template(&template.env));
     let guest = GuestService::new(base_env.clone(), "/etc/hosts".into());
-    let process = ProcessService::new(table.clone(), users.clone(), base_env, keepalive);
+    let process = ProcessService::new(
+        table.clone(),
+        users.clone(),
+        base_env.clone(),
+        template.clone(),
+        keepalive,
+    );
+    let launcher = Launcher::new(
+        table.clone(),
+        reaper.clone(),
+        users.clone(),
+        base_env,
+        template,
+    );
     let filesystem = FilesystemService::new(users, keepalive);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -116,7 +139,13 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
     health
         .set_serving::<FilesystemServer<FilesystemService>>()
         .await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    launcher.start();
+    // With READY, `""` turns SERVING when it passes; the services above
+    // serve meanwhile (the host may exec into a sandbox not yet ready).
+    let ready_gate = launcher.gate_ready(health.clone(), started);
+    if ready_gate.is_none() {
+        health.set_service_status("", ServingStatus::Serving).await;
+    }
     if config.print_addr {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{addr}")
@@ -143,6 +172,9 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
         grace_secs = shutdown::GRACE.as_secs(),
         "shutting down"
     );
+    if let Some(gate) = ready_gate {
+        gate.abort();
+    }
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;

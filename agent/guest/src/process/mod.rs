@@ -16,6 +16,8 @@
 //! - `Connect` attaches a new client that receives `start{pid}` and then output
 //!   *from the moment it attached* (nothing is replayed), then `end`. Several
 //!   clients may be attached at once; each gets every chunk from its attach point.
+//! - A request that names no user or `cwd` gets the template's (see
+//!   [`crate::template`]), else `root` and the user's home (`/` when missing).
 //! - After the exit, the pumps drain what is left (until end of file, or until the
 //!   stream is idle for 100 ms when descendants keep it open), then `end` is sent.
 //!   The entry stays for 60 s so a reconnecting client learns how it ended; `List`
@@ -30,9 +32,12 @@ mod handle;
 mod output;
 mod pty;
 mod request;
+mod run;
 mod service;
 mod spawn;
 mod table;
 
+pub use request::{SpawnError, SpawnSpec};
+pub use run::run_bounded;
 pub use service::ProcessService;
-pub use table::{END_RETENTION, ProcessTable};
+pub use table::{END_RETENTION, ProcessTable, TableError};

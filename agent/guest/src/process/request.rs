@@ -1,11 +1,12 @@
 //! Validating a `StartRequest` into a [`SpawnSpec`]: command, arguments,
-//! environment, terminal size, user and working directory, each error naming
-//! the request field it is about.
+//! environment, terminal size, user and working directory (the template's
+//! when the request names none), each error naming the request field or
+//! template default it is about.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tonic::Status;
@@ -14,7 +15,8 @@ use wrenn_proto::process::StartRequest;
 use super::pty::{PtyError, WindowSize};
 use crate::env::BaseEnv;
 use crate::paths::{self, PathError};
-use crate::users::{DEFAULT_USER, User, UserDb, UserError};
+use crate::template::{Requested, Template};
+use crate::users::{User, UserDb, UserError};
 use crate::wire::chain;
 
 /// Everything needed to start a process, validated.
@@ -58,6 +60,12 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error("the template's workdir {} (used as process.cwd was not given)", workdir.display())]
+    Workdir {
+        workdir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("the agent runs as uid {agent} and cannot start processes as user {user:?}")]
     CannotSwitchUser { agent: u32, user: String },
     #[error("process.cmd {program:?}: not found (PATH={path})")]
@@ -92,6 +100,7 @@ impl From<SpawnError> for Status {
             | E::MissingPtySize
             | E::CwdMissing { .. }
             | E::CwdNotDir { .. } => Status::invalid_argument(err.to_string()),
+            E::Workdir { .. } => Status::failed_precondition(chain(&err)),
             E::CannotSwitchUser { .. } | E::PermissionDenied { .. } => {
                 Status::permission_denied(err.to_string())
             }
@@ -102,11 +111,13 @@ impl From<SpawnError> for Status {
 }
 
 impl SpawnSpec {
-    /// Validates `req` and resolves its user, directory and environment.
+    /// Validates `req` and resolves its user, directory and environment;
+    /// `defaults` fills in what it leaves out.
     pub fn from_request(
         req: &StartRequest,
         users: &UserDb,
         base: &BaseEnv,
+        defaults: &Template,
     ) -> Result<Self, SpawnError> {
         let process = req.process.as_ref().ok_or(SpawnError::MissingProcess)?;
         if process.cmd.is_empty() {
@@ -129,12 +140,7 @@ impl SpawnSpec {
             }
             None => None,
         };
-        let user_name = req
-            .user
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            .unwrap_or(DEFAULT_USER);
-        let user = users.user(user_name)?;
+        let user = users.user(defaults.user(req.user.as_deref()))?;
         let agent = nix::unistd::geteuid().as_raw();
         if agent != 0 && agent != user.uid {
             return Err(SpawnError::CannotSwitchUser {
@@ -142,17 +148,7 @@ impl SpawnSpec {
                 user: user.name.clone(),
             });
         }
-        let cwd = match process.cwd.as_deref().filter(|c| !c.is_empty()) {
-            Some(cwd) => {
-                let cwd = paths::absolute("process.cwd", cwd)?;
-                check_dir(&cwd)?;
-                cwd
-            }
-            // The user's home, or `/` when it does not exist (minimal images).
-            None => Some(user.home.clone())
-                .filter(|h| h.is_dir())
-                .unwrap_or_else(|| "/".into()),
-        };
+        let cwd = working_dir(defaults.workdir(process.cwd.as_deref()), &user)?;
         Ok(Self {
             program: process.cmd.clone(),
             args: process.args.clone(),
@@ -174,7 +170,39 @@ fn no_nul(field: &str, value: &str) -> Result<(), SpawnError> {
     Ok(())
 }
 
-fn check_dir(cwd: &std::path::Path) -> Result<(), SpawnError> {
+/// The directory a process starts in: the requested one, else the
+/// template's, else the user's home, or `/` when it does not exist (minimal
+/// images).
+fn working_dir(requested: Option<Requested<'_>>, user: &User) -> Result<PathBuf, SpawnError> {
+    match requested {
+        Some(Requested::Request(cwd)) => {
+            let cwd = paths::absolute("process.cwd", cwd)?;
+            check_dir(&cwd)?;
+            Ok(cwd)
+        }
+        Some(Requested::Template(workdir)) => {
+            check_workdir(workdir)?;
+            Ok(workdir.to_owned())
+        }
+        None => Ok(Some(user.home.clone())
+            .filter(|h| h.is_dir())
+            .unwrap_or_else(|| "/".into())),
+    }
+}
+
+fn check_workdir(workdir: &Path) -> Result<(), SpawnError> {
+    let err = |source| SpawnError::Workdir {
+        workdir: workdir.into(),
+        source,
+    };
+    match std::fs::metadata(workdir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(err(io::Error::from_raw_os_error(libc::ENOTDIR))),
+        Err(source) => Err(err(source)),
+    }
+}
+
+fn check_dir(cwd: &Path) -> Result<(), SpawnError> {
     match std::fs::metadata(cwd) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(SpawnError::CwdNotDir { cwd: cwd.into() }),
@@ -206,7 +234,96 @@ mod tests {
     fn spec(req: &StartRequest) -> Result<SpawnSpec, Status> {
         let dir = tempfile::tempdir().unwrap();
         let users = UserDb::new(dir.path().join("passwd"), dir.path().join("group"));
-        SpawnSpec::from_request(req, &users, &BaseEnv::default()).map_err(Status::from)
+        SpawnSpec::from_request(req, &users, &BaseEnv::default(), &Template::default())
+            .map_err(Status::from)
+    }
+
+    /// A user database with `app` and `bob`, both the test's own uid (so no
+    /// switch is needed), homes under `dir`.
+    fn users_as_me(dir: &Path) -> UserDb {
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        let home = dir.join("home-app");
+        std::fs::create_dir(&home).unwrap();
+        let passwd = format!(
+            "app:x:{uid}:{gid}::{}:/bin/sh\nbob:x:{uid}:{gid}::/nonexistent:/bin/sh\n",
+            home.display()
+        );
+        std::fs::write(dir.join("passwd"), passwd).unwrap();
+        UserDb::new(dir.join("passwd"), dir.join("group"))
+    }
+
+    #[test]
+    fn the_template_fills_in_user_and_cwd_a_request_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users_as_me(dir.path());
+        let workdir = dir.path().join("app");
+        std::fs::create_dir(&workdir).unwrap();
+        let template = Template {
+            user: Some("app".into()),
+            workdir: Some(workdir.clone()),
+            ..Template::default()
+        };
+        let base = BaseEnv::default();
+        let spec = SpawnSpec::from_request(&request("true"), &users, &base, &template).unwrap();
+        assert_eq!(spec.user.name, "app");
+        assert_eq!(spec.cwd, workdir);
+        assert_eq!(
+            spec.env.get(&OsString::from("USER")),
+            Some(&OsString::from("app"))
+        );
+        // What the request names wins.
+        let mut req = request("true");
+        req.user = Some("bob".into());
+        req.process.as_mut().unwrap().cwd = Some(dir.path().display().to_string());
+        let spec = SpawnSpec::from_request(&req, &users, &base, &template).unwrap();
+        assert_eq!(spec.user.name, "bob");
+        assert_eq!(spec.cwd, dir.path());
+        // Without a template workdir: the user's home, or `/` without one.
+        let no_workdir = Template {
+            user: Some("app".into()),
+            ..Template::default()
+        };
+        let spec = SpawnSpec::from_request(&request("true"), &users, &base, &no_workdir).unwrap();
+        assert_eq!(spec.cwd, dir.path().join("home-app"));
+        let mut req = request("true");
+        req.user = Some("bob".into());
+        let spec = SpawnSpec::from_request(&req, &users, &base, &no_workdir).unwrap();
+        assert_eq!(spec.cwd, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn a_missing_template_workdir_fails_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = users_as_me(dir.path());
+        let file = dir.path().join("passwd");
+        for (workdir, needle) in [
+            (dir.path().join("gone"), "No such file or directory"),
+            (file, "Not a directory"),
+        ] {
+            let template = Template {
+                user: Some("app".into()),
+                workdir: Some(workdir.clone()),
+                ..Template::default()
+            };
+            let err =
+                SpawnSpec::from_request(&request("true"), &users, &BaseEnv::default(), &template)
+                    .unwrap_err();
+            let status = Status::from(err);
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+            let want = format!(
+                "the template's workdir {} (used as process.cwd was not given): {needle}",
+                workdir.display()
+            );
+            assert!(status.message().starts_with(&want), "{}", status.message());
+        }
+        // An unknown template user is named like a requested one.
+        let template = Template {
+            user: Some("nobody-here".into()),
+            ..Template::default()
+        };
+        let err = SpawnSpec::from_request(&request("true"), &users, &BaseEnv::default(), &template)
+            .unwrap_err();
+        assert!(err.to_string().contains("\"nobody-here\""), "{err}");
     }
 
     #[test]

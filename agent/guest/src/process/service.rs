@@ -22,6 +22,7 @@ use super::request::SpawnSpec;
 use super::table::ProcessTable;
 use crate::env::BaseEnv;
 use crate::stream::with_keepalive;
+use crate::template::Template;
 use crate::users::UserDb;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -32,6 +33,8 @@ pub struct ProcessService {
     table: Arc<ProcessTable>,
     users: Arc<UserDb>,
     env: Arc<BaseEnv>,
+    /// User and working directory of requests that name none.
+    defaults: Arc<Template>,
     keepalive: Duration,
 }
 
@@ -40,12 +43,14 @@ impl ProcessService {
         table: Arc<ProcessTable>,
         users: Arc<UserDb>,
         env: Arc<BaseEnv>,
+        defaults: Arc<Template>,
         keepalive: Duration,
     ) -> Self {
         Self {
             table,
             users,
             env,
+            defaults,
             keepalive,
         }
     }
@@ -97,7 +102,7 @@ impl Process for ProcessService {
         request: Request<StartRequest>,
     ) -> Result<Response<Self::StartStream>, Status> {
         let req = request.into_inner();
-        let spec = SpawnSpec::from_request(&req, &self.users, &self.env)?;
+        let spec = SpawnSpec::from_request(&req, &self.users, &self.env, &self.defaults)?;
         let config = req.process.unwrap_or_default();
         let (_proc, events) = self.table.start(&spec, config, req.tag)?;
         let wrap = |event| StartResponse { event: Some(event) };

@@ -12,3 +12,4 @@ mod files;
 mod forward;
 mod lifecycle;
 mod pty;
+mod template;

@@ -4,6 +4,7 @@ use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -36,6 +37,8 @@ pub struct Agent {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub channel: Channel,
+    /// Its stderr so far, when started with [`AgentBuilder::capture_stderr`].
+    stderr: Option<Arc<Mutex<String>>>,
 }
 
 /// How to start an agent.
@@ -43,6 +46,8 @@ pub struct AgentBuilder {
     /// Stderr is a pipe whose read end is closed at once (a console nobody
     /// drains, as while the host agent restarts).
     broken_stderr: bool,
+    /// Stderr is read into [`Agent::stderr`].
+    capture_stderr: bool,
     log_level: String,
     command: Command,
 }
@@ -63,6 +68,11 @@ impl AgentBuilder {
         self
     }
 
+    pub fn capture_stderr(mut self) -> Self {
+        self.capture_stderr = true;
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.command.env(key, value);
         self
@@ -75,7 +85,7 @@ impl AgentBuilder {
 
     pub async fn start(mut self) -> Agent {
         require_root();
-        let stderr = if self.broken_stderr {
+        let stderr = if self.broken_stderr || self.capture_stderr {
             Stdio::piped()
         } else {
             Stdio::inherit()
@@ -87,7 +97,24 @@ impl AgentBuilder {
             .stderr(stderr)
             .spawn()
             .expect("starting wrenn-guest");
-        drop(child.stderr.take());
+        let stderr = child.stderr.take();
+        let captured = match stderr {
+            Some(stderr) if self.capture_stderr => {
+                let log = Arc::new(Mutex::new(String::new()));
+                let sink = log.clone();
+                std::thread::spawn(move || {
+                    let mut lines = std::io::BufReader::new(stderr);
+                    let mut line = String::new();
+                    while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+                        sink.lock().unwrap().push_str(&line);
+                        line.clear();
+                    }
+                });
+                Some(log)
+            }
+            // Closed at once: a console nobody drains.
+            _ => None,
+        };
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -107,6 +134,7 @@ impl AgentBuilder {
             child: Some(child),
             addr,
             channel,
+            stderr: captured,
         }
     }
 }
@@ -140,6 +168,7 @@ impl Agent {
         command.args(["--listen", "127.0.0.1:0", "--print-addr"]);
         AgentBuilder {
             broken_stderr: false,
+            capture_stderr: false,
             // WRENN_TEST_GUEST_LOG=debug shows the agent's logs while debugging a test.
             log_level: std::env::var("WRENN_TEST_GUEST_LOG").unwrap_or_else(|_| "warn".into()),
             command,
@@ -156,6 +185,16 @@ impl Agent {
 
     pub fn fs(&self) -> FilesystemClient<Channel> {
         FilesystemClient::new(self.channel.clone())
+    }
+
+    /// What the agent wrote to stderr so far (its logs); needs
+    /// [`AgentBuilder::capture_stderr`].
+    pub fn stderr(&self) -> String {
+        let log = self
+            .stderr
+            .as_ref()
+            .expect("start the agent with capture_stderr()");
+        log.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> u32 {
