@@ -3,7 +3,7 @@
 //! Each scenario is one module with `pub async fn run(opts: &Opts) ->
 //! anyhow::Result<()>` and one variant + match arm below. Scenarios print a
 //! human-readable table; the platform scenarios (`proxy`, `ws`,
-//! `pty-under-load`, `lifecycle`, `routes`) also write
+//! `pty-under-load`, `lifecycle`, `routes`, `templates`) also write
 //! `<out>/<scenario>.{json,md,svg}` (see [`report`]). `--quick` runs few
 //! iterations, for CI smoke runs. Every scenario is bounded: ≤ 60 s by
 //! default, ≤ 15 s with `--quick` (plus `--rounds` − 1 repeats where a
@@ -26,6 +26,7 @@ mod runtime;
 mod sandbox;
 mod stats;
 mod svg;
+mod templates;
 mod testbed;
 mod wrk;
 mod ws;
@@ -78,6 +79,8 @@ enum Scenario {
     Lifecycle,
     /// Proxy latency with 10, 1,000 and 10,000 sandboxes in the route table.
     Routes,
+    /// Template builds (first, cached, last step changed), image sizes, create from a template vs base.
+    Templates,
 }
 
 /// Options every scenario receives.
@@ -129,6 +132,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::PtyUnderLoad => pty_load::run(&opts).await,
         Scenario::Lifecycle => lifecycle::run(&opts).await,
         Scenario::Routes => routes::run(&opts).await,
+        Scenario::Templates => templates::run(&opts).await,
     }
 }
 

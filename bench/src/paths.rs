@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 

@@ -8,6 +8,7 @@ use tonic::transport::{Channel, Endpoint};
 use wrenn_control::client::{AuthedChannel, Bearer, bearer};
 use wrenn_proto::wrenn::v1::hosts_client::HostsClient;
 use wrenn_proto::wrenn::v1::sandboxes_client::SandboxesClient;
+use wrenn_proto::wrenn::v1::templates_client::TemplatesClient as TemplatesGrpc;
 
 use crate::exit::Unreachable;
 
@@ -28,6 +29,7 @@ pub struct GlobalArgs {
 }
 
 pub type Client = SandboxesClient<AuthedChannel>;
+pub type TemplatesClient = TemplatesGrpc<AuthedChannel>;
 
 impl GlobalArgs {
     fn api_key(&self) -> Result<String> {
@@ -48,6 +50,15 @@ impl GlobalArgs {
     pub async fn connect_hosts(&self) -> Result<HostsClient<AuthedChannel>> {
         let (channel, auth) = self.channel().await?;
         Ok(HostsClient::with_interceptor(channel, auth))
+    }
+
+    /// The `Templates` service on the same control plane (a build carries
+    /// its COPY sources: large messages allowed).
+    pub async fn connect_templates(&self) -> Result<TemplatesClient> {
+        let (channel, auth) = self.channel().await?;
+        Ok(TemplatesGrpc::with_interceptor(channel, auth)
+            .max_encoding_message_size(wrenn_control::MAX_MESSAGE)
+            .max_decoding_message_size(64 * 1024 * 1024))
     }
 
     /// Connects to the control plane with the API key attached to every call.

@@ -53,6 +53,9 @@ enum Command {
     /// Create, list, inspect, pause, resume and destroy sandboxes.
     #[command(subcommand)]
     Sandbox(cmd::sandbox::SandboxCmd),
+    /// Build templates from recipes or Dockerfiles; list, show, delete them.
+    #[command(subcommand)]
+    Template(cmd::template::TemplateCmd),
     /// Run a command in a sandbox; exits with its exit code.
     Exec(cmd::exec::ExecArgs),
     /// Open an interactive terminal in a sandbox.
@@ -110,6 +113,7 @@ async fn run(global: client::GlobalArgs, command: Command) -> i32 {
         Command::Agent(args) => exit::report(serve::agent(args).await),
         Command::Proxy(_) => unreachable!("handled before the runtime starts"),
         Command::Sandbox(c) => exit::report(sandbox::run(&global, c).await),
+        Command::Template(c) => exit::report(template::run(&global, c).await),
         Command::Exec(args) => exit::report_remote(exec::run(&global, args).await),
         Command::Pty(args) => exit::report_remote(pty::run(&global, args).await),
         Command::Files(c) => exit::report(files::run(&global, c).await),

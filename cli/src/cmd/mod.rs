@@ -6,5 +6,6 @@ pub mod ps;
 pub mod pty;
 pub mod sandbox;
 pub mod serve;
+pub mod template;
 pub mod up;
 pub mod url;

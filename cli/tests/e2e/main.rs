@@ -13,7 +13,7 @@
 //! test makes its own sandboxes. Prefix `wrenn-te`; slots: 3000–3099 the
 //! SQLite platform, 3100–3199 the PostgreSQL platform, 3200–3299 the agent
 //! restart tests, 3300–3399 the harness's own tests and the start-up failures, 3400–3419
-//! the supervision tests.
+//! the supervision tests, 3420–3439 the template builds.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -28,6 +28,7 @@ mod restart;
 mod startup;
 mod stores;
 mod supervise;
+mod templates;
 
 /// One test per entry and store: `sqlite::<name>` and `postgres::<name>`,
 /// each calling `<body>(&Platform)` on that store's shared platform.
@@ -40,6 +41,18 @@ macro_rules! store_suite {
             $(#[test] #[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"] fn $name() { let s = crate::stores::postgres(); $body(&s.platform); })*
         }
     };
+}
+
+/// Template builds (issue 21), on a platform of their own (slots 3420–3439)
+/// so that the checks for what a build leaves see no other test's work.
+#[test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
+fn templates_build_cache_fail_cleanly_and_start_apps() {
+    let p = common::Platform::start(common::PlatformOptions::new("wrenn-te", 3420..=3439));
+    templates::copy_workdir_defaults_and_cache(&p);
+    templates::failures_leave_nothing(&p);
+    templates::start_and_ready_hold_create(&p);
+    p.stop();
 }
 
 store_suite! {
