@@ -73,8 +73,10 @@ fn apps() -> Arc<Apps> {
     })
 }
 
-fn fixtures() -> PathBuf {
-    driver::dir().join("fixtures")
+/// The shipped template recipes' files (`conf/templates`): the app tests
+/// install the same pinned JupyterLab and the same Next.js app.
+fn templates() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/templates")
 }
 
 /// `target/e2e-artifacts/apps/<test>/`, emptied.
@@ -129,11 +131,11 @@ const JUPYTER_REQUIREMENTS: &str = "/opt/jupyter-requirements.txt";
 /// pip-installs JupyterLab from the cached wheels into a venv (Debian's
 /// Python is externally managed), offline.
 fn install_jupyterlab(sb: &Sandbox<'_>) {
-    let requirements = std::fs::read(fixtures().join("jupyter-requirements.txt")).unwrap();
+    let requirements = std::fs::read(templates().join("jupyter/requirements.txt")).unwrap();
     provision::put(
         sb.platform,
         &sb.id,
-        &fixtures().join("jupyter-requirements.txt"),
+        &templates().join("jupyter/requirements.txt"),
         JUPYTER_REQUIREMENTS,
     );
     let entry = cache::entry("jupyterlab-wheels", &[&requirements]);
@@ -326,7 +328,7 @@ fn node_install_script() -> String {
 /// Node.js 20 and the app's `node_modules` (`npm ci` from the lock file),
 /// offline from the cached downloads.
 fn install_next_app(sb: &Sandbox<'_>) {
-    let app = fixtures().join("next-app");
+    let app = templates().join("nextjs");
     sb.platform
         .cli_ok(&["files", "mkdir", &sb.id, &format!("{APP}/pages")]);
     for f in ["package.json", "package-lock.json", "pages/index.js"] {
@@ -405,9 +407,12 @@ fn nextjs_dev_server_hot_reloads_an_edit_through_the_subdomain_form() {
         provision::tail_file(&sb, log)
     });
 
-    let page = std::fs::read_to_string(fixtures().join("next-app/pages/index.js")).unwrap();
+    let page = std::fs::read_to_string(templates().join("nextjs/pages/index.js")).unwrap();
     let (before, after) = ("Hello from wrenn, version 1", "Hello from wrenn, version 2");
-    assert!(page.contains(before), "the fixture page lacks {before:?}");
+    assert!(
+        page.contains(before),
+        "the nextjs template's page lacks {before:?}"
+    );
     let edited = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(edited.path(), page.replace(before, after)).unwrap();
 

@@ -121,7 +121,23 @@ impl Agent {
         if !recovered.cleaned.is_empty() {
             info!(count = recovered.cleaned.len(), ids = ?recovered.cleaned, "removed leftovers of a previous run");
         }
-        let adopted = manager.adopt(recovered.adopted).await;
+        // A template build's sandboxes die with the build that ran them.
+        let (builds, keep): (Vec<_>, Vec<_>) = recovered.adopted.into_iter().partition(|h| {
+            h.spec
+                .metadata
+                .contains_key(wrenn_types::spec::BUILD_METADATA_KEY)
+        });
+        for h in builds {
+            match runtime.destroy(&h.id).await {
+                Ok(()) => {
+                    info!(sandbox_id = %h.id, "destroyed a template build's sandbox left by a previous run")
+                }
+                Err(e) => {
+                    warn!(sandbox_id = %h.id, error = %crate::error::chain(&e), "destroying a template build's sandbox left by a previous run")
+                }
+            }
+        }
+        let adopted = manager.adopt(keep).await;
         info!(count = adopted.len(), "adopted sandboxes of a previous run");
 
         let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -19,7 +19,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// `cli/tests/apps`: the scripts, their package.json and fixtures.
+/// `cli/tests/apps`: the scripts and their package.json.
 pub fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
 }

@@ -77,6 +77,34 @@ impl Cache {
         fs::rename(&tmp, dir.join("meta.json"))
     }
 
+    /// Removes what builds of a previous run left unfinished: kept disks
+    /// (`.disk-*`), flatten's temporary directories (`.build-*`) and entries
+    /// without their image or meta. Returns how many went.
+    pub fn remove_partial(&self) -> usize {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let partial = name.starts_with('.')
+                || !path.join(ROOTFS_FILE).is_file()
+                || !path.join("meta.json").is_file();
+            if partial {
+                let gone = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                if gone.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Removes an entry (a step that failed after its directory appeared).
     pub fn remove(&self, key: &str) {
         let _ = fs::remove_dir_all(self.entry(key));
@@ -167,7 +195,13 @@ mod tests {
         fs::create_dir_all(cache.entry("half")).unwrap();
         fs::write(cache.image("half"), b"x").unwrap();
         assert_eq!(cache.get("half"), None, "no meta: incomplete");
-        cache.remove("half");
+        fs::write(tmp.path().join("cache/steps/.disk-x"), b"disk").unwrap();
+        assert_eq!(
+            cache.remove_partial(),
+            2,
+            "the half entry and the kept disk"
+        );
+        assert!(!cache.entry("half").exists());
         put("a", 6000);
         std::thread::sleep(std::time::Duration::from_millis(20));
         put("b", 6000);

@@ -77,6 +77,9 @@ pub struct Builder {
     /// Steps being made, by key: a build that needs a step another build is
     /// making waits for it and then finds it in the cache.
     making: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Cache entries running builds start steps from, with how many builds
+    /// do: eviction leaves them.
+    in_use: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -103,6 +106,8 @@ struct Scratch {
     sandbox: Option<String>,
     files: Vec<PathBuf>,
     entries: Vec<String>,
+    /// Entries this build used (counted in `Builder::in_use`).
+    used: Vec<String>,
 }
 
 impl Builder {
@@ -112,11 +117,20 @@ impl Builder {
             cache::DEFAULT_CAP_BYTES
         });
         let cache = Cache::new(m.dir(), cap);
+        // Nothing builds yet: what is unfinished was left by a previous run.
+        let partial = cache.remove_partial();
+        if partial > 0 {
+            tracing::info!(
+                count = partial,
+                "template step cache: removed what unfinished builds left"
+            );
+        }
         Arc::new(Builder {
             m,
             cache,
             building: Mutex::new(HashSet::new()),
             making: Mutex::new(std::collections::HashMap::new()),
+            in_use: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -197,7 +211,19 @@ impl Builder {
         };
         self.clean_up(&scratch).await;
         self.making.lock().retain(|_, m| Arc::strong_count(m) > 1);
-        let keep: HashSet<String> = HashSet::new();
+        let used = std::mem::take(&mut scratch.lock().used);
+        let keep: HashSet<String> = {
+            let mut in_use = self.in_use.lock();
+            for k in used {
+                if let Some(n) = in_use.get_mut(&k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        in_use.remove(&k);
+                    }
+                }
+            }
+            in_use.keys().cloned().collect()
+        };
         let cache = self.cache.clone();
         let _ = tokio::task::spawn_blocking(move || cache.evict(&keep)).await;
         match result {
@@ -213,6 +239,12 @@ impl Builder {
                 let _ = tx.send(Err(s));
             }
         }
+    }
+
+    /// Records that this build starts steps from entry `key`.
+    fn use_entry(&self, key: &str, scratch: &Mutex<Scratch>) {
+        *self.in_use.lock().entry(key.to_owned()).or_default() += 1;
+        scratch.lock().used.push(key.to_owned());
     }
 
     /// Destroys the step's sandbox and removes the partial files of a
@@ -308,6 +340,7 @@ impl Builder {
             if !fresh && let Some(meta) = self.cache.get(&key) {
                 send(started(true));
                 effect.apply(&mut state, meta.home.clone());
+                self.use_entry(&key, scratch);
                 image = Cache::template(&key);
                 t.size_bytes = meta.shrunk_bytes;
                 t.steps_cached += 1;
@@ -385,6 +418,7 @@ impl Builder {
                 s.files.retain(|f| *f != keep);
             }
             effect.apply(&mut state, home);
+            self.use_entry(&key, scratch);
             image = Cache::template(&key);
             t.size_bytes = flattened.shrunk_bytes;
             t.steps_run += 1;

@@ -46,16 +46,8 @@ impl Manager {
             return Err(SandboxError::ShuttingDown);
         }
         let id = spec::sandbox_id(&req.sandbox_id)?;
-        let valid = spec::validate(id.clone(), &req.spec.unwrap_or_default(), self.cfg.limits)?;
-        let this = self.clone();
-        tokio::spawn(async move { this.create_task(valid).await })
-            .await
-            .unwrap_or_else(|e| {
-                Err(SandboxError::Internal {
-                    id,
-                    reason: e.to_string(),
-                })
-            })
+        let valid = spec::validate(id, &req.spec.unwrap_or_default(), self.cfg.limits)?;
+        self.create_checked(valid).await
     }
 
     /// Creates a sandbox from a spec made by the agent itself (a template
