@@ -119,6 +119,24 @@ fn recipe_dir(quick: bool, extra: &str) -> anyhow::Result<(tempfile::TempDir, Pa
     Ok((dir, recipe))
 }
 
+/// `--allow-out` for the addresses PyPI has from this host: where the
+/// registries answer from a private or test address (a mirror; this
+/// machine's answer is in 203.0.113.0/24) the sandboxes' default egress
+/// policy refuses them, as a user there would find.
+fn registry_access() -> String {
+    use std::net::ToSocketAddrs as _;
+    let mut nets: Vec<String> = ["pypi.org", "files.pythonhosted.org"]
+        .iter()
+        .filter_map(|h| (*h, 443).to_socket_addrs().ok())
+        .flatten()
+        .filter(|a| a.is_ipv4())
+        .map(|a| format!("{}/32", a.ip()))
+        .collect();
+    nets.sort();
+    nets.dedup();
+    nets.join(",")
+}
+
 /// `bench-ca`: base with the host's CA bundle.
 fn ca_template(p: &Platform) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -159,12 +177,16 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
 async fn measure(p: &Platform, opts: &Opts) -> anyhow::Result<Report> {
     let quick = opts.quick;
     let mut report = Report::new("templates", quick);
-    let from: &[&str] = if quick {
-        &[]
-    } else {
+    let registries = registry_access();
+    let mut from: Vec<&str> = Vec::new();
+    if !quick {
         ca_template(p)?;
-        &["--from", "bench-ca"]
-    };
+        from.extend(["--from", "bench-ca"]);
+        if !registries.is_empty() {
+            from.extend(["--allow-out", registries.as_str()]);
+        }
+    }
+    let from = from.as_slice();
     let name = if quick {
         "bench-small"
     } else {

@@ -107,7 +107,7 @@ pub struct TimeoutArgs {
     json: bool,
 }
 
-fn parse_cidr(s: &str) -> Result<wrenn_types::Cidr, String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<wrenn_types::Cidr, String> {
     s.trim()
         .parse()
         .map_err(|e: wrenn_types::InvalidCidr| e.to_string())

@@ -354,7 +354,8 @@ impl Builder {
             fresh = true;
             send(started(false));
             let step_started = Instant::now();
-            let sb = sandbox::BuildSandbox::start(&self.m, &image, &plan.name).await?;
+            let sb =
+                sandbox::BuildSandbox::start(&self.m, &image, &plan.name, &plan.allow_out).await?;
             scratch.lock().sandbox = Some(sb.id.to_string());
             let mut output = |data: Vec<u8>| send(Event::Output(data));
             let home = match self.run_step(&sb, &state, step, &effect, &mut output).await {

@@ -79,6 +79,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Hex SHA-256 over the recipe's text and its context archives.
     pub recipe_digest: String,
+    /// Networks the build's sandboxes may reach beyond the default policy.
+    pub allow_out: Vec<String>,
 }
 
 /// Checks the request and makes its plan; every error names what is wrong.
@@ -97,6 +99,11 @@ pub fn plan(
             "template name \"base\": the built-in template cannot be replaced by a build",
         ));
     }
+    let allow_out = wrenn_types::spec::check_egress("allow_out", &req.allow_out)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let file = if req.recipe_file.is_empty() {
         "recipe"
     } else {
@@ -199,6 +206,7 @@ pub fn plan(
         from,
         steps,
         recipe_digest: hex(&digest.finalize()),
+        allow_out,
     })
 }
 
@@ -445,6 +453,9 @@ mod tests {
         let mut r = req("RUN true\n");
         r.name = "base".into();
         assert!(err(r).contains("built-in"));
+        let mut r = req("RUN true\n");
+        r.allow_out.push("10.0.0.0/33".into());
+        assert!(err(r).starts_with("allow_out"), "a bad network is named");
         let mut r = req("RUN true\n");
         r.context.push(pb::StepContext {
             step: 0,

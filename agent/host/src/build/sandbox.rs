@@ -57,6 +57,7 @@ impl BuildSandbox {
         m: &Arc<Manager>,
         template: &str,
         building: &str,
+        allow_out: &[String],
     ) -> Result<BuildSandbox, Status> {
         let id = SandboxId::generate();
         let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -66,6 +67,7 @@ impl BuildSandbox {
             disk_mb: DISK_MB,
             metadata: [(BUILD_METADATA.to_owned(), building.to_owned())].into(),
             internet: Some(true),
+            allow_out: allow_out.to_vec(),
             timeout_secs: m.limits().max_timeout_secs,
             ..Default::default()
         };

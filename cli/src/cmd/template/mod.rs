@@ -56,6 +56,11 @@ pub struct BuildArgs {
     /// Run every step, even those with a cached result.
     #[arg(long)]
     no_cache: bool,
+    /// An IPv4 network (CIDR) the build's sandboxes may reach although the
+    /// default egress policy refuses it (a package mirror on a private
+    /// address). Repeatable, or comma-separated.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = super::sandbox::parse_cidr)]
+    allow_out: Vec<wrenn_types::Cidr>,
     /// One JSON object per build event.
     #[arg(long)]
     json: bool,
@@ -119,6 +124,7 @@ pub fn build_request(a: &BuildArgs) -> Result<BuildTemplateRequest> {
         from: a.from.clone().unwrap_or_default(),
         no_cache: a.no_cache,
         context,
+        allow_out: a.allow_out.iter().map(ToString::to_string).collect(),
     })
 }
 
