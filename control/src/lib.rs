@@ -32,6 +32,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod e2b;
 mod error;
 pub mod extension;
 pub mod hosts;
@@ -156,7 +157,11 @@ pub async fn start(options: Options) -> Result<Control, Error> {
         }
         tracing::info!(extension = %name, "extension installed");
     }
-    let service = AuthLayer::new(Authenticator::new(store.clone()), public).layer(router);
+    // E2B's REST API checks its own header (X-API-Key) with the same keys.
+    let authenticator = Authenticator::new(store.clone());
+    let router = router.merge(e2b::router(state.clone(), authenticator.clone()));
+    public.extend(e2b::PREFIXES.iter().map(|p| (*p).to_owned()));
+    let service = AuthLayer::new(authenticator, public).layer(router);
 
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,

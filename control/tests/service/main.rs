@@ -6,6 +6,7 @@
 mod common;
 
 mod auth;
+mod e2b;
 mod extension;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,298 @@
+//! E2B's REST API (`control/src/e2b.rs`) over plain HTTP/1.1, as E2B's SDKs
+//! call it: field names, status codes, `{code, message}` errors, the
+//! `X-API-Key` header, v2 list pagination, pause/connect.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use crate::common::{FakeAgent, TestControl};
+
+struct Api {
+    base: String,
+    key: Option<String>,
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    json: Value,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let client = HttpClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("user-agent", "e2b-python-sdk/2.64.0");
+        if let Some(k) = &self.key {
+            req = req.header("x-api-key", k);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let res = client.request(req.body(body).unwrap()).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {bytes:?}"))
+        };
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            json,
+        }
+    }
+}
+
+/// An error is `{code, message}` with `code` equal to the status.
+fn assert_error(a: &Answer, status: u16, text: &str) {
+    assert_eq!(a.status, status, "{}", a.json);
+    assert_eq!(a.json["code"], status, "{}", a.json);
+    let msg = a.json["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(text), "{msg:?} lacks {text:?}");
+}
+
+#[tokio::test]
+async fn the_sdk_lifecycle_over_rest() {
+    let agent = FakeAgent::start().await;
+    let t = TestControl::start(&agent.url()).await;
+    let api = Api {
+        base: t.control.url(),
+        key: Some(t.key.clone()),
+    };
+
+    // No key, a wrong key: 401 in E2B's shape.
+    let anon = Api {
+        base: t.control.url(),
+        key: None,
+    };
+    assert_error(
+        &anon.call("GET", "/v2/sandboxes", None).await,
+        401,
+        "API key",
+    );
+    let wrong = Api {
+        base: t.control.url(),
+        key: Some("wrn_not_a_real_key_000000000000000000".into()),
+    };
+    assert_error(
+        &wrong
+            .call("POST", "/v2/sandboxes", Some(json!({"templateID": "base"})))
+            .await,
+        401,
+        "API key",
+    );
+
+    // Create as the SDK sends it.
+    let body = json!({"templateID": "base", "timeout": 120, "metadata": {"team": "ml"},
+                      "envVars": {"A": "1"}, "allow_internet_access": true});
+    let a = api.call("POST", "/v2/sandboxes", Some(body.clone())).await;
+    assert_eq!(a.status, 201, "{}", a.json);
+    let id = a.json["sandboxID"].as_str().unwrap().to_owned();
+    for k in ["templateID", "sandboxID", "clientID", "envdVersion"] {
+        assert!(a.json[k].is_string(), "{k} missing: {}", a.json);
+    }
+    assert_eq!(a.json["templateID"], "base");
+    let b = api
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "metadata": {"team": "web"}})),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{}", b.json);
+    let other = b.json["sandboxID"].as_str().unwrap().to_owned();
+
+    // Detail: every field the SDK requires.
+    let d = api.call("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(d.status, 200, "{}", d.json);
+    for k in [
+        "templateID",
+        "sandboxID",
+        "clientID",
+        "startedAt",
+        "endAt",
+        "cpuCount",
+        "memoryMB",
+        "diskSizeMB",
+        "state",
+        "envdVersion",
+    ] {
+        assert!(!d.json[k].is_null(), "{k} missing: {}", d.json);
+    }
+    assert_eq!(d.json["state"], "running");
+    assert_eq!(d.json["metadata"]["team"], "ml");
+
+    // v2 list: the metadata filter is one encoded parameter; pages of one.
+    let l = api
+        .call(
+            "GET",
+            "/v2/sandboxes?metadata=team%3Dml&state=running",
+            None,
+        )
+        .await;
+    assert_eq!(l.status, 200);
+    let listed: Vec<&str> = l
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sandboxID"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [id.as_str()]);
+    let p1 = api.call("GET", "/v2/sandboxes?limit=1", None).await;
+    assert_eq!(p1.json.as_array().unwrap().len(), 1);
+    let token = p1.headers["x-next-token"].to_str().unwrap().to_owned();
+    assert!(!token.is_empty());
+    let p2 = api
+        .call(
+            "GET",
+            &format!("/v2/sandboxes?limit=1&nextToken={token}"),
+            None,
+        )
+        .await;
+    let mut both = vec![
+        p1.json[0]["sandboxID"].clone(),
+        p2.json[0]["sandboxID"].clone(),
+    ];
+    both.sort_by_key(|v| v.as_str().unwrap().to_owned());
+    let mut want = vec![json!(id), json!(other)];
+    want.sort_by_key(|v| v.as_str().unwrap().to_owned());
+    assert_eq!(both, want);
+    assert_eq!(
+        p2.headers
+            .get("x-next-token")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or(""),
+        ""
+    );
+    assert_error(
+        &api.call("GET", "/v2/sandboxes?state=sleeping", None).await,
+        400,
+        "state",
+    );
+
+    // Timeout, pause (twice: 409), connect resumes (201), connect again (200).
+    assert_eq!(
+        api.call(
+            "POST",
+            &format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 600}))
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call("POST", &format!("/sandboxes/{id}/pause"), Some(json!({})))
+            .await
+            .status,
+        204
+    );
+    assert_error(
+        &api.call("POST", &format!("/sandboxes/{id}/pause"), None)
+            .await,
+        409,
+        "already paused",
+    );
+    let paused = api
+        .call("GET", &format!("/v2/sandboxes?state=paused"), None)
+        .await;
+    assert_eq!(paused.json[0]["sandboxID"], json!(id));
+    let c = api
+        .call(
+            "POST",
+            &format!("/v2/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 300})),
+        )
+        .await;
+    assert_eq!(c.status, 201, "{}", c.json);
+    assert_eq!(c.json["sandboxID"], json!(id));
+    let c = api
+        .call(
+            "POST",
+            &format!("/v2/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 300})),
+        )
+        .await;
+    assert_eq!(c.status, 200, "{}", c.json);
+
+    // Metrics: one sample with the SDK's keys.
+    let m = api
+        .call("GET", &format!("/sandboxes/{id}/metrics"), None)
+        .await;
+    assert_eq!(m.status, 200, "{}", m.json);
+    for k in [
+        "timestamp",
+        "timestampUnix",
+        "cpuCount",
+        "cpuUsedPct",
+        "memUsed",
+        "memTotal",
+        "memCache",
+        "diskUsed",
+        "diskTotal",
+    ] {
+        assert!(!m.json[0][k].is_null(), "{k} missing: {}", m.json);
+    }
+
+    // Kill: 204, then 404 in E2B's shape; bad input names what was wrong.
+    assert_eq!(
+        api.call("DELETE", &format!("/sandboxes/{id}"), None)
+            .await
+            .status,
+        204
+    );
+    assert_error(
+        &api.call("DELETE", &format!("/sandboxes/{id}"), None).await,
+        404,
+        &id,
+    );
+    assert_error(
+        &api.call("GET", &format!("/sandboxes/{id}"), None).await,
+        404,
+        &id,
+    );
+    assert_error(
+        &api.call("GET", "/sandboxes/not-an-id", None).await,
+        400,
+        "not-an-id",
+    );
+    let bad = api
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "timeout": "soon"})),
+        )
+        .await;
+    assert_error(&bad, 400, "request body");
+    let bad = api
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "Bad Name"})),
+        )
+        .await;
+    assert_error(&bad, 400, "template");
+
+    // The service still serves.
+    assert_eq!(api.call("GET", "/sandboxes", None).await.status, 200);
+    assert_eq!(
+        api.call("DELETE", &format!("/sandboxes/{other}"), None)
+            .await
+            .status,
+        204
+    );
+    t.stop().await;
+}
