@@ -206,9 +206,7 @@ async fn the_sdk_lifecycle_over_rest() {
         409,
         "already paused",
     );
-    let paused = api
-        .call("GET", &format!("/v2/sandboxes?state=paused"), None)
-        .await;
+    let paused = api.call("GET", "/v2/sandboxes?state=paused", None).await;
     assert_eq!(paused.json[0]["sandboxID"], json!(id));
     let c = api
         .call(
