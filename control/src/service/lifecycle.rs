@@ -19,7 +19,7 @@ use wrenn_types::SandboxId;
 use super::convert::{
     apply_live, live_from_agent, parse_id, to_proto, validate_spec, with_defaults,
 };
-use super::{agent_error, host_of, load_live, load_record, store_error};
+use super::{agent_error, host_of, load_live, load_record, place, store_error};
 use crate::hosts::Host;
 use crate::state::ControlState;
 use crate::store::{RecordState, SandboxRecord, now_ms};
@@ -51,28 +51,7 @@ pub(crate) async fn create(
 }
 
 async fn create_detached(state: Arc<ControlState>, spec: SandboxSpec) -> Result<Sandbox, Status> {
-    // A built template lives on the host that built it.
-    let built_on = if spec.template.is_empty() {
-        None
-    } else {
-        state
-            .store
-            .get_template(&spec.template)
-            .await
-            .map_err(store_error)?
-            .and_then(|t| state.hosts.get(&t.host_id))
-    };
-    let host = match built_on.or_else(|| state.hosts.only()) {
-        Some(h) => h,
-        None => {
-            let load = state
-                .store
-                .count_live_by_host()
-                .await
-                .map_err(store_error)?;
-            state.hosts.choose(&load)
-        }
-    };
+    let host = place(&state, &spec.template).await?;
     let id = SandboxId::generate();
     let _busy = state.busy.hold(&id);
     let now = now_ms();

@@ -60,6 +60,31 @@ pub(crate) fn agent_error(host: &Host, status: Status) -> Status {
     ))
 }
 
+/// Where a sandbox of `template` (or a build of it) goes: the host that
+/// built the template if it has a record, else the only host, else the
+/// host with the fewest live sandboxes.
+pub(crate) async fn place(state: &ControlState, template: &str) -> Result<Arc<Host>, Status> {
+    if !template.is_empty()
+        && let Some(rec) = state
+            .store
+            .get_template(template)
+            .await
+            .map_err(store_error)?
+        && let Some(h) = state.hosts.get(&rec.host_id)
+    {
+        return Ok(h);
+    }
+    if let Some(h) = state.hosts.only() {
+        return Ok(h);
+    }
+    let load = state
+        .store
+        .count_live_by_host()
+        .await
+        .map_err(store_error)?;
+    Ok(state.hosts.choose(&load))
+}
+
 /// The record of `id`, stopped or not; `NOT_FOUND` when there is none.
 pub(crate) async fn load_record(
     state: &ControlState,

@@ -34,30 +34,6 @@ impl TemplatesService {
     pub fn new(state: Arc<ControlState>) -> Self {
         TemplatesService { state }
     }
-
-    /// The host a template lives on, or the one a new build goes to.
-    async fn host_for(&self, name: &str) -> Result<Arc<Host>, Status> {
-        if let Some(rec) = self
-            .state
-            .store
-            .get_template(name)
-            .await
-            .map_err(store_error)?
-            && let Some(h) = self.state.hosts.get(&rec.host_id)
-        {
-            return Ok(h);
-        }
-        if let Some(h) = self.state.hosts.only() {
-            return Ok(h);
-        }
-        let load = self
-            .state
-            .store
-            .count_live_by_host()
-            .await
-            .map_err(store_error)?;
-        Ok(self.state.hosts.choose(&load))
-    }
 }
 
 fn check_name(name: &str) -> Result<(), Status> {
@@ -129,7 +105,7 @@ impl Templates for TemplatesService {
     ) -> Result<Response<Self::BuildStream>, Status> {
         let req = request.into_inner();
         check_name(&req.name)?;
-        let host = self.host_for(&req.name).await?;
+        let host = super::place(&self.state, &req.name).await?;
         let name = req.name.clone();
         let mut upstream = host
             .client()
