@@ -5,7 +5,7 @@
 //!
 //! # Design
 //! - Plain HTTP/1.1 + JSON routes beside the gRPC services on the same port;
-//!   each request is authenticated by its `X-API-Key` header (or a bearer
+//!   one middleware authenticates every request by its `X-API-Key` header (or a bearer
 //!   token) with the same keys and cache as gRPC.
 //! - Every call goes through the `Sandboxes` service's own methods, so
 //!   validation, placement, records and the hosts behave as for the CLI.
@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -77,7 +77,36 @@ pub fn router(state: Arc<ControlState>, auth: Arc<Authenticator>) -> axum::Route
         .route("/sandboxes/{id}/connect", post(connect))
         .route("/v2/sandboxes/{id}/connect", post(connect))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.auth.clone(),
+            authenticate,
+        ))
         .with_state(api)
+}
+
+/// Every route: `X-API-Key` (or `Authorization: Bearer`) must hold a wrenn
+/// key, checked with the same keys and cache as gRPC.
+async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let value = match headers.get("x-api-key") {
+        Some(k) => format!("Bearer {}", String::from_utf8_lossy(k.as_bytes())),
+        None => headers
+            .get(header::AUTHORIZATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
+    };
+    match auth.authenticate(Some(value.as_bytes())).await {
+        Some(_) => next.run(req).await,
+        None => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key: send a wrenn API key in X-API-Key".into(),
+        )
+        .into_response(),
+    }
 }
 
 /// An E2B error response.
@@ -112,24 +141,6 @@ impl From<tonic::Status> for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 impl Api {
-    /// Checks `X-API-Key` (or `Authorization: Bearer`).
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let value = match headers.get("x-api-key") {
-            Some(k) => format!("Bearer {}", String::from_utf8_lossy(k.as_bytes())),
-            None => headers
-                .get(header::AUTHORIZATION)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default(),
-        };
-        match self.auth.authenticate(Some(value.as_bytes())).await {
-            Some(_) => Ok(()),
-            None => Err(ApiError(
-                StatusCode::UNAUTHORIZED,
-                "missing or invalid API key: send a wrenn API key in X-API-Key".into(),
-            )),
-        }
-    }
-
     async fn get(&self, id: &str) -> Result<Sandbox, ApiError> {
         let sb = self
             .sandboxes
@@ -236,8 +247,7 @@ struct Network {
     deny_out: Vec<String>,
 }
 
-async fn create(State(api): State<Api>, headers: HeaderMap, raw: axum::body::Bytes) -> ApiResult {
-    api.authenticate(&headers).await?;
+async fn create(State(api): State<Api>, raw: axum::body::Bytes) -> ApiResult {
     let req: NewSandbox = body(&raw)?;
     if req.auto_pause == Some(true) {
         return Err(ApiError(
@@ -368,24 +378,14 @@ async fn listed(api: &Api, q: &ListQuery) -> Result<Vec<Sandbox>, ApiError> {
     Ok(list)
 }
 
-async fn list_v1(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> ApiResult {
-    api.authenticate(&headers).await?;
+async fn list_v1(State(api): State<Api>, Query(q): Query<ListQuery>) -> ApiResult {
     let list = listed(&api, &q).await?;
     Ok(Json(Value::Array(list.iter().map(listed_json).collect())).into_response())
 }
 
 /// Pages of at most `limit`; `x-next-token` names the next page's first
 /// sandbox (empty on the last page).
-async fn list_v2(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> ApiResult {
-    api.authenticate(&headers).await?;
+async fn list_v2(State(api): State<Api>, Query(q): Query<ListQuery>) -> ApiResult {
     let list = listed(&api, &q).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let start = match q.next_token.as_deref().filter(|t| !t.is_empty()) {
@@ -409,14 +409,12 @@ async fn list_v2(
     Ok(res)
 }
 
-async fn info(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    api.authenticate(&headers).await?;
+async fn info(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
     let sb = api.get(&id).await?;
     Ok(Json(listed_json(&sb)).into_response())
 }
 
-async fn kill(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    api.authenticate(&headers).await?;
+async fn kill(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
     api.get(&id).await?;
     api.sandboxes
         .destroy(Request::new(SandboxRef { sandbox_id: id }))
@@ -444,11 +442,9 @@ async fn set_timeout(api: &Api, id: String, secs: Option<u32>) -> Result<Sandbox
 
 async fn timeout(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     raw: axum::body::Bytes,
 ) -> ApiResult {
-    api.authenticate(&headers).await?;
     let t: Timeout = body(&raw)?;
     api.get(&id).await?;
     set_timeout(&api, id, t.timeout).await?;
@@ -457,19 +453,16 @@ async fn timeout(
 
 async fn refresh(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     raw: axum::body::Bytes,
 ) -> ApiResult {
-    api.authenticate(&headers).await?;
     let t: Timeout = body(&raw)?;
     api.get(&id).await?;
     set_timeout(&api, id, Some(t.duration.unwrap_or(60))).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn pause(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    api.authenticate(&headers).await?;
+async fn pause(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
     let sb = api.get(&id).await?;
     if sb.state == SandboxState::Paused as i32 {
         return Err(ApiError(
@@ -518,27 +511,22 @@ async fn resume_or_connect(api: &Api, id: String, raw: &[u8], connect: bool) -> 
 
 async fn resume(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     raw: axum::body::Bytes,
 ) -> ApiResult {
-    api.authenticate(&headers).await?;
     resume_or_connect(&api, id, &raw, false).await
 }
 
 async fn connect(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     raw: axum::body::Bytes,
 ) -> ApiResult {
-    api.authenticate(&headers).await?;
     resume_or_connect(&api, id, &raw, true).await
 }
 
 /// One sample, now (wrenn keeps no history).
-async fn metrics(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    api.authenticate(&headers).await?;
+async fn metrics(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
     let sb = api.get(&id).await?;
     let m = api
         .sandboxes
