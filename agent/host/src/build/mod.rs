@@ -161,7 +161,7 @@ impl Builder {
         let this = self.clone();
         tokio::spawn(async move {
             let _claim = claim;
-            this.run(plan, req.no_cache, tx).await;
+            this.run(plan, parent, req.no_cache, tx).await;
         });
         Ok(UnboundedReceiverStream::new(rx))
     }
@@ -196,6 +196,7 @@ impl Builder {
     async fn run(
         self: Arc<Self>,
         plan: Plan,
+        parent: Defaults,
         no_cache: bool,
         tx: mpsc::UnboundedSender<Result<pb::BuildEvent, Status>>,
     ) {
@@ -203,7 +204,7 @@ impl Builder {
         let name = plan.name.clone();
         let started = Instant::now();
         let result = tokio::select! {
-            r = self.steps(&plan, no_cache, &tx, &scratch) => r,
+            r = self.steps(&plan, &parent, no_cache, &tx, &scratch) => r,
             _ = tx.closed() => Err(Status::cancelled(format!("the build of {name} was cancelled"))),
             _ = self.m.shutdown_token().cancelled() => {
                 Err(Status::unavailable(format!("the build of {name} stopped: the host agent is shutting down")))
@@ -271,9 +272,12 @@ impl Builder {
         }
     }
 
+    /// Runs the plan from the template it starts from, whose defaults are
+    /// `parent`.
     async fn steps(
         &self,
         plan: &Plan,
+        parent: &Defaults,
         no_cache: bool,
         tx: &mpsc::UnboundedSender<Result<pb::BuildEvent, Status>>,
         scratch: &Mutex<Scratch>,
@@ -285,9 +289,7 @@ impl Builder {
         let size = wrenn_vmm::image::rootfs_size_from_env()
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let from_image = template_path(&dir, &plan.from);
-        let parent = Defaults::load(&images_dir(&dir).join(&plan.from).join(DEFAULTS_FILE))
-            .map_err(|e| Status::failed_precondition(format!("template {}: {e}", plan.from)))?;
-        let mut state = State::new(&parent);
+        let mut state = State::new(parent);
         let mut key = plan::root_key(&plan.from, &from_image)
             .map_err(|e| Status::failed_precondition(format!("{}: {e}", from_image.display())))?;
         let mut image = plan.from.clone();
@@ -598,13 +600,7 @@ impl Effect {
             Effect::Workdir(p) => state.workdir = p.clone(),
             Effect::User(u) => {
                 state.user = u.clone();
-                state.home = home.unwrap_or_else(|| {
-                    if u == "root" {
-                        "/root".into()
-                    } else {
-                        format!("/home/{u}")
-                    }
-                });
+                state.home = home.unwrap_or_else(|| plan::home_of(u));
             }
             Effect::None | Effect::Copy(_) => {}
         }

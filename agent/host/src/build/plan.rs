@@ -305,6 +305,16 @@ impl Defaults {
     }
 }
 
+/// The home a user is taken to have when nothing says otherwise (a
+/// template's user, a cached `USER` step without a recorded home).
+pub fn home_of(user: &str) -> String {
+    if user == "root" {
+        "/root".to_owned()
+    } else {
+        format!("/home/{user}")
+    }
+}
+
 /// The user, directory and environment a build's steps carry.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -329,11 +339,7 @@ impl State {
         } else {
             parent.user.clone()
         };
-        let home = if user == "root" {
-            "/root".to_owned()
-        } else {
-            format!("/home/{user}")
-        };
+        let home = home_of(&user);
         State {
             user,
             home,
