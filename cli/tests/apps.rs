@@ -58,7 +58,6 @@ const IDLE_SECS: u64 = 12;
 struct Apps {
     platform: Platform,
     _config: tempfile::TempDir,
-    built: Mutex<Vec<&'static str>>,
 }
 
 fn apps() -> Arc<Apps> {
@@ -72,10 +71,11 @@ fn apps() -> Arc<Apps> {
         std::fs::write(&file, format!("read_timeout_secs = {READ_TIMEOUT_SECS}\n")).unwrap();
         let options = PlatformOptions::new(PREFIX, 7000..=7019)
             .env("WRENN_PROXY_CONFIG", file.to_str().unwrap());
+        let platform = Platform::start(options);
+        build_templates(&platform);
         Apps {
-            platform: Platform::start(options),
+            platform,
             _config: config,
-            built: Mutex::new(Vec::new()),
         }
     })
 }
@@ -101,32 +101,30 @@ fn build_template(p: &Platform, name: &str, recipe: &Path, extra: &[String]) {
     );
 }
 
-/// Builds the shipped template `name` on the shared platform (once), from
-/// `apps-ca`: `base` with the host's CA bundle.
-fn template(apps: &Apps, name: &'static str) {
-    let mut built = apps.built.lock().unwrap_or_else(|e| e.into_inner());
-    let p = &apps.platform;
-    if !built.contains(&"apps-ca") {
-        let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
-        assert!(
-            bundle.is_file(),
-            "{} is missing: apt-get install ca-certificates",
-            bundle.display()
-        );
-        let ctx = tempfile::tempdir().unwrap();
-        std::fs::copy(bundle, ctx.path().join("ca.crt")).unwrap();
-        let recipe = ctx.path().join("wrenn.recipe");
-        std::fs::write(
-            &recipe,
-            "COPY ca.crt /home/wrenn-user/.host-ca.crt\n\
-             RUN sudo cp /home/wrenn-user/.host-ca.crt /etc/ssl/certs/ca-certificates.crt \
-             && rm /home/wrenn-user/.host-ca.crt\n",
-        )
-        .unwrap();
-        build_template(p, "apps-ca", &recipe, &[]);
-        built.push("apps-ca");
-    }
-    if !built.contains(&name) {
+/// Builds the shipped templates both tests use, before either test runs:
+/// `apps-ca` (`base` with the host's CA bundle), then `jupyter` and `nextjs`
+/// from it. A build beside a browser test starves the app the browser is
+/// talking to of CPU and disk (flattening copies the image), and a slow
+/// enough answer is a page that fails to load, not a slow test.
+fn build_templates(p: &Platform) {
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    assert!(
+        bundle.is_file(),
+        "{} is missing: apt-get install ca-certificates",
+        bundle.display()
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy(bundle, ctx.path().join("ca.crt")).unwrap();
+    let recipe = ctx.path().join("wrenn.recipe");
+    std::fs::write(
+        &recipe,
+        "COPY ca.crt /home/wrenn-user/.host-ca.crt\n\
+         RUN sudo cp /home/wrenn-user/.host-ca.crt /etc/ssl/certs/ca-certificates.crt \
+         && rm /home/wrenn-user/.host-ca.crt\n",
+    )
+    .unwrap();
+    build_template(p, "apps-ca", &recipe, &[]);
+    for name in ["jupyter", "nextjs"] {
         let mut extra = vec!["--from".to_owned(), "apps-ca".to_owned()];
         extra.extend(provision::registry_access());
         build_template(
@@ -135,7 +133,6 @@ fn template(apps: &Apps, name: &'static str) {
             &templates().join(name).join("wrenn.recipe"),
             &extra,
         );
-        built.push(name);
     }
 }
 
@@ -211,7 +208,46 @@ fn start_jupyter(sb: &Sandbox<'_>, tag: &str, base_url: Option<&str>, log: &str)
     ]);
 }
 
-fn run_jupyter_driver(name: &str, base: &str, idle_secs: u64, art: &Path) -> serde_json::Value {
+/// Runs `f`; if it panics, prints the proxy's access-log lines of requests
+/// that failed (status ≥ 400 or an error) before passing the panic on: what
+/// the browser saw as "failed to load" is there with its status and cause.
+fn with_proxy_failures<T>(p: &Platform, f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(panic) => {
+            let log = p.dir.join("logs/proxy.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let failed: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("wrenn_proxy::access"))
+                .filter(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                    let f = &v["fields"];
+                    f["status"].as_u64().is_some_and(|s| s >= 400 || s == 0)
+                        || !f["error"].is_null()
+                })
+                .collect();
+            eprintln!(
+                "[apps] failed proxied requests ({}):\n{}",
+                log.display(),
+                failed[failed.len().saturating_sub(40)..].join("\n")
+            );
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+fn run_jupyter_driver(
+    p: &Platform,
+    name: &str,
+    base: &str,
+    idle_secs: u64,
+    art: &Path,
+) -> serde_json::Value {
+    with_proxy_failures(p, || jupyter_driver(name, base, idle_secs, art))
+}
+
+fn jupyter_driver(name: &str, base: &str, idle_secs: u64, art: &Path) -> serde_json::Value {
     let mut d = Driver::start(
         "jupyter.mjs",
         json!({"name": name, "base": base, "idleSecs": idle_secs, "artifacts": art}),
@@ -236,7 +272,6 @@ fn jupyterlab_runs_cells_through_both_url_forms_and_an_idle_kernel_socket() {
     let apps = apps();
     let p = &apps.platform;
     let art = artifacts("jupyterlab");
-    template(&apps, "jupyter");
     let mut args = RESOURCES.to_vec();
     args.extend([
         "--meta",
@@ -254,7 +289,7 @@ fn jupyterlab_runs_cells_through_both_url_forms_and_an_idle_kernel_socket() {
     let (status, _) = http::get(p.proxy, &host, &status_path)
         .unwrap_or_else(|| panic!("no answer from {subdomain}api/status"));
     assert_eq!(status, 200, "Jupyter did not answer right after create");
-    let r = run_jupyter_driver("subdomain", &subdomain, 0, &art);
+    let r = run_jupyter_driver(p, "subdomain", &subdomain, 0, &art);
     assert_screenshots(&r, 2);
 
     // Path form: Jupyter restarted to serve under the prefix itself.
@@ -271,7 +306,7 @@ fn jupyterlab_runs_cells_through_both_url_forms_and_an_idle_kernel_socket() {
         Duration::from_secs(120),
         || provision::tail_file(&sb, "/tmp/jupyter-path.log"),
     );
-    let r = run_jupyter_driver("path", &path, IDLE_SECS, &art);
+    let r = run_jupyter_driver(p, "path", &path, IDLE_SECS, &art);
     assert_eq!(r["second"], "45", "{r}");
     assert_eq!(r["idleSecs"], IDLE_SECS, "{r}");
     assert_screenshots(&r, 3);
@@ -298,7 +333,6 @@ fn nextjs_dev_server_hot_reloads_an_edit_through_the_subdomain_form() {
     let apps = apps();
     let p = &apps.platform;
     let art = artifacts("nextjs");
-    template(&apps, "nextjs");
     let mut args = RESOURCES.to_vec();
     args.extend(["--template", "nextjs"]);
     let sb = p.sandbox(&args);
