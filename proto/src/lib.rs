@@ -35,4 +35,9 @@ pub mod wrenn {
     }
 }
 
+/// Every message and service above as an encoded
+/// `google.protobuf.FileDescriptorSet` (with `google/protobuf/timestamp.proto`),
+/// for reflection: the proto3 JSON mapping of the guest's Connect interface.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
 pub use wrenn_types::{ByteSize, GUEST_PORT, SandboxId};

@@ -16,17 +16,19 @@ use wrenn_proto::wrenn::v1::guest_server::Guest;
 use wrenn_proto::wrenn::v1::{AssignRequest, AssignResponse};
 
 use crate::env::BaseEnv;
+use crate::envd::AccessToken;
 
 /// Serves `wrenn.v1.Guest`.
 #[derive(Debug, Clone)]
 pub struct GuestService {
     env: Arc<BaseEnv>,
     hosts: PathBuf,
+    token: AccessToken,
 }
 
 impl GuestService {
-    pub fn new(env: Arc<BaseEnv>, hosts: PathBuf) -> Self {
-        Self { env, hosts }
+    pub fn new(env: Arc<BaseEnv>, hosts: PathBuf, token: AccessToken) -> Self {
+        Self { env, hosts, token }
     }
 }
 
@@ -44,6 +46,9 @@ impl Guest for GuestService {
             )));
         }
         check_env(&req.env)?;
+        if !req.envd_access_token.is_empty() {
+            self.token.set(req.envd_access_token.clone());
+        }
         let old = self.env.assign(&req.sandbox_id, &req.env);
         if let Some(old) = old.filter(|o| *o != req.sandbox_id) {
             // A sandbox without the file (or with it read-only) still runs;

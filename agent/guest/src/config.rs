@@ -61,6 +61,12 @@ pub struct Config {
     #[arg(long, env = "WRENN_GUEST_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
 
+    /// The token envd-compatible HTTP clients (E2B's SDKs) present as
+    /// `X-Access-Token`; without it (and until `Assign` gives one) those
+    /// calls are refused. gRPC calls use `--token-file` instead.
+    #[arg(long, env = "WRENN_GUEST_ENVD_ACCESS_TOKEN", hide_env_values = true)]
+    pub envd_access_token: Option<String>,
+
     /// Accept connections only from these addresses (the host's end of the
     /// sandbox's link): processes inside the sandbox cannot reach the agent.
     /// Repeatable; without it, every peer is accepted.

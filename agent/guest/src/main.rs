@@ -12,6 +12,7 @@
 mod assign;
 mod config;
 mod env;
+mod envd;
 mod forward;
 mod fs;
 mod init;

@@ -19,6 +19,7 @@ use wrenn_proto::wrenn::v1::guest_server::GuestServer;
 use crate::assign::GuestService;
 use crate::config::Config;
 use crate::env::BaseEnv;
+use crate::envd::{AccessToken, Envd};
 use crate::fs::FilesystemService;
 use crate::process::{END_RETENTION, ProcessService, ProcessTable};
 use crate::reaper::Reaper;
@@ -83,7 +84,8 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
         template::load_or_none(&config.template_file)
     });
     let base_env = Arc::new(base_env.with_template(&template.env));
-    let guest = GuestService::new(base_env.clone(), "/etc/hosts".into());
+    let token = AccessToken::new(config.envd_access_token.clone());
+    let guest = GuestService::new(base_env.clone(), "/etc/hosts".into(), token.clone());
     let process = ProcessService::new(
         table.clone(),
         users.clone(),
@@ -96,9 +98,10 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
         reaper.clone(),
         users.clone(),
         base_env,
-        template,
+        template.clone(),
     );
-    let filesystem = FilesystemService::new(users, keepalive);
+    let filesystem = FilesystemService::new(users.clone(), keepalive);
+    let envd = Envd::new(process.clone(), filesystem.clone(), users, template, token);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -119,7 +122,11 @@ pub async fn run(config: Config, base_env: BaseEnv) -> anyhow::Result<()> {
             Ok(stream) => peer_allowed(stream, &allowed),
             Err(_) => true,
         });
+    // envd's HTTP interface first: its calls carry the access token, not
+    // the host's bearer credential, and may be HTTP/1.1.
     let router = Server::builder()
+        .accept_http1(true)
+        .layer(envd)
         .layer(tower::util::option_layer(auth))
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)

@@ -46,6 +46,8 @@ fn from_metadata(
             nanos: meta.mtime_nsec() as i32,
         }),
         symlink_target,
+        metadata: Default::default(),
+        is_symlink: meta.file_type().is_symlink(),
     }
 }
 

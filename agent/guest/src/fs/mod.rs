@@ -11,6 +11,10 @@ mod entry;
 mod ops;
 mod transfer;
 mod watch;
+mod watchers;
+
+pub use transfer::{read as read_file, write as write_file};
+pub use watchers::Watchers;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,14 +28,16 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use wrenn_proto::filesystem::filesystem_server::Filesystem;
 use wrenn_proto::filesystem::watch_dir_response::{Event as WatchEvent, KeepAlive};
 use wrenn_proto::filesystem::{
+    CreateWatcherRequest, CreateWatcherResponse, GetWatcherEventsRequest, GetWatcherEventsResponse,
     ListDirRequest, ListDirResponse, MakeDirRequest, MakeDirResponse, MoveRequest, MoveResponse,
-    ReadRequest, ReadResponse, RemoveRequest, RemoveResponse, StatRequest, StatResponse,
-    WatchDirRequest, WatchDirResponse, WriteRequest, WriteResponse,
+    ReadRequest, ReadResponse, RemoveRequest, RemoveResponse, RemoveWatcherRequest,
+    RemoveWatcherResponse, StatRequest, StatResponse, WatchDirRequest, WatchDirResponse,
+    WriteRequest, WriteResponse,
 };
 
 use crate::paths::{self, PathError};
 use crate::stream::with_keepalive;
-use crate::users::{UserDb, UserError};
+use crate::users::{User, UserDb, UserError};
 use crate::wire::{chain, io_code};
 
 /// What went wrong with a filesystem request.
@@ -105,11 +111,34 @@ impl From<FsError> for Status {
 pub struct FilesystemService {
     users: Arc<UserDb>,
     keepalive: Duration,
+    watchers: Arc<Watchers>,
 }
 
 impl FilesystemService {
     pub fn new(users: Arc<UserDb>, keepalive: Duration) -> Self {
-        Self { users, keepalive }
+        Self {
+            users,
+            keepalive,
+            watchers: Arc::default(),
+        }
+    }
+
+    pub fn users(&self) -> &Arc<UserDb> {
+        &self.users
+    }
+
+    /// `MakeDir` with the new directories owned by `owner` (`make_dir`
+    /// leaves them to the agent's user, root).
+    pub async fn make_dir_owned(
+        &self,
+        request: MakeDirRequest,
+        owner: Arc<User>,
+    ) -> Result<MakeDirResponse, Status> {
+        let path = paths::absolute("path", &request.path)?;
+        let entry = self
+            .blocking(move |users| ops::make_dir(&path, Some((owner.uid, owner.gid)), users))
+            .await?;
+        Ok(MakeDirResponse { entry: Some(entry) })
     }
 
     /// Runs `f` on the blocking pool with the user database.
@@ -141,7 +170,7 @@ impl Filesystem for FilesystemService {
     ) -> Result<Response<MakeDirResponse>, Status> {
         let path = paths::absolute("path", &request.get_ref().path)?;
         let entry = self
-            .blocking(move |users| ops::make_dir(&path, users))
+            .blocking(move |users| ops::make_dir(&path, None, users))
             .await?;
         Ok(Response::new(MakeDirResponse { entry: Some(entry) }))
     }
@@ -186,7 +215,9 @@ impl Filesystem for FilesystemService {
         request: Request<WatchDirRequest>,
     ) -> Result<Response<Self::WatchDirStream>, Status> {
         let path = paths::absolute("path", &request.get_ref().path)?;
-        let events = watch::watch(path, request.get_ref().recursive)?;
+        let req = request.get_ref();
+        let entries = req.include_entry.then(|| self.users.clone());
+        let events = watch::watch(path, req.recursive, entries)?;
         let keepalive = || WatchDirResponse {
             event: Some(WatchEvent::Keepalive(KeepAlive {})),
         };
@@ -216,5 +247,32 @@ impl Filesystem for FilesystemService {
     ) -> Result<Response<WriteResponse>, Status> {
         let entry = transfer::write(request.into_inner(), self.users.clone()).await?;
         Ok(Response::new(WriteResponse { entry: Some(entry) }))
+    }
+
+    async fn create_watcher(
+        &self,
+        request: Request<CreateWatcherRequest>,
+    ) -> Result<Response<CreateWatcherResponse>, Status> {
+        let req = request.into_inner();
+        let path = paths::absolute("path", &req.path)?;
+        let entries = req.include_entry.then(|| self.users.clone());
+        let watcher_id = self.watchers.create(path, req.recursive, entries)?;
+        Ok(Response::new(CreateWatcherResponse { watcher_id }))
+    }
+
+    async fn get_watcher_events(
+        &self,
+        request: Request<GetWatcherEventsRequest>,
+    ) -> Result<Response<GetWatcherEventsResponse>, Status> {
+        let events = self.watchers.take(&request.get_ref().watcher_id)?;
+        Ok(Response::new(GetWatcherEventsResponse { events }))
+    }
+
+    async fn remove_watcher(
+        &self,
+        request: Request<RemoveWatcherRequest>,
+    ) -> Result<Response<RemoveWatcherResponse>, Status> {
+        self.watchers.remove(&request.get_ref().watcher_id)?;
+        Ok(Response::new(RemoveWatcherResponse {}))
     }
 }

@@ -53,19 +53,27 @@ fn walk(dir: &Path, levels: u32, users: &UserDb, out: &mut Vec<EntryInfo>) -> io
     Ok(())
 }
 
-/// Creates `path` and its missing parents; `AlreadyExists` if it exists.
-pub fn make_dir(path: &Path, users: &UserDb) -> Result<EntryInfo, FsError> {
+/// Creates `path` and its missing parents, owned by `owner` (uid, gid) when
+/// given; `AlreadyExists` if it exists.
+pub fn make_dir(
+    path: &Path,
+    owner: Option<(u32, u32)>,
+    users: &UserDb,
+) -> Result<EntryInfo, FsError> {
     if fs::symlink_metadata(path).is_ok() {
         return Err(FsError::Exists {
             op: "make directory",
             path: path.into(),
         });
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(path)
-        .map_err(FsError::io("make directory", path))?;
+    match owner {
+        Some((uid, gid)) => create_dirs_owned(path, uid, gid)?,
+        None => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(FsError::io("make directory", path))?,
+    }
     stat(path, users)
 }
 

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::{Stream, StreamExt as _};
 use tokio::sync::{mpsc, oneshot};
-use tonic::{Status, Streaming};
+use tonic::Status;
 use wrenn_proto::filesystem::{EntryInfo, ReadResponse, WriteRequest, write_request};
 
 use super::FsError;
@@ -87,10 +88,10 @@ enum WriteOp {
 
 /// Receives an upload; see the module docs.
 pub async fn write(
-    mut stream: Streaming<WriteRequest>,
+    mut stream: impl Stream<Item = Result<WriteRequest, Status>> + Unpin,
     users: Arc<UserDb>,
 ) -> Result<EntryInfo, Status> {
-    let start = match stream.message().await?.and_then(|m| m.event) {
+    let start = match stream.next().await.transpose()?.and_then(|m| m.event) {
         Some(write_request::Event::Start(start)) => start,
         _ => return Err(FsError::NoStart.into()),
     };
@@ -127,7 +128,7 @@ pub async fn write(
     };
     let writer = tokio::task::spawn_blocking(move || writer(target, rx, &users));
     loop {
-        let op = match stream.message().await? {
+        let op = match stream.next().await.transpose()? {
             Some(WriteRequest {
                 event: Some(write_request::Event::Data(data)),
             }) => {

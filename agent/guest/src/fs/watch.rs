@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use tokio::io::Interest;
@@ -22,7 +23,9 @@ use wrenn_proto::filesystem::watch_dir_response::{Event, StartEvent};
 use wrenn_proto::filesystem::{EventType, FilesystemEvent, WatchDirResponse};
 
 use super::FsError;
+use super::entry::entry_info;
 use crate::stream::STREAM_CAPACITY;
+use crate::users::UserDb;
 
 fn mask() -> AddWatchFlags {
     AddWatchFlags::IN_CREATE
@@ -40,12 +43,19 @@ struct Watcher {
     inotify: AsyncFd<InotifyFd>,
     root: PathBuf,
     recursive: bool,
+    /// With `include_entry`: describes each event's entry.
+    entries: Option<Arc<UserDb>>,
     /// Watch descriptor → directory relative to `root` (`""` for the root).
     dirs: HashMap<WatchDescriptor, PathBuf>,
 }
 
-/// Starts watching `path` (a directory).
-pub fn watch(path: PathBuf, recursive: bool) -> Result<mpsc::Receiver<WatchDirResponse>, FsError> {
+/// Starts watching `path` (a directory); with `entries`, every event
+/// carries the entry as it is right after the event (when it still exists).
+pub fn watch(
+    path: PathBuf,
+    recursive: bool,
+    entries: Option<Arc<UserDb>>,
+) -> Result<mpsc::Receiver<WatchDirResponse>, FsError> {
     let meta = std::fs::metadata(&path).map_err(FsError::io("watch", &path))?;
     if !meta.is_dir() {
         return Err(FsError::NotDir { op: "watch", path });
@@ -65,6 +75,7 @@ pub fn watch(path: PathBuf, recursive: bool) -> Result<mpsc::Receiver<WatchDirRe
         inotify,
         root: path,
         recursive,
+        entries,
         dirs: HashMap::new(),
     };
     watcher.add(PathBuf::new())?;
@@ -180,10 +191,15 @@ impl Watcher {
         } else {
             return Translated::Skip;
         };
+        let entry = self
+            .entries
+            .as_ref()
+            .and_then(|users| entry_info(&self.root.join(&rel), users).ok());
         Translated::Send(WatchDirResponse {
             event: Some(Event::Filesystem(FilesystemEvent {
                 name: lossy(&rel),
                 r#type: kind as i32,
+                entry,
             })),
         })
     }

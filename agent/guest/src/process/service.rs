@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use wrenn_proto::process::process_event::{Event, KeepAlive};
 use wrenn_proto::process::process_server::Process;
@@ -137,26 +137,9 @@ impl Process for ProcessService {
         &self,
         request: Request<Streaming<StreamInputRequest>>,
     ) -> Result<Response<StreamInputResponse>, Status> {
-        let mut stream = request.into_inner();
-        let first = stream.message().await?.and_then(|m| m.event);
-        let Some(InputEvent::Start(start)) = first else {
-            return Err(Status::invalid_argument(
-                "the first StreamInput message must be `start`",
-            ));
-        };
-        let proc = self.table.get(start.process.as_ref())?;
-        while let Some(message) = stream.message().await? {
-            match message.event {
-                Some(InputEvent::Data(data)) => proc.write_input(data.input).await?,
-                Some(InputEvent::Keepalive(_)) | None => {}
-                Some(InputEvent::Start(_)) => {
-                    return Err(Status::invalid_argument(
-                        "`start` may only be the first StreamInput message",
-                    ));
-                }
-            }
-        }
-        Ok(Response::new(StreamInputResponse {}))
+        self.stream_input_from(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn send_input(
@@ -186,5 +169,34 @@ impl Process for ProcessService {
         let proc = self.table.get(request.get_ref().process.as_ref())?;
         proc.close_stdin().await?;
         Ok(Response::new(CloseStdinResponse {}))
+    }
+}
+
+impl ProcessService {
+    /// `StreamInput` from any stream of its messages (gRPC's, or Connect's
+    /// envelopes).
+    pub async fn stream_input_from(
+        &self,
+        mut stream: impl Stream<Item = Result<StreamInputRequest, Status>> + Unpin,
+    ) -> Result<StreamInputResponse, Status> {
+        let first = stream.next().await.transpose()?.and_then(|m| m.event);
+        let Some(InputEvent::Start(start)) = first else {
+            return Err(Status::invalid_argument(
+                "the first StreamInput message must be `start`",
+            ));
+        };
+        let proc = self.table.get(start.process.as_ref())?;
+        while let Some(message) = stream.next().await.transpose()? {
+            match message.event {
+                Some(InputEvent::Data(data)) => proc.write_input(data.input).await?,
+                Some(InputEvent::Keepalive(_)) | None => {}
+                Some(InputEvent::Start(_)) => {
+                    return Err(Status::invalid_argument(
+                        "`start` may only be the first StreamInput message",
+                    ));
+                }
+            }
+        }
+        Ok(StreamInputResponse {})
     }
 }

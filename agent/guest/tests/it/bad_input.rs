@@ -82,7 +82,7 @@ async fn relative_and_escaping_paths_are_rejected() {
     let err = fs
         .watch_dir(WatchDirRequest {
             path: "tmp".into(),
-            recursive: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -299,6 +299,7 @@ async fn watch_dir_sees_create_write_remove() {
     let req = WatchDirRequest {
         path: base.to_str().unwrap().into(),
         recursive: true,
+        ..Default::default()
     };
     let mut events = agent.fs().watch_dir(req).await.unwrap().into_inner();
     let first = events.next().await.unwrap().unwrap().event.unwrap();

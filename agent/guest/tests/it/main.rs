@@ -7,6 +7,7 @@ mod common;
 mod background;
 mod bad_input;
 mod concurrency;
+mod envd;
 mod exec;
 mod files;
 mod forward;
