@@ -3,12 +3,13 @@
 //! Each scenario is one module with `pub async fn run(opts: &Opts) ->
 //! anyhow::Result<()>` and one variant + match arm below. Scenarios print a
 //! human-readable table; the platform scenarios (`proxy`, `ws`,
-//! `pty-under-load`, `lifecycle`, `routes`, `templates`) also write
+//! `pty-under-load`, `lifecycle`, `routes`, `templates`, `e2b`) also write
 //! `<out>/<scenario>.{json,md,svg}` (see [`report`]). `--quick` runs few
 //! iterations, for CI smoke runs. Every scenario is bounded: ≤ 60 s by
 //! default, ≤ 15 s with `--quick` (plus `--rounds` − 1 repeats where a
 //! scenario repeats).
 
+mod e2b;
 mod forward;
 mod guest;
 mod lifecycle;
@@ -81,6 +82,8 @@ enum Scenario {
     Routes,
     /// Template builds (first, cached, last step changed), image sizes, create from a template vs base.
     Templates,
+    /// E2B's Python SDK against wrenn (create, commands, files, run_code) beside wrenn's CLI.
+    E2b,
 }
 
 /// Options every scenario receives.
@@ -133,6 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::Lifecycle => lifecycle::run(&opts).await,
         Scenario::Routes => routes::run(&opts).await,
         Scenario::Templates => templates::run(&opts).await,
+        Scenario::E2b => e2b::run(&opts).await,
     }
 }
 

@@ -35,6 +35,10 @@ impl Latencies {
         self.samples.push(sample);
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
     /// Nearest-rank percentiles. Panics without samples.
     pub fn summary(&self) -> Summary {
         assert!(!self.samples.is_empty(), "{}: no samples", self.name);

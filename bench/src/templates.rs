@@ -43,14 +43,19 @@ const QUICK_RECIPE: &str = "RUN echo built > /home/wrenn-user/built.txt\n\
     ENV APP=/home/wrenn-user/app\nWORKDIR app\nCOPY data/ ./\nRUN ls -la > listing.txt\n";
 
 /// One `wrenn template build`: its wall time and its last event.
-struct Built {
+pub(crate) struct Built {
     wall: Duration,
     template: Value,
     cached: usize,
     run: usize,
 }
 
-fn build(p: &Platform, name: &str, recipe: &Path, extra: &[&str]) -> anyhow::Result<Built> {
+pub(crate) fn build(
+    p: &Platform,
+    name: &str,
+    recipe: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Built> {
     let wrenn = crate::paths::wrenn_bin()?;
     let started = Instant::now();
     // runs: -; the wrenn binary built here
@@ -123,7 +128,7 @@ fn recipe_dir(quick: bool, extra: &str) -> anyhow::Result<(tempfile::TempDir, Pa
 /// registries answer from a private or test address (a mirror; this
 /// machine's answer is in 203.0.113.0/24) the sandboxes' default egress
 /// policy refuses them, as a user there would find.
-fn registry_access() -> String {
+pub(crate) fn registry_access() -> String {
     use std::net::ToSocketAddrs as _;
     let mut nets: Vec<String> = ["pypi.org", "files.pythonhosted.org"]
         .iter()
@@ -138,7 +143,7 @@ fn registry_access() -> String {
 }
 
 /// `bench-ca`: base with the host's CA bundle.
-fn ca_template(p: &Platform) -> anyhow::Result<()> {
+pub(crate) fn ca_template(p: &Platform) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::copy(
         "/etc/ssl/certs/ca-certificates.crt",
