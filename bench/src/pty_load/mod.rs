@@ -17,6 +17,13 @@
 //! ≤ 1.25× its N = 0 value, while the shared baseline shows the
 //! degradation. N = 0 is measured first and last; the baseline is their
 //! lower p99.
+//!
+//! The **e2b** rows (issue 22) type into a PTY the way E2B's SDKs do
+//! ([`envd`]: Connect JSON over HTTP/1.1 through the proxy to the guest's
+//! envd port, a `SendInput` per key) with N = 0 and 1000 proxied clients;
+//! their baseline is their own N = 0 (first and last), same target.
+
+mod envd;
 
 pub(crate) mod load;
 mod pty;
@@ -43,6 +50,30 @@ const TARGET_RATIO: f64 = 1.25;
 enum Transport {
     Proxied,
     Shared,
+    /// The PTY through E2B's SDK path; the load proxied.
+    E2b,
+}
+
+/// A PTY session on either path.
+enum Echo {
+    Control(PtyEcho),
+    Envd(envd::EnvdPty),
+}
+
+impl Echo {
+    async fn echo(&mut self, key: u8, limit: Duration) -> anyhow::Result<Option<Duration>> {
+        match self {
+            Echo::Control(p) => p.echo(key, limit).await,
+            Echo::Envd(p) => p.echo(key, limit).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Echo::Control(p) => p.close().await,
+            Echo::Envd(p) => p.close().await,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -91,19 +122,37 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
         (Transport::Proxied, 1000),
         (Transport::Shared, 1000),
         (Transport::Proxied, 0),
+        (Transport::E2b, 0),
+        (Transport::E2b, 1000),
+        (Transport::E2b, 0),
     ];
+    // The sandbox's envd access token, which E2B's SDKs present.
+    let token = setup
+        .get(wrenn_proto::wrenn::v1::SandboxRef {
+            sandbox_id: bed.id.clone(),
+        })
+        .await?
+        .into_inner()
+        .spec
+        .map(|s| s.envd_access_token)
+        .unwrap_or_default();
     let mut phases = Vec::new();
     for round in 0..opts.rounds {
         for &(transport, n) in &plan {
             // Every phase has its own PTY on its own connection to the
             // control plane: a shared phase can leave its connection unusable.
             let pty_client = bed.platform.client().await?;
-            let mut pty = PtyEcho::start(&mut pty_client.clone(), &bed.id).await?;
+            let mut pty = match transport {
+                Transport::E2b => {
+                    Echo::Envd(envd::EnvdPty::start(bed.platform.proxy, &bed.id, &token).await?)
+                }
+                _ => Echo::Control(PtyEcho::start(&mut pty_client.clone(), &bed.id).await?),
+            };
             for i in 0..10 {
                 pty.echo(b'a' + i, ECHO_LIMIT).await?;
             }
             let bg = match transport {
-                Transport::Proxied => load::proxied(bed, n).await?,
+                Transport::Proxied | Transport::E2b => load::proxied(bed, n).await?,
                 Transport::Shared => load::shared(&pty_client, &bed.id, n).await?,
             };
             let p = phase(&mut pty, &bg, length).await;
@@ -114,7 +163,9 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
                 // On the shared connection, starved and reset streams are
                 // the failure being measured: counted, not fatal.
                 (Transport::Shared, Ok(n)) => n,
-                (Transport::Proxied, Ok(n)) => anyhow::bail!("{n} proxied clients failed"),
+                (Transport::Proxied | Transport::E2b, Ok(n)) => {
+                    anyhow::bail!("{n} proxied clients failed")
+                }
                 (_, Err(e)) => return Err(e.context("the background load failed")),
             };
             let (l, late, bytes_s, req_s) = p?;
@@ -158,7 +209,7 @@ async fn measure(bed: &Bed, opts: &Opts) -> anyhow::Result<Report> {
 /// latencies (an echo later than [`ECHO_LIMIT`] counts as the limit), how
 /// many were that late, and the background's bytes/s and requests/s.
 async fn phase(
-    pty: &mut PtyEcho,
+    pty: &mut Echo,
     bg: &Background,
     length: Duration,
 ) -> anyhow::Result<(Latencies, usize, f64, f64)> {
@@ -197,15 +248,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn build(phases: Vec<Phase>, quick: bool) -> Report {
     let mut report = Report::new("pty-under-load", quick);
-    // The idle baseline: the lower p99 of the first and last N = 0 phases.
-    let idle = |f: fn(&Phase) -> f64| {
+    // The idle baseline: the lower p99 of the first and last N = 0 phases
+    // (the SDK path's own for its rows).
+    let idle_of = |e2b: bool, f: fn(&Phase) -> f64| {
         phases
             .iter()
-            .filter(|p| p.clients == 0)
+            .filter(|p| p.clients == 0 && (p.transport == Transport::E2b) == e2b)
             .map(f)
             .fold(f64::INFINITY, f64::min)
     };
+    let idle = |f: fn(&Phase) -> f64| idle_of(false, f);
     let idle_p99 = idle(|p| p.p99_us);
+    let e2b_idle_p99 = idle_of(true, |p| p.p99_us);
     let mut t = Table::new(
         format!(
             "PTY echo (a key every {} ms) while N clients load the same sandbox: half poll 1 KiB every {} ms, half stream {} KiB every {} ms",
@@ -240,7 +294,13 @@ fn build(phases: Vec<Phase>, quick: bool) -> Report {
         median(
             phases
                 .iter()
-                .filter(|p| p.clients == n && (n == 0 || p.transport == transport))
+                .filter(|p| {
+                    p.clients == n
+                        && (p.transport == transport
+                            || (n == 0
+                                && transport != Transport::E2b
+                                && p.transport != Transport::E2b))
+                })
                 .map(|p| p.p99_us)
                 .collect(),
         )
@@ -269,26 +329,30 @@ fn build(phases: Vec<Phase>, quick: bool) -> Report {
             .filter(|q| (q.transport, q.clients) == key)
             .collect();
         let m = |f: fn(&Phase) -> f64| median(of.iter().map(|q| f(q)).collect());
+        let e2b = p.transport == Transport::E2b;
+        let base = if e2b { e2b_idle_p99 } else { idle_p99 };
         let p99 = if p.clients == 0 {
-            idle_p99
+            base
         } else {
             m(|q| q.p99_us)
         };
         t.row(vec![
-            if p.clients == 0 {
+            if e2b {
+                "e2b SDK path, proxied".into()
+            } else if p.clients == 0 {
                 "–".into()
             } else {
                 format!("{:?}", p.transport).to_lowercase()
             },
             p.clients.to_string(),
             us(if p.clients == 0 {
-                idle(|q| q.p50_us)
+                idle_of(e2b, |q| q.p50_us)
             } else {
                 m(|q| q.p50_us)
             }),
             us(p99),
             us(m(|q| q.max_us)),
-            format!("{:.2}×", p99 / idle_p99),
+            format!("{:.2}×", p99 / base),
             of.iter().map(|q| q.late_echoes).sum::<usize>().to_string(),
             format!("{:.1} MB/s", m(|q| q.background_bytes_per_s) / 1e6),
             format!("{:.0}", m(|q| q.background_requests_per_s)),
@@ -315,6 +379,11 @@ fn build(phases: Vec<Phase>, quick: bool) -> Report {
         } else {
             "does NOT show a degradation on this run"
         }
+    ));
+    let e2b = p99_at(Transport::E2b, 1000) / e2b_idle_p99;
+    report.note(format!(
+        "target: the e2b SDK path's p99 at N = 1000 ≤ {TARGET_RATIO}× its own N = 0: {e2b:.2}× — {}",
+        if e2b <= TARGET_RATIO { "met" } else { "MISSED" }
     ));
     report.note(
         "N = 0 is measured first and last in each round; its baseline is the lower p99 of the two",
