@@ -14,13 +14,16 @@
 //!   status (the JS SDK reads the body's `code`).
 //! - `envdVersion` is [`ENVD_VERSION`]: high enough for the SDKs' current
 //!   code paths, below the versions whose features wrenn lacks.
+//! - `envdAccessToken` (create, connect, resume, detail) is the sandbox's
+//!   `spec.envd_access_token`, chosen by its host agent: the SDK presents it
+//!   as `X-Access-Token` to envd's interface in the sandbox (port 49983,
+//!   through the proxy). The store keeps no token: create takes it from the
+//!   agent's answer, resume and set-timeout from theirs, detail and connect
+//!   to a running sandbox ask the host (`Sandboxes.Get`).
 //!
 //! # Limitations
-//! - Not yet served: envd's interface inside the sandbox (Connect RPC and
-//!   `/files`), so the SDK can create, list, inspect, time out, pause,
-//!   resume and kill sandboxes, but not run commands in them yet.
-//! - `domain` is null (the SDK falls back to `E2B_DOMAIN`); no
-//!   `envdAccessToken` is handed out.
+//! - `domain` is null: the control plane does not know the proxy's public
+//!   domain, so the SDK falls back to `E2B_DOMAIN` (or `E2B_SANDBOX_URL`).
 //! - Network rules other than `allowOut`/`denyOut`, volumes, MCP, fork and
 //!   snapshots answer 501.
 
@@ -141,7 +144,19 @@ impl From<tonic::Status> for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 impl Api {
+    /// The live sandbox `id` as the store has it (no envd access token).
     async fn get(&self, id: &str) -> Result<Sandbox, ApiError> {
+        let sb = self
+            .sandboxes
+            .get_stored(SandboxRef {
+                sandbox_id: id.to_owned(),
+            })
+            .await?;
+        live(id, sb)
+    }
+
+    /// The live sandbox `id` with the envd access token its host reports.
+    async fn get_with_token(&self, id: &str) -> Result<Sandbox, ApiError> {
         let sb = self
             .sandboxes
             .get(Request::new(SandboxRef {
@@ -149,17 +164,22 @@ impl Api {
             }))
             .await?
             .into_inner();
-        if sb.state == SandboxState::Stopped as i32 {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "sandbox {id} was not found: it stopped ({})",
-                    sb.stop_reason
-                ),
-            ));
-        }
-        Ok(sb)
+        live(id, sb)
     }
+}
+
+/// `sb`, unless it stopped: E2B knows no stopped sandboxes (404).
+fn live(id: &str, sb: Sandbox) -> Result<Sandbox, ApiError> {
+    if sb.state == SandboxState::Stopped as i32 {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "sandbox {id} was not found: it stopped ({})",
+                sb.stop_reason
+            ),
+        ));
+    }
+    Ok(sb)
 }
 
 /// A body that must be JSON of type `T` (an empty body is `T::default()`).
@@ -187,17 +207,36 @@ fn state_name(s: i32) -> &'static str {
 /// `Sandbox` (create, connect, resume).
 fn sandbox_json(sb: &Sandbox) -> Value {
     let spec = sb.spec.clone().unwrap_or_default();
-    json!({
+    let mut out = json!({
         "templateID": spec.template,
         "sandboxID": sb.id,
         "clientID": sb.host_id,
         "envdVersion": ENVD_VERSION,
         "domain": null,
         "alias": spec.template,
-    })
+    });
+    with_token(&mut out, &spec.envd_access_token);
+    out
 }
 
-/// `ListedSandbox` / `SandboxDetail`.
+/// `envdAccessToken`, when the sandbox's host reported one (absent, not
+/// null, otherwise: the SDK then sends no `X-Access-Token`).
+fn with_token(out: &mut Value, token: &str) {
+    if !token.is_empty() {
+        out["envdAccessToken"] = Value::from(token);
+    }
+}
+
+/// `SandboxDetail` (GET /sandboxes/{id}): `ListedSandbox` and the token.
+fn detail_json(sb: &Sandbox) -> Value {
+    let mut out = listed_json(sb);
+    if let Some(spec) = &sb.spec {
+        with_token(&mut out, &spec.envd_access_token);
+    }
+    out
+}
+
+/// `ListedSandbox` (and the base of `SandboxDetail`).
 fn listed_json(sb: &Sandbox) -> Value {
     let spec = sb.spec.clone().unwrap_or_default();
     json!({
@@ -410,8 +449,8 @@ async fn list_v2(State(api): State<Api>, Query(q): Query<ListQuery>) -> ApiResul
 }
 
 async fn info(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
-    let sb = api.get(&id).await?;
-    Ok(Json(listed_json(&sb)).into_response())
+    let sb = api.get_with_token(&id).await?;
+    Ok(Json(detail_json(&sb)).into_response())
 }
 
 async fn kill(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
@@ -478,6 +517,7 @@ async fn pause(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
 
 /// Resume (v1) and connect (v1, v2): 201 when it was paused and resumed,
 /// 200 (connect) when it already ran; the timeout, if given, restarts.
+/// The answer carries the sandbox's `envdAccessToken`, from its host.
 async fn resume_or_connect(api: &Api, id: String, raw: &[u8], connect: bool) -> ApiResult {
     let t: Timeout = body(raw)?;
     let sb = api.get(&id).await?;
@@ -488,6 +528,8 @@ async fn resume_or_connect(api: &Api, id: String, raw: &[u8], connect: bool) -> 
             format!("sandbox {id} is not paused"),
         ));
     }
+    // The host's answers (resume, set timeout) carry the envd access token;
+    // a running sandbox whose timeout stays asks its host for it.
     let mut sb = if paused {
         api.sandboxes
             .resume(Request::new(SandboxRef {
@@ -495,6 +537,8 @@ async fn resume_or_connect(api: &Api, id: String, raw: &[u8], connect: bool) -> 
             }))
             .await?
             .into_inner()
+    } else if t.timeout.is_none() {
+        api.get_with_token(&id).await?
     } else {
         sb
     };
@@ -560,6 +604,32 @@ mod tests {
         assert_eq!(m.get("k").map(String::as_str), Some("v"));
         assert!(metadata_filter(Some("k=%zz")).is_err());
         assert!(metadata_filter(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_envd_access_token_is_in_sandbox_and_detail_not_in_list_entries() {
+        let mut sb = Sandbox {
+            id: "sb1".into(),
+            spec: Some(SandboxSpec {
+                template: "base".into(),
+                envd_access_token: "t0k3n-0123456789abcdef".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            sandbox_json(&sb)["envdAccessToken"],
+            "t0k3n-0123456789abcdef"
+        );
+        assert_eq!(
+            detail_json(&sb)["envdAccessToken"],
+            "t0k3n-0123456789abcdef"
+        );
+        assert!(listed_json(&sb).get("envdAccessToken").is_none());
+        assert!(sandbox_json(&sb)["domain"].is_null());
+        sb.spec.as_mut().unwrap().envd_access_token.clear();
+        assert!(sandbox_json(&sb).get("envdAccessToken").is_none());
+        assert!(detail_json(&sb).get("envdAccessToken").is_none());
     }
 
     #[test]

@@ -93,8 +93,13 @@ pub struct ProxyConfig {
     pub watch_backoff_max_ms: u64,
     /// One `wrenn_proxy::access` line per request.
     pub access_log: bool,
-    /// Sandbox ports the proxy refuses (403); by default the guest agent's
-    /// own port, which only the host agent may reach.
+    /// Sandbox ports the proxy refuses outright (403 `port_denied`); none
+    /// by default. The guest agent's port (49983) needs no entry: it is
+    /// always refused except to requests that look like envd clients' (E2B's
+    /// SDKs): a non-empty `X-Access-Token`, `GET /health`, or `/files` with
+    /// a `signature` query parameter, whose token or signature the guest
+    /// then checks itself. Listing 49983 here refuses those too: E2B's SDKs
+    /// then cannot reach the sandbox (wrenn's CLI and API still can).
     pub denied_ports: Vec<u16>,
     /// How upstream connections are opened; see [`UpstreamConnect`].
     pub upstream_connect: UpstreamConnect,
@@ -155,7 +160,7 @@ impl Default for ProxyConfig {
             watch_backoff_ms: DEFAULT_WATCH_BACKOFF_MS,
             watch_backoff_max_ms: DEFAULT_WATCH_BACKOFF_MAX_MS,
             access_log: true,
-            denied_ports: vec![wrenn_types::GUEST_PORT],
+            denied_ports: Vec::new(),
             fast_path: true,
             upstream_connect: UpstreamConnect::Auto,
             allowed_hosts: Vec::new(),

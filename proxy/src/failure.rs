@@ -26,8 +26,13 @@ pub enum Failure {
     NoRoute { domain: String },
     /// No sandbox with this id on this host.
     NotFound { id: String },
-    /// The port is on the proxy's deny list (the guest agent's port).
-    PortDenied { id: String, port: u16 },
+    /// The port is on the proxy's deny list, or is the guest agent's port
+    /// and the request is not an envd client's (see `why`).
+    PortDenied {
+        id: String,
+        port: u16,
+        why: PortDenial,
+    },
     /// The sandbox exists but is paused or starting.
     NotRunning { id: String, state: RouteState },
     /// Connection refused on every attempt.
@@ -46,6 +51,17 @@ pub enum Failure {
     HostNotAllowed { host: String },
     /// The request head is over a limit.
     HeadersTooLarge { limit: HeadLimit },
+}
+
+/// Why a port was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortDenial {
+    /// It is in `denied_ports`.
+    Listed,
+    /// It is the guest agent's port (49983), which passes only requests of
+    /// envd's clients: this one carries no `X-Access-Token` (and is not one
+    /// of the few envd calls made without it).
+    NoAccessToken,
 }
 
 /// Which request-head limit a request broke.
@@ -141,9 +157,20 @@ impl Failure {
                 "this URL names no sandbox: use http://<port>-<sandbox-id>.{domain}/ or /proxy/<sandbox-id>/<port>/"
             ),
             Failure::NotFound { id } => format!("sandbox {id} does not exist on this host"),
-            Failure::PortDenied { id, port } => {
+            Failure::PortDenied {
+                id,
+                port,
+                why: PortDenial::Listed,
+            } => {
                 format!("port {port} of sandbox {id} is not served through the proxy")
             }
+            Failure::PortDenied {
+                id,
+                port,
+                why: PortDenial::NoAccessToken,
+            } => format!(
+                "port {port} of sandbox {id} is the sandbox agent's: it needs the sandbox's access token (X-Access-Token)"
+            ),
             Failure::NotRunning { id, state } => format!("sandbox {id} is {}", state.as_str()),
             Failure::PortClosed { id, port } => {
                 format!("sandbox {id} is running but nothing listens on port {port}")
@@ -185,9 +212,14 @@ impl Failure {
             Failure::NotFound { .. } => {
                 "Check the id with `wrenn sandbox list`; a sandbox is destroyed when its timeout expires.".to_owned()
             }
-            Failure::PortDenied { .. } => {
-                "It belongs to the sandbox's own agent; use the wrenn CLI or API for it.".to_owned()
-            }
+            Failure::PortDenied {
+                why: PortDenial::Listed,
+                ..
+            } => "It belongs to the sandbox's own agent; use the wrenn CLI or API for it.".to_owned(),
+            Failure::PortDenied {
+                why: PortDenial::NoAccessToken,
+                ..
+            } => "E2B's SDKs send the envdAccessToken of the create or connect answer; otherwise use the wrenn CLI or API.".to_owned(),
             Failure::NotRunning { id, state: RouteState::Paused } => {
                 format!("Resume it with `wrenn sandbox resume {id}`, then reload.")
             }

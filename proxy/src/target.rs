@@ -182,6 +182,12 @@ pub(crate) fn authority(target: &[u8]) -> Option<&[u8]> {
     split_target(target).0
 }
 
+/// The origin-form part of a request target: an absolute-form target
+/// without its scheme and authority, an origin-form target as it is.
+pub(crate) fn origin(target: &[u8]) -> &[u8] {
+    split_target(target).1
+}
+
 /// Splits an absolute-form target into (authority, path); origin-form has no authority.
 fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
     let rest = if starts_with_ignore_case(target, b"http://") {

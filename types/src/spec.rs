@@ -115,6 +115,33 @@ pub fn check_template(name: &str) -> Check {
     ))
 }
 
+/// Shortest and longest `spec.envd_access_token`.
+pub const MIN_ENVD_TOKEN_LEN: usize = 16;
+pub const MAX_ENVD_TOKEN_LEN: usize = 256;
+
+/// A given `spec.envd_access_token` (empty means "choose one" and is not
+/// checked here): [`MIN_ENVD_TOKEN_LEN`]–[`MAX_ENVD_TOKEN_LEN`] letters,
+/// digits, `_`, `-` or `.`, which any header, environment variable or
+/// kernel command line carries as they are.
+pub fn check_envd_access_token(token: &str) -> Check {
+    let bad = |reason: String| Err(InvalidField::new("spec.envd_access_token", reason));
+    if !(MIN_ENVD_TOKEN_LEN..=MAX_ENVD_TOKEN_LEN).contains(&token.len()) {
+        return bad(format!(
+            "{} characters; a token has {MIN_ENVD_TOKEN_LEN}-{MAX_ENVD_TOKEN_LEN}",
+            token.len()
+        ));
+    }
+    match token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        Some(c) => bad(format!(
+            "{c:?} is not allowed (only letters, digits, '_', '-' and '.')"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Environment variables: names without `=` or NUL, values without NUL,
 /// within the entry and size limits.
 pub fn check_env<'a, I>(env: I) -> Check
@@ -237,6 +264,24 @@ mod tests {
         );
         let e = check_resources(1, 512, 0).unwrap_err();
         assert_eq!(e.field, "spec.disk_mb");
+    }
+
+    #[test]
+    fn envd_access_tokens_are_header_and_cmdline_safe() {
+        check_envd_access_token(&"Ab0_-.".repeat(3)).unwrap();
+        check_envd_access_token(&"f".repeat(256)).unwrap();
+        let e = check_envd_access_token("short").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.envd_access_token: 5 characters; a token has 16-256"
+        );
+        assert!(check_envd_access_token(&"f".repeat(257)).is_err());
+        let e = check_envd_access_token("0123456789abcdef ").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.envd_access_token: ' ' is not allowed (only letters, digits, '_', '-' and '.')"
+        );
+        assert!(check_envd_access_token("0123456789abcdef\u{e9}").is_err());
     }
 
     #[test]

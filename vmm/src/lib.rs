@@ -45,7 +45,7 @@ pub mod validate;
 
 pub use factory::build;
 pub use runtime::{
-    Backend, Error, Recovered, Result, Runtime, RuntimeConfig, SandboxHandle, SandboxMetrics,
-    SandboxSpec, SpawnError,
+    Backend, ENVD_ACCESS_TOKEN_ENV, Error, Recovered, Result, Runtime, RuntimeConfig,
+    SandboxHandle, SandboxMetrics, SandboxSpec, SpawnError,
 };
 pub use wrenn_types::SandboxId;

@@ -35,7 +35,17 @@ pub struct SandboxSpec {
     pub allow_out: Vec<wrenn_types::Cidr>,
     /// Networks the sandbox may never reach; checked before `allow_out`.
     pub deny_out: Vec<wrenn_types::Cidr>,
+    /// The token envd-compatible clients present as `X-Access-Token` to the
+    /// guest's HTTP interface; the guest gets it as
+    /// [`ENVD_ACCESS_TOKEN_ENV`]. Empty: none yet (a warm-pool sandbox,
+    /// which learns its token at assign); the guest then refuses those calls.
+    pub envd_access_token: String,
 }
+
+/// The guest agent's environment variable that carries
+/// [`SandboxSpec::envd_access_token`] (the guest drops every `WRENN_GUEST_*`
+/// from the environment of the processes it starts).
+pub const ENVD_ACCESS_TOKEN_ENV: &str = "WRENN_GUEST_ENVD_ACCESS_TOKEN";
 
 impl SandboxSpec {
     pub const DEFAULT_TEMPLATE: &'static str = spec::DEFAULT_TEMPLATE;
@@ -50,7 +60,7 @@ impl SandboxSpec {
 
     /// The first field `other` differs in from `self` among those a running
     /// sandbox cannot change (see [`Runtime::assign`]): template, size and
-    /// network. Id, environment and metadata may differ.
+    /// network. Id, environment, metadata and envd access token may differ.
     pub fn fixed_difference(&self, other: &SandboxSpec) -> Option<&'static str> {
         [
             ("template", self.template == other.template),
@@ -79,7 +89,24 @@ impl SandboxSpec {
             internet: true,
             allow_out: Vec::new(),
             deny_out: Vec::new(),
+            envd_access_token: String::new(),
         }
+    }
+
+    /// The guest agent's environment: [`SandboxSpec::env`] with the envd
+    /// access token set (or, when there is none, a variable of that name
+    /// given in `env` removed: nobody else chooses the guest's token).
+    pub fn guest_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        if self.envd_access_token.is_empty() {
+            env.remove(ENVD_ACCESS_TOKEN_ENV);
+        } else {
+            env.insert(
+                ENVD_ACCESS_TOKEN_ENV.to_owned(),
+                self.envd_access_token.clone(),
+            );
+        }
+        env
     }
 }
 
@@ -311,6 +338,7 @@ mod tests {
         let mut want = SandboxSpec::new("mine".parse().unwrap());
         want.env.insert("A".into(), "1".into());
         want.metadata.insert("team".into(), "x".into());
+        want.envd_access_token = "a".repeat(64);
         assert_eq!(have.fixed_difference(&want), None);
         want.memory_mb += 1;
         assert_eq!(have.fixed_difference(&want), Some("memory"));
@@ -320,5 +348,20 @@ mod tests {
         let mut want = SandboxSpec::new("mine".parse().unwrap());
         want.template = "other".into();
         assert_eq!(have.fixed_difference(&want), Some("template"));
+    }
+
+    #[test]
+    fn the_guest_gets_the_envd_token_and_only_that_one() {
+        let mut spec = SandboxSpec::new("sb".parse().unwrap());
+        spec.env.insert("A".into(), "1".into());
+        spec.env
+            .insert(ENVD_ACCESS_TOKEN_ENV.into(), "user-chosen-token".into());
+        let env = spec.guest_env();
+        assert_eq!(env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(env.get(ENVD_ACCESS_TOKEN_ENV), None, "no token yet");
+        spec.envd_access_token = "t".repeat(32);
+        let env = spec.guest_env();
+        assert_eq!(env.get(ENVD_ACCESS_TOKEN_ENV), Some(&"t".repeat(32)));
+        assert_eq!(env.len(), 2);
     }
 }

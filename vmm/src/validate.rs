@@ -88,7 +88,8 @@ pub fn has_interpreter(path: &std::path::Path) -> bool {
 }
 
 /// The spec's checks from [`wrenn_types::spec`] (ranges, template name,
-/// environment, metadata, total size) and the egress lists.
+/// environment, metadata, total size, envd access token when there is
+/// one) and the egress lists.
 pub fn spec(s: &SandboxSpec) -> Result<()> {
     use wrenn_types::spec as check;
     let invalid = |e: check::InvalidField| Error::InvalidSpec(e.to_string());
@@ -101,6 +102,9 @@ pub fn spec(s: &SandboxSpec) -> Result<()> {
     wrenn_types::check_spec_bytes(s.env.iter().chain(&s.metadata)).map_err(Error::InvalidSpec)?;
     egress("allow_out", &s.allow_out)?;
     egress("deny_out", &s.deny_out)?;
+    if !s.envd_access_token.is_empty() {
+        check::check_envd_access_token(&s.envd_access_token).map_err(invalid)?;
+    }
     Ok(())
 }
 
@@ -180,7 +184,10 @@ mod tests {
     #[test]
     fn spec_ranges_are_checked_with_clear_messages() {
         let id = "a1".parse().unwrap();
-        spec(&SandboxSpec::new(id)).unwrap();
+        let mut ok = SandboxSpec::new(id);
+        spec(&ok).unwrap();
+        ok.envd_access_token = "Ab0_-.".repeat(3);
+        spec(&ok).unwrap();
         type Edit = Box<dyn Fn(&mut SandboxSpec)>;
         let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|s| s.vcpus = 0), "vcpus: 0 is below the minimum 1"),
@@ -196,6 +203,14 @@ mod tests {
                     s.env.insert("A=B".into(), "x".into());
                 }),
                 "env",
+            ),
+            (
+                Box::new(|s| s.envd_access_token = "short".into()),
+                "spec.envd_access_token: 5 characters; a token has 16-256",
+            ),
+            (
+                Box::new(|s| s.envd_access_token = format!("{} x", "a".repeat(20))),
+                "spec.envd_access_token: ' ' is not allowed",
             ),
         ];
         for (f, want) in cases {

@@ -1,6 +1,6 @@
 //! The built-in `base` template: Debian bookworm from debootstrap, built once
 //! (about a minute, with progress) and cached; a sandbox from it runs Python
-//! and lets `wrenn-user` use sudo. Slots 1500–1509.
+//! and lets `wrenn-user` and `user` (E2B's default) use sudo. Slots 1500–1509.
 
 mod common;
 
@@ -82,6 +82,36 @@ async fn base_template_is_built_once_and_runs_python_and_sudo() {
     assert_eq!(who.stdout.trim(), "wrenn-user", "{who:?}");
     let sudo = guest::run(&h, "sudo", &["-n", "id", "-u"], Some("wrenn-user")).await;
     assert_eq!(sudo.stdout.trim(), "0", "passwordless sudo: {sudo:?}");
+    // E2B's default user: `user`, uid 1001 in a group of its own, bash,
+    // its own home, passwordless sudo; `python` is python3.
+    let who = guest::run(
+        &h,
+        "/bin/sh",
+        &[
+            "-c",
+            "id -un; id -u; id -gn; echo $HOME; stat -c %U /home/user; getent passwd user | cut -d: -f7",
+        ],
+        Some("user"),
+    )
+    .await;
+    assert_eq!(
+        who.stdout, "user\n1001\nuser\n/home/user\nuser\n/bin/bash\n",
+        "{who:?}"
+    );
+    let sudo = guest::run(&h, "sudo", &["-n", "id", "-u"], Some("user")).await;
+    assert_eq!(
+        sudo.stdout.trim(),
+        "0",
+        "passwordless sudo for user: {sudo:?}"
+    );
+    let py = guest::run(
+        &h,
+        "python",
+        &["-c", "import sys; print(sys.version_info[0])"],
+        Some("user"),
+    )
+    .await;
+    assert_eq!(py.stdout.trim(), "3", "python is python3: {py:?}");
     for tool in [
         "pip3 --version",
         "curl --version",

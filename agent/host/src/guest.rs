@@ -80,17 +80,18 @@ impl Guest {
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
-    /// Tells the guest of a pooled sandbox the id and environment it was
-    /// handed out with (`wrenn.v1.Guest/Assign`).
-    pub async fn assign(
-        &self,
-        id: &wrenn_types::SandboxId,
-        env: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), String> {
+    /// Tells the guest of a pooled sandbox the id, environment and envd
+    /// access token it was handed out with (`wrenn.v1.Guest/Assign`).
+    pub async fn assign(&self, spec: &wrenn_vmm::SandboxSpec) -> Result<(), String> {
         let mut client = GuestClient::new(self.channel.clone());
         let call = client.assign(AssignRequest {
-            sandbox_id: id.to_string(),
-            env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            sandbox_id: spec.id.to_string(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            envd_access_token: spec.envd_access_token.clone(),
         });
         match tokio::time::timeout(PROBE_TIMEOUT, call).await {
             Ok(Ok(_)) => Ok(()),

@@ -79,6 +79,7 @@ pub fn validate(
     out.allow_out = spec::check_egress("spec.allow_out", &spec.allow_out)?;
     out.deny_out = spec::check_egress("spec.deny_out", &spec.deny_out)?;
     let timeout_secs = timeout("spec.timeout_secs", spec.timeout_secs, limits)?;
+    out.envd_access_token = envd_access_token(&spec.envd_access_token)?;
 
     let proto = pb::SandboxSpec {
         template: out.template.clone(),
@@ -91,12 +92,24 @@ pub fn validate(
         timeout_secs,
         allow_out: out.allow_out.iter().map(ToString::to_string).collect(),
         deny_out: out.deny_out.iter().map(ToString::to_string).collect(),
+        envd_access_token: out.envd_access_token.clone(),
     };
     Ok(ValidSpec {
         runtime: out,
         proto,
         timeout_secs,
     })
+}
+
+/// The envd access token a request names (16–256 characters of
+/// `[A-Za-z0-9_.-]`), or a fresh one (32 random bytes, lowercase hex) when
+/// it leaves it empty.
+pub fn envd_access_token(raw: &str) -> Result<String, SandboxError> {
+    if raw.is_empty() {
+        return Ok(wrenn_vmm::sandbox::record::new_token());
+    }
+    spec::check_envd_access_token(raw)?;
+    Ok(raw.to_owned())
 }
 
 /// A timeout in seconds: 0 means the default; at most the configured maximum.
@@ -129,6 +142,7 @@ pub fn to_proto(spec: &SandboxSpec, timeout_secs: u32) -> pb::SandboxSpec {
         timeout_secs,
         allow_out: spec.allow_out.iter().map(ToString::to_string).collect(),
         deny_out: spec.deny_out.iter().map(ToString::to_string).collect(),
+        envd_access_token: spec.envd_access_token.clone(),
     }
 }
 
@@ -152,7 +166,26 @@ mod tests {
     #[test]
     fn empty_spec_gets_every_default() {
         let v = validate(id(), &pb::SandboxSpec::default(), LIMITS).unwrap();
-        assert_eq!(v.runtime, SandboxSpec::new(id()));
+        let token = v.runtime.envd_access_token.clone();
+        assert_eq!(
+            v.runtime,
+            SandboxSpec {
+                envd_access_token: token.clone(),
+                ..SandboxSpec::new(id())
+            }
+        );
+        assert_eq!(token.len(), 64, "32 random bytes, hex: {token}");
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_eq!(v.proto.envd_access_token, token, "reported in Sandbox.spec");
+        let again = validate(id(), &pb::SandboxSpec::default(), LIMITS).unwrap();
+        assert_ne!(
+            again.runtime.envd_access_token, token,
+            "a token per sandbox"
+        );
         assert_eq!(v.timeout_secs, 300);
         assert_eq!(v.proto.template, "base");
         assert_eq!(v.proto.memory_mb, 512);
@@ -173,8 +206,11 @@ mod tests {
             timeout_secs: 60,
             allow_out: Vec::new(),
             deny_out: Vec::new(),
+            envd_access_token: "caller_chosen-token.v1".into(),
         };
         let v = validate(id(), &spec, LIMITS).unwrap();
+        assert_eq!(v.runtime.envd_access_token, "caller_chosen-token.v1");
+        assert_eq!(to_proto(&v.runtime, 60), spec);
         assert_eq!(v.runtime.template, "py-3.12");
         assert_eq!(
             (v.runtime.vcpus, v.runtime.memory_mb, v.runtime.disk_mb),
@@ -229,6 +265,30 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(e, "spec.metadata[\"\"]: key must be 1-128 bytes");
+        let e = err(pb::SandboxSpec {
+            envd_access_token: "too-short".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            e,
+            "spec.envd_access_token: 9 characters; a token has 16-256"
+        );
+        let e = err(pb::SandboxSpec {
+            envd_access_token: "a".repeat(257),
+            ..Default::default()
+        });
+        assert!(
+            e.starts_with("spec.envd_access_token: 257 characters"),
+            "{e}"
+        );
+        let e = err(pb::SandboxSpec {
+            envd_access_token: "has a space in it, sadly".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            e,
+            "spec.envd_access_token: ' ' is not allowed (only letters, digits, '_', '-' and '.')"
+        );
     }
 
     #[test]

@@ -178,6 +178,20 @@ async fn create_validates_and_names_what_was_wrong() {
     let e = h
         .client
         .create_sandbox(bad(pb::SandboxSpec {
+            envd_access_token: "not a token!".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("spec.envd_access_token: "),
+        "{}",
+        e.message()
+    );
+    let e = h
+        .client
+        .create_sandbox(bad(pb::SandboxSpec {
             timeout_secs: u32::MAX,
             ..Default::default()
         }))
@@ -230,11 +244,41 @@ async fn create_validates_and_names_what_was_wrong() {
         512,
         "defaults filled in"
     );
+    let token = sb.spec.as_ref().unwrap().envd_access_token.clone();
+    assert_eq!(token.len(), 64, "an envd access token chosen: {token:?}");
+    let listed = h
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.sandboxes[0].spec.as_ref().unwrap().envd_access_token,
+        token,
+        "List reports it"
+    );
+    // A given token is kept.
+    let given = h
+        .client
+        .create_sandbox(pb::CreateSandboxRequest {
+            sandbox_id: "chosen2".into(),
+            spec: Some(pb::SandboxSpec {
+                envd_access_token: "my-own_token.0123456789".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        given.spec.unwrap().envd_access_token,
+        "my-own_token.0123456789"
+    );
     let e = h.client.create_sandbox(req).await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
     assert_eq!(
         h.runtime.count(),
-        1,
+        2,
         "nothing half-made by the refused creates"
     );
     h.shutdown().await;
@@ -557,6 +601,11 @@ async fn kept_sandboxes_are_adopted_by_the_next_agent() {
     assert_eq!(adopted.expires_at, sb.expires_at);
     assert_eq!(adopted.created_at, sb.created_at);
     assert_eq!(adopted.spec.as_ref().unwrap().timeout_secs, 3600);
+    assert_eq!(
+        adopted.spec.as_ref().unwrap().envd_access_token,
+        sb.spec.as_ref().unwrap().envd_access_token,
+        "the same envd access token"
+    );
     assert!(adopted.unhealthy.is_empty(), "{adopted:?}");
     // Its processes survived and the new channel reaches them.
     let ps = h2

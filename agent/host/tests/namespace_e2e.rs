@@ -110,11 +110,33 @@ async fn every_call_over_the_namespace_runtime_and_nothing_left() {
     );
     assert_eq!(event(&mut w).await.0, Kind::Running);
 
+    // The envd access token: chosen by the agent, reported, in the record,
+    // given to the guest (and not passed on to its processes).
+    let token = sb.spec.as_ref().unwrap().envd_access_token.clone();
+    assert_eq!(token.len(), 64, "{token:?}");
+    let listed = c
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.sandboxes[0].spec.as_ref().unwrap().envd_access_token,
+        token
+    );
+    let record = recorded(&env, &sb.id);
+    assert_eq!(record["envd_access_token"], token.as_str());
+    let guest_env = std::fs::read(format!("/proc/{}/environ", record["pid"])).unwrap();
+    let want = format!("{}={token}", wrenn_vmm::ENVD_ACCESS_TOKEN_ENV);
+    assert!(
+        guest_env.split(|b| *b == 0).any(|v| v == want.as_bytes()),
+        "the guest's environment has the token"
+    );
+
     // Exec: exit code, stdout, stderr, the spec's env, a user, the hostname.
     let r = output(
         &mut c,
         &sb.id,
-        "echo $GREETING; echo err >&2; hostname; exit 3",
+        "echo $GREETING$WRENN_GUEST_ENVD_ACCESS_TOKEN; echo err >&2; hostname; exit 3",
     )
     .await;
     assert_eq!(
@@ -488,6 +510,12 @@ async fn start_up_builds_the_missing_base_template_with_progress() {
     env.assert_clean().await;
 }
 
+/// The runtime's record of sandbox `id` (`sandboxes/<id>/sandbox.json`).
+fn recorded(env: &HostEnv, id: &str) -> serde_json::Value {
+    let path = env.dir.join("sandboxes").join(id).join("sandbox.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
 /// Waits until the agent's pool holds `n` ready sandboxes.
 async fn pool_ready(agent: &Agent, n: usize) {
     let m = agent.manager().clone();
@@ -540,6 +568,13 @@ async fn a_pooled_sandbox_is_handed_out_under_the_new_name_and_nothing_is_left()
     assert_eq!(pool.handed_out(), 1);
     assert_eq!(sb.state, pb::SandboxState::Running as i32);
     assert_eq!(sb.spec.as_ref().unwrap().metadata["team"], "a");
+    // A token of its own, given at the hand-out (the pool's had none).
+    let token = sb.spec.as_ref().unwrap().envd_access_token.clone();
+    assert_eq!(token.len(), 64, "{token:?}");
+    assert_eq!(
+        recorded(&env, "tapool1")["envd_access_token"],
+        token.as_str()
+    );
     let (k, created) = event(&mut w).await;
     assert_eq!(
         (k, created.unwrap().id.as_str()),
@@ -585,6 +620,13 @@ async fn a_pooled_sandbox_is_handed_out_under_the_new_name_and_nothing_is_left()
     names.sort();
     assert_eq!(names.len(), 3, "tapool1 and two pooled: {names:?}");
     assert!(names.contains(&"tapool1".to_owned()), "{names:?}");
+    for pooled in names.iter().filter(|n| n.starts_with("pool")) {
+        assert_eq!(
+            recorded(&env, pooled)["envd_access_token"],
+            "",
+            "no token before the hand-out"
+        );
+    }
 
     // Another shape is made the usual way, beside the pool.
     let other = c

@@ -128,6 +128,8 @@ pub async fn run(g: &GlobalArgs, cmd: SandboxCmd) -> Result<()> {
                 timeout_secs: a.timeout.unwrap_or(0),
                 allow_out: a.allow_out.iter().map(ToString::to_string).collect(),
                 deny_out: a.deny_out.iter().map(ToString::to_string).collect(),
+                // Chosen by the host agent.
+                envd_access_token: String::new(),
             };
             let sb = c
                 .create(CreateSandboxRequest {

@@ -44,7 +44,19 @@ pub(crate) fn validate_spec(spec: &SandboxSpec) -> Result<(), Status> {
     check::check_total(&spec.env, &spec.metadata).map_err(invalid)?;
     check::check_egress("spec.allow_out", &spec.allow_out).map_err(invalid)?;
     check::check_egress("spec.deny_out", &spec.deny_out).map_err(invalid)?;
+    if !spec.envd_access_token.is_empty() {
+        check::check_envd_access_token(&spec.envd_access_token).map_err(invalid)?;
+    }
     Ok(())
+}
+
+/// `out` (made from a record, which keeps no envd access token) with the
+/// token the sandbox's host reported in `agent`'s spec.
+pub(crate) fn with_envd_access_token(mut out: Sandbox, agent: &Sandbox) -> Sandbox {
+    if let (Some(spec), Some(reported)) = (out.spec.as_mut(), agent.spec.as_ref()) {
+        spec.envd_access_token = reported.envd_access_token.clone();
+    }
+    out
 }
 
 /// Checks metadata given at create or as a list filter.
@@ -255,6 +267,13 @@ mod tests {
                     ..ok.clone()
                 },
                 "spec.env[\"A=B\"]: not a variable name",
+            ),
+            (
+                SandboxSpec {
+                    envd_access_token: "tiny".into(),
+                    ..ok.clone()
+                },
+                "spec.envd_access_token: 4 characters",
             ),
         ];
         for (spec, want) in cases {

@@ -18,6 +18,7 @@ use wrenn_types::SandboxId;
 
 use super::convert::{
     apply_live, live_from_agent, parse_id, to_proto, validate_spec, with_defaults,
+    with_envd_access_token,
 };
 use super::{agent_error, host_of, load_live, load_record, place, store_error};
 use crate::hosts::Host;
@@ -135,7 +136,10 @@ async fn finish_create(
         match state.store.update_live(&id, &live, at).await {
             Ok(_) => {
                 tracing::info!(sandbox_id = %id, host_id = %host.id(), address = %live.address, "sandbox created");
-                return Ok(to_proto(&apply_live(record, live, at)));
+                return Ok(with_envd_access_token(
+                    to_proto(&apply_live(record, live, at)),
+                    sb,
+                ));
             }
             Err(e) => store_error(e),
         }
@@ -155,9 +159,68 @@ async fn finish_create(
     Err(problem)
 }
 
+/// The record, with the envd access token its host reports when it is
+/// live and its host answers within [`TOKEN_LOOKUP_TIMEOUT`] (the store
+/// keeps no token; see [`envd_access_token`]).
 pub(crate) async fn get(state: &ControlState, req: SandboxRef) -> Result<Sandbox, Status> {
     let id = parse_id("sandbox_id", &req.sandbox_id)?;
+    let rec = load_record(state, &id).await?;
+    let mut out = to_proto(&rec);
+    if !rec.state.is_stopped() {
+        match envd_access_token(state, &rec).await {
+            Ok(Some(token)) => {
+                if let Some(spec) = out.spec.as_mut() {
+                    spec.envd_access_token = token;
+                }
+            }
+            Ok(None) => {}
+            Err(status) => {
+                tracing::debug!(sandbox_id = %id, code = ?status.code(), message = status.message(), "no envd access token from the host");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The record as the store has it, nothing asked of its host (so no envd
+/// access token): for callers that only need its state.
+pub(crate) async fn get_stored(state: &ControlState, req: SandboxRef) -> Result<Sandbox, Status> {
+    let id = parse_id("sandbox_id", &req.sandbox_id)?;
     Ok(to_proto(&load_record(state, &id).await?))
+}
+
+/// Longest wait for a host's answer to [`envd_access_token`].
+const TOKEN_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The envd access token the host of `rec` reports for it (its
+/// `Sandbox.spec.envd_access_token`, read from the host's `ListSandboxes`:
+/// the agent has no call for one sandbox); `None` when the host does not
+/// have the sandbox or reports no token.
+async fn envd_access_token(
+    state: &ControlState,
+    rec: &SandboxRecord,
+) -> Result<Option<String>, Status> {
+    let host = host_of(state, rec)?;
+    let mut client = host.client();
+    let call = client.list_sandboxes(wrenn_proto::wrenn::v1::ListSandboxesRequest::default());
+    let wait = TOKEN_LOOKUP_TIMEOUT.min(state.lifecycle_timeout);
+    let list = match tokio::time::timeout(wait, call).await {
+        Err(_) => {
+            return Err(Status::deadline_exceeded(format!(
+                "host {} did not list its sandboxes within {}s",
+                host.id(),
+                wait.as_secs()
+            )));
+        }
+        Ok(Err(s)) => return Err(agent_error(&host, s)),
+        Ok(Ok(resp)) => resp.into_inner().sandboxes,
+    };
+    Ok(list
+        .into_iter()
+        .find(|sb| sb.id == rec.id.as_str())
+        .and_then(|sb| sb.spec)
+        .map(|spec| spec.envd_access_token)
+        .filter(|t| !t.is_empty()))
 }
 
 pub(crate) async fn destroy(
@@ -213,7 +276,8 @@ pub(crate) async fn destroy(
 }
 
 /// Pause, resume or set-timeout: a call on the sandbox's host that answers
-/// with the sandbox's new live state, which is then recorded.
+/// with the sandbox's new live state, which is then recorded (the answer
+/// carries the host's envd access token).
 pub(crate) async fn live_call<F, Fut>(
     state: Arc<ControlState>,
     sandbox_id: &str,
@@ -246,11 +310,12 @@ where
             }
             Ok(Err(s)) => Err(agent_error(&host, s)),
             Ok(Ok(resp)) => {
-                let live = live_from_agent(&resp.into_inner());
+                let sb = resp.into_inner();
+                let live = live_from_agent(&sb);
                 let at = now_ms();
                 state.store.update_live(&id, &live, at).await.map_err(store_error)?;
                 tracing::info!(sandbox_id = %id, host_id = %host.id(), op = what, state = %live.state, "sandbox updated");
-                Ok(to_proto(&apply_live(rec, live, at)))
+                Ok(with_envd_access_token(to_proto(&apply_live(rec, live, at)), &sb))
             }
         }
     })

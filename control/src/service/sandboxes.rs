@@ -38,6 +38,12 @@ impl SandboxesService {
         SandboxesService { state }
     }
 
+    /// `Get` without asking the sandbox's host for its envd access token:
+    /// the record as the store has it.
+    pub(crate) async fn get_stored(&self, req: SandboxRef) -> Result<Sandbox, Status> {
+        lifecycle::get_stored(&self.state, req).await
+    }
+
     /// The host of live sandbox `sandbox_id` (request field `field`).
     async fn route(&self, field: &str, sandbox_id: &str) -> Result<Arc<Host>, Status> {
         let id = parse_id(field, sandbox_id)?;

@@ -294,3 +294,118 @@ async fn the_sdk_lifecycle_over_rest() {
     );
     t.stop().await;
 }
+
+/// `envdAccessToken`: what the sandbox's host reports as its
+/// `spec.envd_access_token` (the store keeps none), on create, detail,
+/// connect and resume; never in list entries.
+#[tokio::test]
+async fn the_sdk_gets_each_sandbox_envd_access_token() {
+    use wrenn_proto::wrenn::v1::{CreateSandboxRequest, SandboxRef, SandboxSpec};
+
+    let agent = FakeAgent::start().await;
+    let t = TestControl::start(&agent.url()).await;
+    let api = Api {
+        base: t.control.url(),
+        key: Some(t.key.clone()),
+    };
+    let a = api
+        .call("POST", "/v2/sandboxes", Some(json!({"templateID": "base"})))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.json);
+    let id = a.json["sandboxID"].as_str().unwrap().to_owned();
+    // The fake reports the spec it was sent, which names no token (a real
+    // agent chooses one): absent, not null, so the SDK sends none.
+    assert!(a.json.get("envdAccessToken").is_none(), "{}", a.json);
+
+    // From here on its host reports one, as a real agent does.
+    let token = "0123456789abcdef0123456789abcdef";
+    agent
+        .sandboxes
+        .lock()
+        .get_mut(&id)
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .envd_access_token = token.into();
+    let d = api.call("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(d.status, 200, "{}", d.json);
+    assert_eq!(d.json["envdAccessToken"], token);
+    let l = api.call("GET", "/v2/sandboxes", None).await;
+    assert!(l.json[0].get("envdAccessToken").is_none(), "{}", l.json);
+
+    // Connect to a running sandbox, with and without a new timeout.
+    for body in [None, Some(json!({"timeout": 300}))] {
+        let c = api
+            .call("POST", &format!("/v2/sandboxes/{id}/connect"), body)
+            .await;
+        assert_eq!(c.status, 200, "{}", c.json);
+        assert_eq!(c.json["envdAccessToken"], token, "{}", c.json);
+    }
+    // Connect and resume (v1) of a paused one.
+    for path in ["/v2/sandboxes/{id}/connect", "/sandboxes/{id}/resume"] {
+        let pause = api
+            .call("POST", &format!("/sandboxes/{id}/pause"), None)
+            .await;
+        assert_eq!(pause.status, 204, "{}", pause.json);
+        let c = api
+            .call("POST", &path.replace("{id}", &id), Some(json!({})))
+            .await;
+        assert_eq!(c.status, 201, "{path}: {}", c.json);
+        assert_eq!(c.json["envdAccessToken"], token, "{path}: {}", c.json);
+    }
+
+    // wrenn's own API: Get asks the host too; Create passes on the token
+    // the agent reported.
+    let mut grpc = t.client().await;
+    let got = grpc
+        .sandboxes
+        .get(SandboxRef {
+            sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.spec.unwrap().envd_access_token, token);
+    let made = grpc
+        .sandboxes
+        .create(CreateSandboxRequest {
+            sandbox_id: String::new(),
+            spec: Some(SandboxSpec {
+                envd_access_token: "given-token_0123456789".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        made.spec.as_ref().unwrap().envd_access_token,
+        "given-token_0123456789"
+    );
+    let e = grpc
+        .sandboxes
+        .create(CreateSandboxRequest {
+            sandbox_id: String::new(),
+            spec: Some(SandboxSpec {
+                envd_access_token: "no spaces allowed here".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("spec.envd_access_token: "),
+        "{}",
+        e.message()
+    );
+
+    // Once the host no longer has it, detail still answers from the store,
+    // without a token.
+    agent.remove_quietly(&id);
+    let d = api.call("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(d.status, 200, "{}", d.json);
+    assert!(d.json.get("envdAccessToken").is_none(), "{}", d.json);
+    t.stop().await;
+}

@@ -68,6 +68,24 @@ impl Filesystem for ExtFs {
     ) -> Result<tonic::Response<RemoveResponse>, Status> {
         Err(Status::unimplemented("no"))
     }
+    async fn create_watcher(
+        &self,
+        _: tonic::Request<CreateWatcherRequest>,
+    ) -> Result<tonic::Response<CreateWatcherResponse>, Status> {
+        Err(Status::unimplemented("no"))
+    }
+    async fn get_watcher_events(
+        &self,
+        _: tonic::Request<GetWatcherEventsRequest>,
+    ) -> Result<tonic::Response<GetWatcherEventsResponse>, Status> {
+        Err(Status::unimplemented("no"))
+    }
+    async fn remove_watcher(
+        &self,
+        _: tonic::Request<RemoveWatcherRequest>,
+    ) -> Result<tonic::Response<RemoveWatcherResponse>, Status> {
+        Err(Status::unimplemented("no"))
+    }
     type WatchDirStream = Unused<WatchDirResponse>;
     async fn watch_dir(
         &self,

@@ -20,6 +20,7 @@ fn statuses_and_codes() {
             Failure::PortDenied {
                 id: id(),
                 port: 49983,
+                why: PortDenial::Listed,
             },
             403,
         ),
@@ -83,6 +84,23 @@ fn statuses_and_codes() {
         assert_eq!(f.status(), *status, "{f:?}");
         assert_eq!(f.code(), Failure::CODES[i]);
     }
+}
+
+#[test]
+fn a_denied_envd_port_says_the_token_is_missing() {
+    let f = Failure::PortDenied {
+        id: "abc".into(),
+        port: 49983,
+        why: PortDenial::NoAccessToken,
+    };
+    assert_eq!((f.status(), f.code()), (403, "port_denied"));
+    let v: serde_json::Value = serde_json::from_str(&f.json()).unwrap();
+    assert_eq!(
+        v["error"]["message"],
+        "port 49983 of sandbox abc is the sandbox agent's: it needs the sandbox's access token (X-Access-Token)"
+    );
+    assert_eq!(v["error"]["port"], 49983);
+    assert!(f.html().contains("X-Access-Token"));
 }
 
 #[test]

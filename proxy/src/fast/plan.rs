@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{FastPath, REQUEST_HEADERS, Scratch, push_header};
 use crate::failure;
-use crate::pipeline::{Request, RequestCtx, UpstreamEdits, upstream};
+use crate::pipeline::{Request, RequestCtx, UpstreamEdits, envd, upstream};
 use crate::target::RoutingHeaders;
 
 /// Client-side facts of the request being served.
@@ -73,6 +73,7 @@ impl FastPath {
                     .unwrap_or(target_bytes.len());
         let (mut host, mut routing) = (None, RoutingHeaders::default());
         let (mut accept, mut fetch_mode, mut client_close) = (None, None, false);
+        let mut access_token = false;
         for h in req.headers.iter() {
             let name = h.name;
             let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -101,10 +102,14 @@ impl FastPath {
                 accept = Some(h.value);
             } else if is("sec-fetch-mode") {
                 fetch_mode = Some(h.value);
+            } else if envd::is_access_token(name, h.value) {
+                access_token = true;
             }
         }
         let mut ctx = RequestCtx::new();
         let request = Request {
+            method: if head_only { "HEAD" } else { "GET" },
+            access_token,
             host,
             all_hosts: host,
             routing,

@@ -5,7 +5,8 @@
 //! is told.
 //!
 //! ```text
-//! route()            Host check, URL form, route table   → ctx, or an Answer (308/400/403/404/409/421)
+//! route()            Host check, URL form, denied ports and the envd
+//!                    port's rule (envd.rs), route table  → ctx, or an Answer (308/400/403/404/409/421)
 //! upstream_edits()   the upstream head: target, dropped and added headers
 //! attempt_peer()     the peer of each connect attempt (backoff, re-route)
 //! connect_failed() / connected() / release()   retry rule, pool and in-flight counters
@@ -23,6 +24,7 @@
 //! - The parity test (`tests/it/parity.rs`) sends the same requests through
 //!   both transports and asserts identical upstream heads and answers.
 
+pub(crate) mod envd;
 mod outcome;
 pub(crate) mod response;
 mod route;

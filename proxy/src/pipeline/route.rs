@@ -5,8 +5,8 @@
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 
-use super::{Answer, RequestCtx, WrennProxy};
-use crate::failure::Failure;
+use super::{Answer, RequestCtx, WrennProxy, envd};
+use crate::failure::{Failure, PortDenial};
 use crate::hosts::Listener;
 use crate::routes::RouteState;
 use crate::target::{self, Parsed, RoutingHeaders};
@@ -14,6 +14,10 @@ use crate::target::{self, Parsed, RoutingHeaders};
 /// What routing reads of a request head, however the transport parsed it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Request<'a, H> {
+    /// The request method (`GET`, `POST`, …).
+    pub method: &'a str,
+    /// A non-empty `X-Access-Token` came with it ([`envd::is_access_token`]).
+    pub access_token: bool,
     /// The first `Host` value, if any.
     pub host: Option<&'a [u8]>,
     /// Every `Host` value: each must be one this proxy answers.
@@ -28,7 +32,9 @@ impl WrennProxy {
     /// Checks the `Host`, parses the URL form and looks the sandbox up,
     /// filling `ctx` (form, port, path offset, route). `Err`: what the proxy
     /// answers itself (308, 400, 403, 404, 409, 421); `ctx.route` is set
-    /// when the sandbox was found, for the access log.
+    /// when the sandbox was found, for the access log. A port in
+    /// `denied_ports` is refused; so is the envd port to anything but
+    /// envd's clients ([`envd`]).
     pub(crate) fn route<'a, H>(
         &self,
         req: Request<'a, H>,
@@ -67,9 +73,20 @@ impl WrennProxy {
         ctx.path_offset = t
             .upstream_path
             .map(|p| p.as_ptr() as usize - req.target.as_ptr() as usize);
-        if self.denied_ports.contains(&t.port) {
+        let why = if self.denied_ports.contains(&t.port) {
+            Some(PortDenial::Listed)
+        } else if t.port == envd::ENVD_PORT {
+            let upstream = t
+                .upstream_path
+                .unwrap_or_else(|| target::origin(req.target));
+            (!envd::is_envd_client(req.method, req.access_token, upstream))
+                .then_some(PortDenial::NoAccessToken)
+        } else {
+            None
+        };
+        if let Some(why) = why {
             let (id, port) = (t.id.into_owned(), t.port);
-            return Err(Failure::PortDenied { id, port }.into());
+            return Err(Failure::PortDenied { id, port, why }.into());
         }
         let Some(route) = self.routes.get(&t.id) else {
             let id = t.id.into_owned();

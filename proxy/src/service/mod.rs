@@ -25,7 +25,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::failure::Failure;
-use crate::pipeline::{Request, RequestCtx, WrennProxy, is_connect_error};
+use crate::pipeline::{Request, RequestCtx, WrennProxy, envd, is_connect_error};
 use crate::target::RoutingHeaders;
 
 #[async_trait]
@@ -51,10 +51,15 @@ impl ProxyHttp for WrennProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let mut routing = RoutingHeaders::default();
+        let mut access_token = false;
         for (name, value) in &req.headers {
-            routing.offer(name.as_str(), value.as_bytes());
+            if !routing.offer(name.as_str(), value.as_bytes()) {
+                access_token |= envd::is_access_token(name.as_str(), value.as_bytes());
+            }
         }
         let request = Request {
+            method: req.method.as_str(),
+            access_token,
             host: req.headers.get(header::HOST).map(|v| v.as_bytes()),
             all_hosts: req
                 .headers

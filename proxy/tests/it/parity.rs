@@ -34,7 +34,10 @@ impl Drop for Recorder {
 
 impl Recorder {
     async fn start() -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn start_on(listener: TcpListener) -> Recorder {
         let port = listener.local_addr().unwrap().port();
         let heads = Arc::new(Mutex::new(Vec::new()));
         let seen = heads.clone();
@@ -336,3 +339,100 @@ async fn fast_path_on_and_off_give_the_same_upstream_heads_and_answers() {
 }
 
 const FAST_REQUESTS: &str = "wrenn_proxy_fast_path_requests_total";
+
+/// The envd port's rule (`src/pipeline/envd.rs`) on both paths: what passes
+/// reaches the sandbox with the same head, what does not gets the same 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_envd_port_rule_is_the_same_on_both_paths() {
+    const ENVD: &str = "sbxenvd";
+    let (listener, addr) = envd_listener(3).await;
+    let upstream = Recorder::start_on(listener);
+    let fast = Harness::start_with(|c| c.fast_path = true).await;
+    let slow = Harness::start_with(|c| c.fast_path = false).await;
+    for h in [&fast, &slow] {
+        h.announce(ENVD, &addr, SandboxState::Running, 1).await;
+    }
+    let r = |lines: &[&str]| format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n"));
+    let sub = format!("Host: 49983-{ENVD}.localhost");
+    let (id, port) = (
+        format!("E2b-Sandbox-Id: {ENVD}"),
+        "E2b-Sandbox-Port: 49983".to_owned(),
+    );
+    let token = "X-Access-Token: 0123456789abcdef";
+    let passes = [
+        r(&["GET /files?path=a HTTP/1.1", &sub, token]),
+        r(&["HEAD /files?path=a HTTP/1.1", &sub, token]),
+        r(&["GET / HTTP/1.1", "Host: localhost", &id, &port, token]),
+        r(&["GET /health HTTP/1.1", &sub]),
+        r(&[
+            &format!("GET /proxy/{ENVD}/49983/health HTTP/1.1"),
+            "Host: localhost",
+        ]),
+        r(&["GET /files?path=a&signature=v1_x HTTP/1.1", &sub]),
+        r(&[
+            "POST /process.Process/List HTTP/1.1",
+            &sub,
+            token,
+            "Content-Type: application/json",
+            "Content-Length: 2",
+        ])
+        .replace("\r\n\r\n", "\r\n\r\n{}"),
+    ];
+    let refused = [
+        r(&["GET / HTTP/1.1", &sub]),
+        r(&["GET /files?path=a HTTP/1.1", &sub, "X-Access-Token: "]),
+        r(&["HEAD /health HTTP/1.1", &sub]),
+        r(&["GET / HTTP/1.1", "Host: localhost", &id, &port]),
+        r(&[
+            &format!("GET /proxy/{ENVD}/49983/files?path=a HTTP/1.1"),
+            "Host: localhost",
+            "Accept: text/html",
+        ]),
+        r(&[
+            "POST /wrenn.v1.Guest/Assign HTTP/1.1",
+            &sub,
+            "Content-Type: application/grpc",
+            "Content-Length: 0",
+        ]),
+    ];
+    for (request, pass) in passes
+        .iter()
+        .map(|q| (q, true))
+        .chain(refused.iter().map(|q| (q, false)))
+    {
+        let a = exchange(fast.addr(), request).await;
+        let fast_heads = upstream.take();
+        let b = exchange(slow.addr(), request).await;
+        let slow_heads = upstream.take();
+        assert_eq!(fast_heads, slow_heads, "{request:?}: upstream heads differ");
+        assert_eq!(a, b, "{request:?}: answers differ");
+        if pass {
+            assert_eq!(fast_heads.len(), 1, "{request:?} reached the sandbox");
+            assert!(
+                a.head.starts_with("HTTP/1.1 200"),
+                "{request:?}: {}",
+                a.head
+            );
+        } else {
+            assert!(
+                fast_heads.is_empty(),
+                "{request:?} must not reach the sandbox"
+            );
+            assert!(
+                a.head.starts_with("HTTP/1.1 403"),
+                "{request:?}: {}",
+                a.head
+            );
+            assert!(a.head.contains("wrenn-error: port_denied"), "{}", a.head);
+        }
+    }
+    // The SDK's GETs to envd (6 of the table) take the fast path.
+    let m = fast.proxy.metrics().clone();
+    wait_until(
+        "6 fast-path requests",
+        std::time::Duration::from_secs(5),
+        || metric(&m.render(), FAST_REQUESTS) >= 6.0,
+    )
+    .await;
+    assert_eq!(slow.metric(FAST_REQUESTS), 0.0);
+}

@@ -365,7 +365,7 @@ async fn the_guest_agent_port_is_denied_by_default() {
     assert_eq!(e["code"], "port_denied");
     assert_eq!(
         e["message"],
-        "port 49983 of sandbox sbdeny is not served through the proxy"
+        "port 49983 of sandbox sbdeny is the sandbox agent's: it needs the sandbox's access token (X-Access-Token)"
     );
     let r = get(
         h.addr(),
@@ -374,4 +374,120 @@ async fn the_guest_agent_port_is_denied_by_default() {
     )
     .await;
     assert_eq!(r.status, 403);
+}
+
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
+/// Port 49983 passes what E2B's SDKs send to envd (a token, the health
+/// check, signed file URLs), in every URL form, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_agent_port_passes_envd_clients_only() {
+    let h = Harness::start().await;
+    let (_up, addr) = envd_upstream(1).await;
+    h.announce("sbenvd", &addr, SandboxState::Running, 1).await;
+    let port = h.addr().port();
+    let sub = format!("49983-sbenvd.localhost:{port}");
+    let e2b = [("e2b-sandbox-id", "sbenvd"), ("e2b-sandbox-port", "49983")];
+    let token = ("x-access-token", "0123456789abcdef");
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut v: Vec<(&str, &str)> = e2b.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let sub_host = |extra: &[(&'static str, &'static str)]| {
+        let mut v = vec![("host", sub.as_str())];
+        v.extend_from_slice(extra);
+        v
+    };
+    let passed: Vec<(&str, String, Headers, &str)> = vec![
+        ("GET", "/".into(), with(&[token]), "/"),
+        (
+            "POST",
+            "/process.Process/List".into(),
+            with(&[token, ("content-type", "application/json")]),
+            "/process.Process/List",
+        ),
+        (
+            "POST",
+            "/filesystem.Filesystem/Stat".into(),
+            sub_host(&[token]),
+            "/filesystem.Filesystem/Stat",
+        ),
+        (
+            "GET",
+            "/files?path=%2Fetc%2Fhosts".into(),
+            sub_host(&[token]),
+            "/files?path=%2Fetc%2Fhosts",
+        ),
+        (
+            "GET",
+            "/proxy/sbenvd/49983/health".into(),
+            vec![],
+            "/health",
+        ),
+        ("GET", "/health".into(), with(&[]), "/health"),
+        (
+            "GET",
+            "/files?path=a.txt&signature=v1_abc&signature_expiration=9".into(),
+            sub_host(&[]),
+            "/files?path=a.txt&signature=v1_abc&signature_expiration=9",
+        ),
+        (
+            "POST",
+            "/files?signature=v1_abc".into(),
+            sub_host(&[]),
+            "/files?signature=v1_abc",
+        ),
+    ];
+    let mut c = Conn::open(h.addr()).await;
+    for (method, target, headers, upstream) in &passed {
+        let r = c.send(method, target, headers).await;
+        assert_eq!(r.status, 200, "{method} {target}: {}", r.text());
+        assert_eq!(r.json()["target"], *upstream, "{method} {target}");
+        assert_eq!(r.json()["method"], *method, "{method} {target}");
+    }
+    let refused: Vec<(&str, &str, Headers)> = vec![
+        ("GET", "/proxy/sbenvd/49983/", vec![]),
+        ("POST", "/wrenn.v1.Guest/Assign", with(&[])),
+        ("POST", "/process.Process/Start", sub_host(&[])),
+        ("GET", "/files?path=%2Fetc%2Fshadow", sub_host(&[])),
+        ("GET", "/files?signature=", sub_host(&[])),
+        ("GET", "/", with(&[("x-access-token", "")])),
+        ("HEAD", "/health", with(&[])),
+        ("POST", "/health", with(&[])),
+    ];
+    for (method, target, headers) in &refused {
+        let r = Conn::open(h.addr())
+            .await
+            .send(method, target, headers)
+            .await;
+        assert_eq!(r.status, 403, "{method} {target}");
+        assert_eq!(
+            r.header("wrenn-error"),
+            Some("port_denied"),
+            "{method} {target}"
+        );
+        if *method != "HEAD" {
+            let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+            assert!(msg.contains("X-Access-Token"), "{msg}");
+        }
+    }
+}
+
+/// An operator who lists 49983 in `denied_ports` shuts envd's clients out too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_guest_agent_port_is_refused_even_with_a_token() {
+    let h = Harness::start_with(|c| c.denied_ports = vec![wrenn_types::GUEST_PORT]).await;
+    let (up, addr) = envd_upstream(2).await;
+    h.announce("sbenvdoff", &addr, SandboxState::Running, 1)
+        .await;
+    for target in ["/proxy/sbenvdoff/49983/", "/proxy/sbenvdoff/49983/health"] {
+        let r = get(h.addr(), target, &[("x-access-token", "0123456789abcdef")]).await;
+        assert_eq!(r.status, 403, "{target}");
+        assert_eq!(
+            r.json()["error"]["message"],
+            "port 49983 of sandbox sbenvdoff is not served through the proxy"
+        );
+    }
+    assert_eq!(up.accepted(), 0, "nothing reached the sandbox");
 }

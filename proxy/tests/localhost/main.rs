@@ -98,7 +98,7 @@ async fn scenario(
         assert!(ok_with(&r, "local-app.txt"), "{how}: connect {i}: {r:?}");
     }
 
-    // 3. The guest agent's port is never reachable.
+    // 3. The guest agent's port is refused without an access token.
     let r = get(
         proxy,
         &format!("localhost:{}", proxy.port()),

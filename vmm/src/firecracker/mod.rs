@@ -133,7 +133,10 @@ pub fn guest_mac(slot: Slot) -> String {
 /// The guest agent's credential is a root-only file of the image
 /// ([`TOKEN_IN_IMAGE`]), not an argument (the command line is readable by
 /// every process of the VM); it accepts calls only from the host's end of
-/// the slot's link.
+/// the slot's link. `env` is the guest's whole environment
+/// ([`crate::SandboxSpec::guest_env`]), the envd access token with it: that
+/// token is no secret from the VM's own processes (it opens the guest's
+/// envd interface to what they can do anyway), only from the outside.
 pub fn boot_args(
     hostname: &str,
     slot: Slot,

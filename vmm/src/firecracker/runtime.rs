@@ -284,7 +284,7 @@ impl Runtime for FirecrackerRuntime {
         let api = ApiClient::new(&sock);
         let plan = VmPlan {
             kernel: inner.kernel.display().to_string(),
-            boot_args: super::boot_args(id.as_str(), st.slot, &st.record.env),
+            boot_args: super::boot_args(id.as_str(), st.slot, &st.record.spec().guest_env()),
             rootfs: st.dir.rootfs_copy().display().to_string(),
             mac: super::guest_mac(st.slot),
             vcpus: st.record.vcpus,

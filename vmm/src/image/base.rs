@@ -1,11 +1,19 @@
 //! The built-in `base` template: Debian bookworm from debootstrap.
 //!
-//! Recipe: `debootstrap --variant=minbase` plus [`BASE_PACKAGES`], then a
-//! `wrenn-user` account (uid 1000, bash) with passwordless sudo, pip allowed
-//! system-wide (Debian's `EXTERNALLY-MANAGED` marker removed) and the apt
-//! caches dropped. The image is cached under [`cache_dir`] keyed by a hash of
-//! the recipe, together with debootstrap's downloaded packages; an exclusive
-//! lock on the cache serialises concurrent builds.
+//! Recipe: `debootstrap --variant=minbase` plus [`BASE_PACKAGES`] (with
+//! `python-is-python3`: `python` is `python3`), then the [`ACCOUNTS`] (bash,
+//! a home of their own, passwordless sudo): `wrenn-user` (uid 1000), the
+//! user of wrenn's own CLI, and `user` (uid 1001), the default user E2B's
+//! SDKs and their callers assume. pip is allowed system-wide (Debian's
+//! `EXTERNALLY-MANAGED` marker removed) and the apt caches are dropped.
+//!
+//! The image is cached under [`cache_dir`] as `base-<recipe id>.ext4`, the
+//! id a hash of the suite, mirror, package list, [`RECIPE_VERSION`] and the
+//! host's local CAs, together with debootstrap's downloaded packages; an
+//! exclusive lock on the cache serialises concurrent builds. The installed
+//! image carries the id it was built from (`images/base/recipe`): a wrenn
+//! whose recipe differs builds (or takes from the cache) the new one and
+//! swaps it in.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
@@ -29,9 +37,13 @@ pub const BASE_PACKAGES: &[&str] = &[
     "iproute2",
     "curl",
     "sudo",
+    "python-is-python3",
 ];
-/// Bump when the customisation below changes.
-const RECIPE_VERSION: u32 = 1;
+/// The accounts [`customize`] adds (name, uid; a group of the same name and
+/// id, `/home/<name>`, bash, passwordless sudo).
+pub const ACCOUNTS: [(&str, u32); 2] = [("wrenn-user", 1000), ("user", 1001)];
+/// Bump when the customisation below changes (2: the `user` account).
+const RECIPE_VERSION: u32 = 2;
 /// Where the cache lives unless `WRENN_CACHE_DIR` says otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/wrenn";
 /// Rough number of packages debootstrap handles, for the progress fraction.
@@ -67,11 +79,15 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn recipe_id() -> String {
-    // FNV-1a over everything that changes the result.
+    recipe_hash(BASE_PACKAGES, RECIPE_VERSION, &host_local_cas())
+}
+
+/// FNV-1a over everything that changes the result.
+fn recipe_hash(packages: &[&str], version: u32, cas: &[(String, Vec<u8>)]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let text = format!(
-        "{DEBIAN_SUITE} {DEBIAN_MIRROR} {} v{RECIPE_VERSION}",
-        BASE_PACKAGES.join(",")
+        "{DEBIAN_SUITE} {DEBIAN_MIRROR} {} v{version}",
+        packages.join(",")
     );
     let mut feed = |bytes: &[u8]| {
         for &b in bytes {
@@ -80,9 +96,9 @@ fn recipe_id() -> String {
         }
     };
     feed(text.as_bytes());
-    for (name, pem) in host_local_cas() {
+    for (name, pem) in cas {
         feed(name.as_bytes());
-        feed(&pem);
+        feed(pem);
     }
     format!("{h:016x}")
 }
@@ -200,7 +216,7 @@ fn debootstrap_image(cache: &Path, cached: &Path, report: &mut Reporter<'_>) -> 
     fs::create_dir_all(&debs).map_err(io_err("create", &debs))?;
     let result = debootstrap(&tree, &debs, report)
         .and_then(|()| {
-            report.send(BuildStep::Customize, 0.8, "adding wrenn-user".into());
+            report.send(BuildStep::Customize, 0.8, "adding the accounts".into());
             customize(&tree)
         })
         .and_then(|()| {
@@ -274,29 +290,10 @@ fn debootstrap(tree: &Path, debs: &Path, report: &mut Reporter<'_>) -> Result<()
 }
 
 fn customize(root: &Path) -> Result<()> {
-    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-    if !passwd.lines().any(|l| l.starts_with("wrenn-user:")) {
-        run(
-            Command::new("chroot").arg(root).args([
-                "useradd",
-                "--create-home",
-                "--shell",
-                "/bin/bash",
-                "--uid",
-                "1000",
-                "--user-group",
-                "wrenn-user",
-            ]),
-            root,
-            &[],
-        )?;
+    for (name, uid) in ACCOUNTS {
+        add_account(root, name, uid)?;
     }
     install_host_cas(root)?;
-    let sudoers = root.join("etc/sudoers.d/wrenn-user");
-    fs::write(&sudoers, "wrenn-user ALL=(ALL:ALL) NOPASSWD:ALL\n")
-        .map_err(io_err("write", &sudoers))?;
-    fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440))
-        .map_err(io_err("chmod", &sudoers))?;
     for (rel, text) in [("etc/resolv.conf", ""), ("etc/hostname", "wrenn\n")] {
         let p = root.join(rel);
         let _ = fs::remove_file(&p);
@@ -315,6 +312,34 @@ fn customize(root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Adds account `name` (uid and gid `uid`, its own group, bash, home
+/// `/home/<name>` owned by it) unless the tree has it, and lets it sudo
+/// without a password.
+fn add_account(root: &Path, name: &str, uid: u32) -> Result<()> {
+    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    if !passwd.lines().any(|l| l.split(':').next() == Some(name)) {
+        run(
+            Command::new("chroot").arg(root).args([
+                "useradd",
+                "--create-home",
+                "--shell",
+                "/bin/bash",
+                "--uid",
+                &uid.to_string(),
+                "--user-group",
+                name,
+            ]),
+            root,
+            &[],
+        )?;
+    }
+    let sudoers = root.join("etc/sudoers.d").join(name);
+    fs::write(&sudoers, format!("{name} ALL=(ALL:ALL) NOPASSWD:ALL\n"))
+        .map_err(io_err("write", &sudoers))?;
+    fs::set_permissions(&sudoers, fs::Permissions::from_mode(0o440))
+        .map_err(io_err("chmod", &sudoers))
 }
 
 /// Cached base images of older recipes are never used again.
@@ -366,5 +391,29 @@ impl<'a> Reporter<'a> {
             fraction: self.last,
             message,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_recipe_has_another_id() {
+        let id = recipe_hash(BASE_PACKAGES, RECIPE_VERSION, &[]);
+        assert_eq!(id.len(), 16);
+        assert_eq!(id, recipe_hash(BASE_PACKAGES, RECIPE_VERSION, &[]));
+        assert_ne!(id, recipe_hash(BASE_PACKAGES, RECIPE_VERSION - 1, &[]));
+        let fewer = &BASE_PACKAGES[..BASE_PACKAGES.len() - 1];
+        assert_ne!(id, recipe_hash(fewer, RECIPE_VERSION, &[]));
+        let ca = [("corp.crt".to_owned(), b"pem".to_vec())];
+        assert_ne!(id, recipe_hash(BASE_PACKAGES, RECIPE_VERSION, &ca));
+    }
+
+    #[test]
+    fn e2b_conventions_are_in_the_recipe() {
+        assert!(BASE_PACKAGES.contains(&"python-is-python3"));
+        assert!(ACCOUNTS.contains(&("user", 1001)));
+        assert!(ACCOUNTS.contains(&("wrenn-user", 1000)));
     }
 }

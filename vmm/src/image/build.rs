@@ -147,9 +147,11 @@ pub(crate) fn tempdir_near(path: &Path) -> Result<PathBuf> {
 const BUSYBOX_BINS: [&str; 2] = ["/bin/busybox", "/usr/bin/busybox"];
 
 /// Builds the `busybox` template (or the one named `name`) in `wrenn_dir` from
-/// the host's static busybox: every applet as a symlink, `root` and
-/// `wrenn-user` accounts, the directories a sandbox mounts on. Returns the
-/// image path; an existing image is kept (idempotent).
+/// the host's static busybox: every applet as a symlink, `root`,
+/// `wrenn-user` (uid 1000) and `user` (uid 1001, E2B's default user)
+/// accounts with their homes, the directories a sandbox mounts on (no sudo:
+/// busybox has none). Returns the image path; an existing image is kept
+/// (idempotent).
 pub fn build_busybox(wrenn_dir: &Path, name: &str) -> Result<PathBuf> {
     validate_name(name)?;
     let dest = template_path(wrenn_dir, name);
@@ -185,6 +187,7 @@ fn populate_busybox(root: &Path, busybox: &Path) -> Result<()> {
         "run",
         "root",
         "home/wrenn-user",
+        "home/user",
         "var/tmp",
     ] {
         let p = root.join(d);
@@ -194,8 +197,10 @@ fn populate_busybox(root: &Path, busybox: &Path) -> Result<()> {
         let p = root.join(d);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o1777)).map_err(io_err("chmod", &p))?;
     }
-    let home = root.join("home/wrenn-user");
-    std::os::unix::fs::chown(&home, Some(1000), Some(1000)).map_err(io_err("chown", &home))?;
+    for (home, id) in [("home/wrenn-user", 1000), ("home/user", 1001)] {
+        let home = root.join(home);
+        std::os::unix::fs::chown(&home, Some(id), Some(id)).map_err(io_err("chown", &home))?;
+    }
     let bin = root.join("bin/busybox");
     fs::copy(busybox, &bin).map_err(io_err("copy busybox to", &bin))?;
     // runs: busybox
@@ -217,9 +222,13 @@ fn populate_busybox(root: &Path, busybox: &Path) -> Result<()> {
     let files: [(&str, &str); 5] = [
         (
             "etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\nwrenn-user:x:1000:1000:wrenn:/home/wrenn-user:/bin/sh\n",
+            "root:x:0:0:root:/root:/bin/sh\nwrenn-user:x:1000:1000:wrenn:/home/wrenn-user:/bin/sh\n\
+             user:x:1001:1001:user:/home/user:/bin/sh\n",
         ),
-        ("etc/group", "root:x:0:\ntty:x:5:\nwrenn-user:x:1000:\n"),
+        (
+            "etc/group",
+            "root:x:0:\ntty:x:5:\nwrenn-user:x:1000:\nuser:x:1001:\n",
+        ),
         ("etc/hosts", "127.0.0.1 localhost\n"),
         ("etc/resolv.conf", ""),
         ("etc/hostname", "wrenn\n"),

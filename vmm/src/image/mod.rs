@@ -36,7 +36,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use base::{
-    BASE_PACKAGES, BuildProgress, BuildStep, DEBIAN_MIRROR, DEBIAN_SUITE, build_base, cache_dir,
+    ACCOUNTS, BASE_PACKAGES, BuildProgress, BuildStep, DEBIAN_MIRROR, DEBIAN_SUITE, build_base,
+    cache_dir,
 };
 pub use build::{BUSYBOX_TEMPLATE, build_busybox, build_from_dir, mkfs_blank};
 pub use flatten::{Flattened, Shrink, flatten, flatten_disk};

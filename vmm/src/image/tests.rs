@@ -134,6 +134,27 @@ fn busybox_template_grow_and_shrink_are_idempotent() {
         String::from_utf8_lossy(&out.stdout).contains("Type: regular"),
         "{out:?}"
     );
+    // The accounts: wrenn's and E2B's default user, each with its home.
+    let debugfs = |cmd: &str| {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", cmd])
+            .arg(&img)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let passwd = debugfs("cat /etc/passwd");
+    assert!(
+        passwd.contains("\nuser:x:1001:1001:user:/home/user:/bin/sh\n"),
+        "{passwd}"
+    );
+    assert!(passwd.contains("\nwrenn-user:x:1000:1000:"), "{passwd}");
+    assert!(debugfs("cat /etc/group").contains("\nuser:x:1001:\n"));
+    let home = debugfs("stat /home/user");
+    assert!(
+        home.contains("User:  1001") && home.contains("Group:  1001"),
+        "{home}"
+    );
 }
 
 #[test]

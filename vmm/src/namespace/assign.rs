@@ -4,10 +4,10 @@
 //! What names a sandbox by its id moves: the table entry, the directory, the
 //! cgroups (renamed in place; the processes stay in them) and the hostname
 //! (set from inside the sandbox's UTS namespace). The record takes the new id,
-//! environment and metadata. Everything else — slot, network, disk, user
-//! namespace, the running guest — stays, so the spec must match what the
-//! sandbox was made with. The guest learns its id and environment from the
-//! caller (`wrenn.v1.Guest/Assign`).
+//! environment, metadata and envd access token. Everything else — slot,
+//! network, disk, user namespace, the running guest — stays, so the spec
+//! must match what the sandbox was made with. The guest learns its id, environment and envd
+//! access token from the caller (`wrenn.v1.Guest/Assign`).
 //!
 //! A failure part-way moves back what was moved: the sandbox stays under its
 //! old id, whole, for the caller to destroy or keep.
@@ -74,6 +74,7 @@ pub(super) async fn assign(
             st.record.id = spec.id.clone();
             st.record.env = spec.env;
             st.record.metadata = spec.metadata;
+            st.record.envd_access_token = spec.envd_access_token;
             let saved = steps::time("assign_record", || st.dir.write_record(&st.record)).map_err(
                 |source| Error::Io {
                     step: "write sandbox record",

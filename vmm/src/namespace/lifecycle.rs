@@ -318,7 +318,7 @@ async fn start_locked(inner: &Arc<Inner>, cell: &Cell) -> Result<()> {
             st.slot.sandbox_addr(),
             id
         ),
-        env: st.record.env.clone(),
+        env: st.record.spec().guest_env(),
         token: st.record.guest_token.clone(),
         userns: st.userns.take(),
     };

@@ -62,6 +62,10 @@ pub struct Record {
     /// The pipe the first process's stdout and stderr go to.
     #[serde(default)]
     pub console: Option<crate::guestlog::PipeId>,
+    /// [`SandboxSpec::envd_access_token`]; empty in records of agents that
+    /// predate it (those sandboxes' guests have none).
+    #[serde(default)]
+    pub envd_access_token: String,
 }
 
 impl Record {
@@ -84,6 +88,7 @@ impl Record {
             pid_start: None,
             guest_token: new_token(),
             console: None,
+            envd_access_token: spec.envd_access_token.clone(),
         }
     }
 
@@ -99,6 +104,7 @@ impl Record {
             internet: self.internet,
             allow_out: self.allow_out.clone(),
             deny_out: self.deny_out.clone(),
+            envd_access_token: self.envd_access_token.clone(),
         }
     }
 
@@ -260,7 +266,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// A new credential for a guest agent: 32 random bytes, hex.
+/// A new credential for a guest agent (or an envd access token): 32 random
+/// bytes, lowercase hex.
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     crate::sys::random_bytes(&mut bytes);
@@ -288,7 +295,8 @@ mod tests {
     fn record_round_trips_and_creation_is_atomic() {
         let tmp = tempfile::tempdir().unwrap();
         let id: SandboxId = "abc".parse().unwrap();
-        let spec = SandboxSpec::new(id.clone());
+        let mut spec = SandboxSpec::new(id.clone());
+        spec.envd_access_token = new_token();
         let rec = Record::new(
             &spec,
             "wrenn-tv",
@@ -317,6 +325,40 @@ mod tests {
             vec![std::ffi::OsString::from("abc")],
             "no half-created directory left"
         );
+    }
+
+    #[test]
+    fn records_of_older_agents_still_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id: SandboxId = "old1".parse().unwrap();
+        let rec = Record::new(
+            &SandboxSpec::new(id.clone()),
+            "wrenn-tv",
+            Slot::new(1002).unwrap(),
+            Backend::Namespace,
+        );
+        let mut json = serde_json::to_value(&rec).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        for newer in ["envd_access_token", "console", "guest_token"] {
+            fields.remove(newer);
+        }
+        let path = tmp.path().join(RECORD);
+        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let old = read_record(&path).unwrap();
+        assert_eq!(old.envd_access_token, "");
+        assert_eq!(old.spec().envd_access_token, "");
+        assert_eq!(old.id, id);
+    }
+
+    #[test]
+    fn tokens_are_64_lowercase_hex_digits_and_differ() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 64);
+        assert!(
+            a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{a}"
+        );
+        assert_ne!(a, b);
     }
 
     #[test]

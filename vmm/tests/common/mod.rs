@@ -122,6 +122,7 @@ impl Env {
             internet: false,
             allow_out: Vec::new(),
             deny_out: Vec::new(),
+            envd_access_token: String::new(),
         }
     }
 

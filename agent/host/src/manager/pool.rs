@@ -8,7 +8,8 @@
 //! running sandbox can take (the default template, size and network; any id,
 //! environment, metadata and timeout) takes one: the runtime renames it
 //! (directory, cgroups, hostname, record: `Runtime::assign`), the guest
-//! learns its id and environment (`wrenn.v1.Guest/Assign`), and it is
+//! learns its id, environment and envd access token
+//! (`wrenn.v1.Guest/Assign`; a pooled sandbox has no token before), and it is
 //! announced like any new sandbox — a few milliseconds instead of a full
 //! create. Anything else, or an empty pool, takes the normal path.
 //!
@@ -128,6 +129,10 @@ impl Manager {
             .runtime
             .metadata
             .insert(MARK.to_owned(), "1".to_owned());
+        // No envd access token until a create takes it: its guest refuses
+        // envd's calls until `Assign` gives it the create's.
+        valid.runtime.envd_access_token.clear();
+        valid.proto.envd_access_token.clear();
         Ok(valid)
     }
 
@@ -246,7 +251,7 @@ impl Manager {
         // is destroyed under the name it has then.
         let (renamed, told) = tokio::join!(
             self.runtime.assign(&from, valid.runtime.clone()),
-            steps::timed("assign_guest", p.guest.assign(&id, &valid.runtime.env)),
+            steps::timed("assign_guest", p.guest.assign(&valid.runtime)),
         );
         let handle = match (renamed, told) {
             (Ok(h), Ok(())) => h,

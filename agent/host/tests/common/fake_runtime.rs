@@ -127,7 +127,7 @@ impl FakeRuntime {
                 cmd.args(["sh", "-c", script]);
             }
         }
-        cmd.envs(&spec.env)
+        cmd.envs(spec.guest_env())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

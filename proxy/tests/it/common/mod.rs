@@ -33,6 +33,23 @@ pub fn unused_port() -> u16 {
     }
 }
 
+/// A listener on port 49983 (the envd port) of a loopback address of its
+/// own (`n` tells the tests apart, the process id runs side by side), and
+/// that address, to announce a sandbox at.
+pub async fn envd_listener(n: u8) -> (tokio::net::TcpListener, String) {
+    let ip = std::net::Ipv4Addr::new(127, 1 + (std::process::id() % 200) as u8, 49, n);
+    let listener = tokio::net::TcpListener::bind((ip, wrenn_types::GUEST_PORT))
+        .await
+        .unwrap_or_else(|e| panic!("binding {ip}:49983: {e}"));
+    (listener, ip.to_string())
+}
+
+/// The echo upstream on [`envd_listener`] `n`, and its address.
+pub async fn envd_upstream(n: u8) -> (Upstream, String) {
+    let (listener, addr) = envd_listener(n).await;
+    (Upstream::http_on(listener), addr)
+}
+
 /// Polls `cond` every 10 ms until it holds; panics naming `what` after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
