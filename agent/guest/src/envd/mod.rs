@@ -4,9 +4,10 @@
 //! and `GET`/`POST /files` ([`files`]), on the agent's own port (49983).
 //!
 //! # Routing
-//! [`Envd`] is a tower layer in front of the gRPC server: a request whose
-//! content type is `application/grpc…` goes on to gRPC (and its bearer
-//! check) unchanged; every other request is envd's. One port serves both,
+//! [`Envd`] is a tower layer in front of the gRPC server: an HTTP/2
+//! request whose content type is `application/grpc…` goes on to gRPC (and
+//! its bearer check) unchanged; gRPC over HTTP/1.1 (which only the proxy's
+//! path carries) is refused; every other request is envd's. One port serves both,
 //! as E2B's envd does, so the proxy reaches it on the port the SDK names.
 //!
 //! # Authentication
@@ -155,6 +156,14 @@ impl Envd {
     /// Serves one non-gRPC request.
     async fn handle(self, req: Request<Body>) -> Response<Body> {
         let path = req.uri().path().to_owned();
+        if is_grpc(req.headers()) {
+            // HTTP/1.1 reaches this port through the proxy: the host's own
+            // gRPC stays on HTTP/2, which only the host speaks here.
+            return json_error(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "gRPC is served over HTTP/2 only; envd's HTTP interface is Connect",
+            );
+        }
         match (req.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/health") => {
                 let mut resp = Response::new(Body::empty());
@@ -283,7 +292,7 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if is_grpc(req.headers()) {
+        if is_grpc(req.headers()) && req.version() == http::Version::HTTP_2 {
             // The clone that was made ready serves this call.
             let ready = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, ready);

@@ -298,6 +298,20 @@ async fn the_token_guards_every_call_but_health_and_grpc_still_works() {
     assert_eq!(nowhere.status, 404);
     assert_eq!(nowhere.json()["code"], 404);
 
+    // gRPC over HTTP/1.1 (what the proxy's path carries) is refused.
+    let grpc1 = request(
+        agent.addr,
+        "POST",
+        "/process.Process/List",
+        &[
+            ("content-type", "application/grpc"),
+            ("x-access-token", TOKEN),
+        ],
+        &[0, 0, 0, 0, 0],
+    )
+    .await;
+    assert_eq!(grpc1.status, 505);
+
     // gRPC on the same port, unchanged.
     let reply = agent.process().list(ListRequest {}).await.unwrap();
     assert!(reply.into_inner().processes.is_empty());
