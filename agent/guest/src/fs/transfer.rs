@@ -27,6 +27,15 @@ use super::ops::create_dirs_owned;
 use crate::paths::{self, is_root};
 use crate::users::{DEFAULT_USER, UserDb};
 
+/// What every upload's temporary file name contains (watches leave them out).
+pub const UPLOAD_MARK: &str = ".wrenn-upload-";
+
+/// Whether `name` is an upload's temporary file.
+pub fn is_upload_temp(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') && name.contains(UPLOAD_MARK)
+}
+
 /// Largest `Read` chunk.
 pub const CHUNK: usize = 64 * 1024;
 /// Chunks queued between the file and the gRPC stream, each way.
@@ -224,8 +233,7 @@ impl TempFile {
             .map(|n| n.to_string_lossy())
             .unwrap_or_default();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            target.with_file_name(format!(".{name}.wrenn-upload-{}-{n}", std::process::id()));
+        let path = target.with_file_name(format!(".{name}{UPLOAD_MARK}{}-{n}", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)

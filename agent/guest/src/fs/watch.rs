@@ -169,6 +169,9 @@ impl Watcher {
             return Translated::Skip;
         }
         let rel = match &event.name {
+            // An upload's temporary file: the rename to its name is the
+            // event a watcher sees (as a create).
+            Some(name) if super::transfer::is_upload_temp(name) => return Translated::Skip,
             Some(name) => dir.join(name),
             None => dir.clone(),
         };

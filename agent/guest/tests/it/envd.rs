@@ -648,6 +648,19 @@ async fn filesystem_calls_and_both_kinds_of_watch() {
     assert_eq!(created.status, 200, "{:?}", created.json());
     let id = created.json()["watcherId"].as_str().unwrap().to_owned();
     std::fs::write(d.join("new.txt"), b"1").unwrap();
+    // An upload shows as its own name, not its temporary file's.
+    let up = request(
+        agent.addr,
+        "POST",
+        &format!("/files?path={}", d.join("up.txt").display()),
+        &[
+            ("content-type", "application/octet-stream"),
+            ("x-access-token", TOKEN),
+        ],
+        b"up",
+    )
+    .await;
+    assert_eq!(up.status, 200);
     let mut events = Vec::new();
     for _ in 0..100 {
         let got = unary(
@@ -658,13 +671,20 @@ async fn filesystem_calls_and_both_kinds_of_watch() {
         .await
         .json();
         events.extend(got["events"].as_array().cloned().unwrap_or_default());
-        if !events.is_empty() {
+        if events.iter().any(|e| e["name"] == "up.txt") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(events[0]["name"], "new.txt", "{events:?}");
     assert_eq!(events[0]["type"], "EVENT_TYPE_CREATE");
+    assert!(events.iter().any(|e| e["name"] == "up.txt"), "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["name"].as_str().unwrap().contains("wrenn-upload")),
+        "{events:?}"
+    );
     let removed = unary(
         agent.addr,
         "filesystem.Filesystem/RemoveWatcher",
@@ -729,7 +749,7 @@ async fn filesystem_calls_and_both_kinds_of_watch() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["new.txt", "v.txt"]);
+    assert_eq!(names, ["new.txt", "up.txt", "v.txt"]);
     let stat = unary(
         agent.addr,
         "filesystem.Filesystem/Stat",
