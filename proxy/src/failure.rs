@@ -24,8 +24,11 @@ pub enum Failure {
     },
     /// The URL names no sandbox in any form.
     NoRoute { domain: String },
-    /// No sandbox with this id on this host.
-    NotFound { id: String },
+    /// No sandbox with this id on this host. On the guest agent's port
+    /// (`envd`: E2B's SDKs) it is a 502 whose message says "was not found",
+    /// which those SDKs read as a sandbox that is gone (`is_running()`
+    /// false, "sandbox … was not found").
+    NotFound { id: String, envd: bool },
     /// The port is on the proxy's deny list, or is the guest agent's port
     /// and the request is not an envd client's (see `why`).
     PortDenied {
@@ -78,6 +81,7 @@ impl Failure {
         match self {
             Failure::BadRequest { .. } => 400,
             Failure::PortDenied { .. } => 403,
+            Failure::NotFound { envd: true, .. } => 502,
             Failure::NoRoute { .. } | Failure::NotFound { .. } => 404,
             Failure::NotRunning { .. } => 409,
             Failure::PortClosed { .. } | Failure::UpstreamBroke { .. } => 502,
@@ -124,7 +128,7 @@ impl Failure {
     fn sandbox_id(&self) -> Option<&str> {
         match self {
             Failure::BadRequest { sandbox_id, .. } => sandbox_id.as_deref(),
-            Failure::NotFound { id }
+            Failure::NotFound { id, .. }
             | Failure::PortDenied { id, .. }
             | Failure::NotRunning { id, .. }
             | Failure::PortClosed { id, .. }
@@ -156,7 +160,10 @@ impl Failure {
             Failure::NoRoute { domain } => format!(
                 "this URL names no sandbox: use http://<port>-<sandbox-id>.{domain}/ or /proxy/<sandbox-id>/<port>/"
             ),
-            Failure::NotFound { id } => format!("sandbox {id} does not exist on this host"),
+            Failure::NotFound { id, envd: true } => {
+                format!("sandbox {id} was not found on this host")
+            }
+            Failure::NotFound { id, .. } => format!("sandbox {id} does not exist on this host"),
             Failure::PortDenied {
                 id,
                 port,

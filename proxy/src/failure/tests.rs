@@ -30,7 +30,14 @@ fn statuses_and_codes() {
             },
             404,
         ),
-        (Failure::NotFound { id: id() }, 404),
+        (
+            Failure::NotFound {
+                id: id(),
+                envd: false,
+            },
+            404,
+        ),
+
         (
             Failure::NotRunning {
                 id: id(),
@@ -84,6 +91,18 @@ fn statuses_and_codes() {
         assert_eq!(f.status(), *status, "{f:?}");
         assert_eq!(f.code(), Failure::CODES[i]);
     }
+}
+
+#[test]
+fn a_gone_sandbox_on_the_envd_port_is_e2bs_502() {
+    let f = Failure::NotFound {
+        id: "abc".into(),
+        envd: true,
+    };
+    assert_eq!(f.status(), 502);
+    assert_eq!(f.code(), "sandbox_not_found");
+    // E2B's SDKs read a 502 whose message says "was not found" as gone.
+    assert!(f.message().contains("was not found"), "{}", f.message());
 }
 
 #[test]

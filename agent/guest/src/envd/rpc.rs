@@ -20,6 +20,20 @@ use wrenn_proto::process::{
 use super::connect::{Call, client_stream, server_stream, unary};
 use super::{Envd, in_home};
 
+/// envd forgets a process when it ends: E2B's SDKs take `not_found` for
+/// "no such process" (`kill` then answers false). wrenn keeps an ended
+/// process a while for `Connect` and says `failed_precondition`; the
+/// Connect interface says what envd says.
+fn ended_is_gone(status: Status) -> Status {
+    if status.code() == tonic::Code::FailedPrecondition
+        && status.message().contains("has already ended")
+    {
+        Status::not_found(status.message().to_owned())
+    } else {
+        status
+    }
+}
+
 type Requests<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Serves `call` (its token already checked) as `user` (from the
@@ -54,25 +68,37 @@ pub async fn dispatch(envd: &Envd, call: Call, user: Option<String>, body: Body)
         }
         "process.Process.Update" => {
             unary(call, body, |r: UpdateRequest| async move {
-                Ok(p.update(Request::new(r)).await?.into_inner())
+                Ok(p.update(Request::new(r))
+                    .await
+                    .map_err(ended_is_gone)?
+                    .into_inner())
             })
             .await
         }
         "process.Process.SendInput" => {
             unary(call, body, |r: SendInputRequest| async move {
-                Ok(p.send_input(Request::new(r)).await?.into_inner())
+                Ok(p.send_input(Request::new(r))
+                    .await
+                    .map_err(ended_is_gone)?
+                    .into_inner())
             })
             .await
         }
         "process.Process.SendSignal" => {
             unary(call, body, |r: SendSignalRequest| async move {
-                Ok(p.send_signal(Request::new(r)).await?.into_inner())
+                Ok(p.send_signal(Request::new(r))
+                    .await
+                    .map_err(ended_is_gone)?
+                    .into_inner())
             })
             .await
         }
         "process.Process.CloseStdin" => {
             unary(call, body, |r: CloseStdinRequest| async move {
-                Ok(p.close_stdin(Request::new(r)).await?.into_inner())
+                Ok(p.close_stdin(Request::new(r))
+                    .await
+                    .map_err(ended_is_gone)?
+                    .into_inner())
             })
             .await
         }

@@ -464,6 +464,15 @@ async fn stdin_arrives_by_a_chunked_client_stream_and_by_send_input() {
         end.get("exitCode").is_none(),
         "exit 0 is the default: {end}"
     );
+    // An ended process is gone to envd's clients: `kill` answers false.
+    let late = unary(
+        addr,
+        "process.Process/SendSignal",
+        json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"}),
+    )
+    .await;
+    assert_eq!(late.status, 404, "{:?}", late.json());
+    assert_eq!(late.json()["code"], "not_found");
 }
 
 /// The pid of the running process tagged `tag`, from `List`.
