@@ -80,59 +80,15 @@ fn apps() -> Arc<Apps> {
     })
 }
 
-/// The shipped template recipes (`conf/templates`).
-fn templates() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/templates")
-}
-
-/// `wrenn template build <name> -f <recipe> [extra…]`, allowing minutes.
-fn build_template(p: &Platform, name: &str, recipe: &Path, extra: &[String]) {
-    let started = Instant::now();
-    let mut cmd = p.command();
-    cmd.args(["template", "build", name, "-f"])
-        .arg(recipe)
-        .args(extra);
-    let out = common::proc::run(cmd, Duration::from_secs(900));
-    assert_eq!(out.code, 0, "template build {name}: {out}");
-    eprintln!(
-        "[apps] template {name} built in {:.1?}: {}",
-        started.elapsed(),
-        out.stdout.lines().last().unwrap_or("")
-    );
-}
-
 /// Builds the shipped templates both tests use, before either test runs:
 /// `apps-ca` (`base` with the host's CA bundle), then `jupyter` and `nextjs`
 /// from it. A build beside a browser test starves the app the browser is
 /// talking to of CPU and disk (flattening copies the image), and a slow
 /// enough answer is a page that fails to load, not a slow test.
 fn build_templates(p: &Platform) {
-    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    assert!(
-        bundle.is_file(),
-        "{} is missing: apt-get install ca-certificates",
-        bundle.display()
-    );
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::copy(bundle, ctx.path().join("ca.crt")).unwrap();
-    let recipe = ctx.path().join("wrenn.recipe");
-    std::fs::write(
-        &recipe,
-        "COPY ca.crt /home/wrenn-user/.host-ca.crt\n\
-         RUN sudo cp /home/wrenn-user/.host-ca.crt /etc/ssl/certs/ca-certificates.crt \
-         && rm /home/wrenn-user/.host-ca.crt\n",
-    )
-    .unwrap();
-    build_template(p, "apps-ca", &recipe, &[]);
+    common::templates::with_host_ca(p, "apps-ca");
     for name in ["jupyter", "nextjs"] {
-        let mut extra = vec!["--from".to_owned(), "apps-ca".to_owned()];
-        extra.extend(provision::registry_access());
-        build_template(
-            p,
-            name,
-            &templates().join(name).join("wrenn.recipe"),
-            &extra,
-        );
+        common::templates::build_shipped(p, name, name, "apps-ca");
     }
 }
 
@@ -346,7 +302,8 @@ fn nextjs_dev_server_hot_reloads_an_edit_through_the_subdomain_form() {
         "the dev server did not answer right after create"
     );
 
-    let page = std::fs::read_to_string(templates().join("nextjs/pages/index.js")).unwrap();
+    let page = std::fs::read_to_string(common::templates::shipped().join("nextjs/pages/index.js"))
+        .unwrap();
     let (before, after) = ("Hello from wrenn, version 1", "Hello from wrenn, version 2");
     assert!(
         page.contains(before),

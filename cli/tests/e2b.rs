@@ -81,6 +81,13 @@ fn install_sdks() -> PathBuf {
     .clone()
 }
 
+/// The code interpreter's template under the SDKs' default name
+/// (`code-interpreter-v1`), from `conf/templates/code-interpreter` (PyPI).
+fn code_interpreter(p: &Platform) {
+    common::templates::with_host_ca(p, "e2b-ca");
+    common::templates::build_shipped(p, "code-interpreter-v1", "code-interpreter", "e2b-ca");
+}
+
 /// The environment an SDK program gets: only what points it at `p`.
 fn sdk_env(cmd: &mut Command, p: &Platform) {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
@@ -164,6 +171,7 @@ fn run_program(p: Platform, name: &str, cmd: Command) {
 fn python_sdk_examples_against_wrenn_up() {
     let sdks = install_sdks();
     let p = Platform::start(PlatformOptions::new(PREFIX, 9000..=9029));
+    code_interpreter(&p);
     // runs: python3; the virtualenv of Debian's python3 that scripts/e2b-sdks made
     let mut cmd = Command::new(sdks.join("python/bin/python"));
     cmd.arg(programs().join("sdk_test.py"));
@@ -177,6 +185,7 @@ fn python_sdk_examples_against_wrenn_up() {
 fn node_sdk_examples_against_wrenn_up() {
     let sdks = install_sdks();
     let p = Platform::start(PlatformOptions::new(PREFIX, 9030..=9059));
+    code_interpreter(&p);
     // runs: -; the pinned Node.js scripts/e2b-sdks unpacks (node-runtime)
     let mut cmd = Command::new(sdks.join("node-runtime/bin/node"));
     cmd.arg(programs().join("sdk_test.mjs"));

@@ -11,30 +11,6 @@ use crate::common::{CliOutput, Platform, Sandbox, proc};
 /// webpack build.
 pub const RESOURCES: &[&str] = &["--memory", "2048", "--disk", "4096", "--timeout", "1800"];
 
-/// The registries the provisioning downloads come from.
-const REGISTRIES: &[&str] = &["registry.npmjs.org", "pypi.org", "files.pythonhosted.org"];
-
-/// `--allow-out` for the addresses the registries have from this host: a
-/// network whose registry mirror sits on a private or test address (this
-/// machine's answer 203.0.113.0/24) is refused by a sandbox's default egress
-/// policy, as a user there would find; public addresses change nothing.
-pub fn registry_access() -> Vec<String> {
-    use std::net::ToSocketAddrs as _;
-    let mut nets: Vec<String> = REGISTRIES
-        .iter()
-        .filter_map(|h| (*h, 443).to_socket_addrs().ok())
-        .flatten()
-        .filter(|a| a.is_ipv4())
-        .map(|a| format!("{}/32", a.ip()))
-        .collect();
-    nets.sort();
-    nets.dedup();
-    if nets.is_empty() {
-        return Vec::new();
-    }
-    vec!["--allow-out".to_owned(), nets.join(",")]
-}
-
 /// Runs `sh -c <script>` in the sandbox with extra `--env`s, allowing
 /// `timeout`; panics with the output unless it exits 0. Returns stdout.
 pub fn sh(sb: &Sandbox<'_>, env: &[(&str, &str)], script: &str, timeout: Duration) -> String {

@@ -30,6 +30,7 @@ pub mod leftovers;
 pub mod net;
 pub mod pg;
 pub mod proc;
+pub mod templates;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

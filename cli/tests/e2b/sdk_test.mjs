@@ -18,9 +18,9 @@
 // The test gives two more keys: WRENN_E2B_SECOND_KEY (active) and
 // WRENN_E2B_REVOKED_KEY (used once, then revoked before the run).
 // Groups as in sdk_test.py; the JS SDK watches with the WatchDir stream (the
-// Python sync SDK polls CreateWatcher/GetWatcherEvents). `runCode`
-// (@e2b/code-interpreter 2.8.0, installed beside it) gets a group `code` once
-// the code-interpreter template exists: load it with `sdk('@e2b/code-interpreter')`.
+// Python sync SDK polls CreateWatcher/GetWatcherEvents). code: `runCode`
+// (@e2b/code-interpreter 2.8.0) in the SDK's default template
+// code-interpreter-v1, which the test builds from conf/templates/code-interpreter.
 
 import { createRequire } from 'node:module'
 import { randomBytes, randomUUID } from 'node:crypto'
@@ -599,6 +599,58 @@ test('envd_auth', 'envd_port_needs_the_access_token', async () => {
   r = await raw('POST', '/process.Process/List', { ...route, ...rpc, 'X-Access-Token': token }, '{}')
   eq(r.status, 200, `List with the token (${r.body.toString().slice(0, 200)})`)
   await sbx.kill()
+})
+
+// ---------------------------------------------------------------- code
+
+let codeSandbox
+/** One code-interpreter sandbox (the SDK's default template,
+ * code-interpreter-v1, which the test built from conf/templates/code-interpreter). */
+async function code() {
+  codeSandbox ??= (async () => {
+    const { Sandbox: CodeSandbox } = await sdk('@e2b/code-interpreter')
+    const sbx = await CodeSandbox.create({ timeoutMs: 900_000, metadata: { suite: RUN } })
+    CREATED.push(sbx.sandboxId)
+    return sbx
+  })()
+  return codeSandbox
+}
+
+test('code', 'run_code_prints_and_returns', async () => {
+  const out = []
+  const e = await (await code()).runCode("print('hello'); 6 * 7", { onStdout: (m) => out.push(m.line) })
+  eq(e.logs.stdout, ['hello\n'], 'stdout')
+  eq(e.text, '42', "the cell's value")
+  eq(out, ['hello\n'], 'onStdout')
+  check(e.error === undefined || e.error === null, `error ${JSON.stringify(e.error)}`)
+})
+
+test('code', 'run_code_error_with_traceback', async () => {
+  const e = await (await code()).runCode('def f():\n    return 1 / 0\nf()')
+  check(e.error, 'no error')
+  eq(e.error.name, 'ZeroDivisionError', 'error name')
+  eq(e.error.value, 'division by zero', 'error value')
+  check(e.error.traceback.includes('f()'), `traceback ${e.error.traceback.slice(0, 300)}`)
+})
+
+test('code', 'run_code_matplotlib_png', async () => {
+  const e = await (await code()).runCode('import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()')
+  const png = e.results.find((r) => r.png)?.png
+  check(png, `no PNG result: ${JSON.stringify(e.results).slice(0, 300)}`)
+  eq([...Buffer.from(png, 'base64').subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], 'PNG signature')
+})
+
+test('code', 'run_code_keeps_variables_and_contexts_are_separate', async () => {
+  const sbx = await code()
+  await sbx.runCode('x = 41')
+  eq((await sbx.runCode('x + 1')).text, '42', 'a variable across calls')
+  const ctx = await sbx.createCodeContext()
+  await sbx.runCode("y = 'ctx'", { context: ctx })
+  eq((await sbx.runCode('y', { context: ctx })).text, "'ctx'", 'a variable in the context')
+  eq((await sbx.runCode("'y' in globals()")).text, 'False', 'the default context does not see it')
+  check((await sbx.listCodeContexts()).some((c) => c.id === ctx.id), 'listCodeContexts')
+  await sbx.removeCodeContext(ctx)
+  check(!(await sbx.listCodeContexts()).some((c) => c.id === ctx.id), 'removed')
 })
 
 // ---------------------------------------------------------------- driver

@@ -23,10 +23,9 @@ lifecycle (pause/resume/connect with state kept), envd_auth (raw HTTP to
 the envd port: RPCs and /files refused without the sandbox's own access
 token, /health open as envd's is). The test gives two more keys:
 WRENN_E2B_SECOND_KEY (active) and WRENN_E2B_REVOKED_KEY (used once, then
-revoked before the run). `run_code` (e2b-code-interpreter
-2.11.5, installed beside it) gets a group `code` once the code-interpreter
-template exists: add cases with `@case("code")` and `from e2b_code_interpreter
-import Sandbox as CodeSandbox`.
+revoked before the run). code: `run_code` (e2b-code-interpreter 2.11.5)
+in the SDK's default template `code-interpreter-v1`, which the test builds
+from conf/templates/code-interpreter.
 """
 
 import http.client
@@ -735,6 +734,82 @@ def envd_port_needs_the_access_token():
     check(status in (401, 403), f"List with another sandbox's token: {status} {body[:200]!r}")
     other.kill()
     sbx.kill()
+
+
+# ---------------------------------------------------------------- code
+
+
+def code_sandbox():
+    """One code-interpreter sandbox (the SDK's default template,
+    code-interpreter-v1, which the test built from
+    conf/templates/code-interpreter)."""
+    if "code" not in _shared:
+        from e2b_code_interpreter import Sandbox as CodeSandbox
+
+        sbx = CodeSandbox.create(timeout=900, metadata={"suite": RUN})
+        CREATED.append(sbx.sandbox_id)
+        _shared["code"] = sbx
+    return _shared["code"]
+
+
+@case("code")
+def run_code_prints_and_returns():
+    out = []
+    e = code_sandbox().run_code("print('hello'); 6 * 7", on_stdout=lambda m: out.append(m.line))
+    eq(e.logs.stdout, ["hello\n"], "stdout")
+    eq(e.text, "42", "the cell's value")
+    eq(out, ["hello\n"], "on_stdout")
+    check(e.execution_count and e.execution_count >= 1, f"execution_count {e.execution_count}")
+    check(e.error is None, f"error {e.error}")
+
+
+@case("code")
+def run_code_error_with_traceback():
+    e = code_sandbox().run_code("def f():\n    return 1 / 0\nf()")
+    check(e.error is not None, "no error")
+    eq(e.error.name, "ZeroDivisionError", "error name")
+    eq(e.error.value, "division by zero", "error value")
+    check("f()" in e.error.traceback, f"traceback {e.error.traceback[:300]!r}")
+
+
+@case("code")
+def run_code_matplotlib_png():
+    e = code_sandbox().run_code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"
+    )
+    pngs = [r.png for r in e.results if r.png]
+    check(pngs, f"no PNG result: {e.results}")
+    import base64
+
+    check(base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG")
+
+
+@case("code")
+def run_code_keeps_variables_and_contexts_are_separate():
+    sbx = code_sandbox()
+    sbx.run_code("x = 41")
+    eq(sbx.run_code("x + 1").text, "42", "a variable across calls")
+    ctx = sbx.create_code_context()
+    sbx.run_code("y = 'ctx'", context=ctx)
+    eq(sbx.run_code("y", context=ctx).text, "'ctx'", "a variable in the context")
+    eq(sbx.run_code("'y' in globals()").text, "False", "the default context does not see it")
+    check(ctx.id in [c.id for c in sbx.list_code_contexts()], "list_code_contexts")
+    sbx.restart_code_context(ctx)
+    eq(sbx.run_code("'y' in globals()", context=ctx).text, "False", "after restart")
+    sbx.remove_code_context(ctx)
+    check(ctx.id not in [c.id for c in sbx.list_code_contexts()], "removed")
+
+
+@case("code")
+def run_code_env_and_timeout():
+    sbx = code_sandbox()
+    e = sbx.run_code("import os; os.environ.get('GREETING')", envs={"GREETING": "hi"})
+    eq(e.text, "'hi'", "envs for one run")
+    eq(sbx.run_code("import os; os.environ.get('GREETING')").text, None, "envs are per run")
+    from e2b import TimeoutException
+
+    raises(TimeoutException, sbx.run_code, "import time\nwhile True: time.sleep(0.05)", timeout=2)
+    eq(sbx.run_code("1 + 1").text, "2", "the kernel answers after a timed-out run")
 
 
 # ---------------------------------------------------------------- driver
