@@ -411,13 +411,19 @@ async fn single<Req: Message + Default>(call: &Call, body: Body) -> Result<Req, 
         let bytes = read_all(body).await?;
         return call.codec.decode(&input, &bytes);
     }
-    let mut stream = Box::pin(envelopes(body));
-    let first = stream.next().await.transpose()?.ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "{} needs one request message; none was sent",
-            call.method.full_name()
-        ))
-    })?;
+    // Read to the end of the body, not just the envelope: a request body
+    // left unread (a chunked one's last chunk) makes the server close the
+    // connection after the response, under a client (the proxy) that
+    // already took it back for its pool.
+    let mut buf = BytesMut::from(&read_all(body).await?[..]);
+    let (_, first) = take_envelope(&mut buf)?
+        .filter(|(flags, _)| flags & END_STREAM == 0)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{} needs one request message; none was sent",
+                call.method.full_name()
+            ))
+        })?;
     call.codec.decode(&input, &first)
 }
 

@@ -782,3 +782,85 @@ async fn filesystem_calls_and_both_kinds_of_watch() {
     .await;
     assert_eq!(missing.status, 404);
 }
+
+/// One response off a keep-alive connection: status and body (chunked or
+/// with a length).
+async fn read_one(r: &mut tokio::io::BufReader<TcpStream>) -> (u16, Vec<u8>) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut line = String::new();
+    let (mut status, mut len, mut chunked) = (0, 0, false);
+    loop {
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if status == 0 {
+            status = l.split(' ').nth(1).unwrap().parse().unwrap();
+        } else if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+            if k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked") {
+                chunked = true;
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if !chunked {
+        body.resize(len, 0);
+        r.read_exact(&mut body).await.unwrap();
+        return (status, body);
+    }
+    loop {
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        let size = usize::from_str_radix(line.trim(), 16).unwrap();
+        let mut chunk = vec![0; size + 2];
+        r.read_exact(&mut chunk).await.unwrap();
+        if size == 0 {
+            return (status, body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// E2B's Python SDK sends a stream's one request message as a chunked body
+/// and reuses the connection (through the proxy's pool): the connection
+/// stays open for the next call.
+#[tokio::test]
+#[ignore = "needs root: scripts/test runs it (cargo test -- --include-ignored)"]
+async fn a_chunked_stream_request_leaves_the_connection_reusable() {
+    let agent = agent().await;
+    let s = TcpStream::connect(agent.addr).await.unwrap();
+    let mut r = tokio::io::BufReader::new(s);
+    for round in 0..3 {
+        let e = envelope(0, &json!({"process": {"cmd": "true"}}));
+        let head = format!(
+            "POST /process.Process/Start HTTP/1.1\r\nhost: sandbox\r\n\
+             content-type: application/connect+json\r\nx-access-token: {TOKEN}\r\n\
+             transfer-encoding: chunked\r\n\r\n{:x}\r\n",
+            e.len()
+        );
+        let w = r.get_mut();
+        w.write_all(head.as_bytes()).await.unwrap();
+        w.write_all(&e).await.unwrap();
+        w.write_all(b"\r\n0\r\n\r\n").await.unwrap();
+        let (status, body) = tokio::time::timeout(PATIENCE, read_one(&mut r))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no answer"));
+        assert_eq!(status, 200, "round {round}");
+        let reply = Reply {
+            status,
+            headers: Vec::new(),
+            body,
+        };
+        let envelopes = reply.envelopes();
+        assert_eq!(
+            envelopes.last().unwrap().0,
+            2,
+            "round {round}: {envelopes:?}"
+        );
+    }
+}
