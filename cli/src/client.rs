@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use tonic::transport::{Channel, Endpoint};
 use wrenn_control::client::{AuthedChannel, Bearer, bearer};
 use wrenn_proto::wrenn::v1::hosts_client::HostsClient;
+use wrenn_proto::wrenn::v1::keys_client::KeysClient;
 use wrenn_proto::wrenn::v1::sandboxes_client::SandboxesClient;
 use wrenn_proto::wrenn::v1::templates_client::TemplatesClient as TemplatesGrpc;
 
@@ -50,6 +51,12 @@ impl GlobalArgs {
     pub async fn connect_hosts(&self) -> Result<HostsClient<AuthedChannel>> {
         let (channel, auth) = self.channel().await?;
         Ok(HostsClient::with_interceptor(channel, auth))
+    }
+
+    /// The `Keys` service on the same control plane.
+    pub async fn connect_keys(&self) -> Result<KeysClient<AuthedChannel>> {
+        let (channel, auth) = self.channel().await?;
+        Ok(KeysClient::with_interceptor(channel, auth))
     }
 
     /// The `Templates` service on the same control plane (a build carries

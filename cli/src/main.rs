@@ -1,6 +1,6 @@
 //! `wrenn` — runs the platform's components (`up`, `control`, `agent`, `proxy`)
-//! and talks to the control plane (`sandbox`, `exec`, `pty`, `files`, `ps`,
-//! `kill`, `url`).
+//! and talks to the control plane (`sandbox`, `template`, `key`, `exec`, `pty`,
+//! `files`, `ps`, `kill`, `url`).
 //!
 //! Exit codes: 0 success; 1 any other failure; 2 bad usage; 3 not found;
 //! 4 refused (bad or missing API key, permission); 5 the control plane is
@@ -56,6 +56,9 @@ enum Command {
     /// Build templates from recipes or Dockerfiles; list, show, delete them.
     #[command(subcommand)]
     Template(cmd::template::TemplateCmd),
+    /// Create, list and revoke API keys (for the CLI, SDKs and E2B's REST API).
+    #[command(subcommand)]
+    Key(cmd::key::KeyCmd),
     /// Run a command in a sandbox; exits with its exit code.
     Exec(cmd::exec::ExecArgs),
     /// Open an interactive terminal in a sandbox.
@@ -114,6 +117,7 @@ async fn run(global: client::GlobalArgs, command: Command) -> i32 {
         Command::Proxy(_) => unreachable!("handled before the runtime starts"),
         Command::Sandbox(c) => exit::report(sandbox::run(&global, c).await),
         Command::Template(c) => exit::report(template::run(&global, c).await),
+        Command::Key(c) => exit::report(key::run(&global, c).await),
         Command::Exec(args) => exit::report_remote(exec::run(&global, args).await),
         Command::Pty(args) => exit::report_remote(pty::run(&global, args).await),
         Command::Files(c) => exit::report(files::run(&global, c).await),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 use wrenn_proto::wrenn::v1::hosts_client::HostsClient;
+use wrenn_proto::wrenn::v1::keys_client::KeysClient;
 use wrenn_proto::wrenn::v1::sandboxes_client::SandboxesClient;
 
 use crate::auth::ADMIN_KEY_FILE;
@@ -50,11 +51,12 @@ pub fn bearer(api_key: &str) -> Result<Bearer, ClientError> {
 /// A channel whose every call carries the API key.
 pub type AuthedChannel = wrenn_proto::auth::AuthChannel;
 
-/// Both services on one channel.
+/// The services on one channel.
 #[derive(Debug, Clone)]
 pub struct Client {
     pub sandboxes: SandboxesClient<AuthedChannel>,
     pub hosts: HostsClient<AuthedChannel>,
+    pub keys: KeysClient<AuthedChannel>,
 }
 
 impl Client {
@@ -86,7 +88,8 @@ impl Client {
             sandboxes: SandboxesClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            hosts: HostsClient::with_interceptor(channel, auth),
+            hosts: HostsClient::with_interceptor(channel.clone(), auth.clone()),
+            keys: KeysClient::with_interceptor(channel, auth),
         }
     }
 }

@@ -1,7 +1,7 @@
-//! wrenn's control plane as a library: the `wrenn.v1.Sandboxes` and
-//! `wrenn.v1.Hosts` gRPC services, gRPC health, the store (SQLite or
-//! PostgreSQL), API-key auth, the relay of interactive calls to host agents,
-//! and the reconciler.
+//! wrenn's control plane as a library: the `wrenn.v1.Sandboxes`,
+//! `wrenn.v1.Templates`, `wrenn.v1.Hosts` and `wrenn.v1.Keys` gRPC
+//! services, gRPC health, the store (SQLite or PostgreSQL), API-key auth,
+//! the relay of interactive calls to host agents, and the reconciler.
 //!
 //! [`run`] is the whole control plane (the `wrenn control` command is a thin
 //! wrapper around it); [`start`] is the same but returns once it listens, with
@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::server::HealthReporter;
 use tower::Layer;
 use wrenn_proto::wrenn::v1::hosts_server::HostsServer;
+use wrenn_proto::wrenn::v1::keys_server::KeysServer;
 use wrenn_proto::wrenn::v1::sandboxes_server::SandboxesServer;
 use wrenn_proto::wrenn::v1::templates_server::TemplatesServer;
 
@@ -67,7 +68,7 @@ pub use store::{Store, StoreConfig};
 use auth::{AuthLayer, Authenticator};
 use hosts::{Host, HostTable};
 use reconcile::Reconciler;
-use service::{HostsService, SandboxesService, TemplatesService};
+use service::{HostsService, KeysService, SandboxesService, TemplatesService};
 use store::{HostRecord, now_ms};
 
 /// Largest gRPC message the public services accept or send.
@@ -126,6 +127,10 @@ pub async fn start(options: Options) -> Result<Control, Error> {
     health
         .set_serving::<TemplatesServer<TemplatesService>>()
         .await;
+    health.set_serving::<KeysServer<KeysService>>().await;
+    // One authenticator for gRPC and E2B's REST API: the Keys service
+    // revokes through it, so both refuse a revoked key at once.
+    let authenticator = Authenticator::new(store.clone());
     let routes = tonic::service::Routes::new(health_service)
         .add_service(
             SandboxesServer::new(SandboxesService::new(state.clone()))
@@ -137,7 +142,11 @@ pub async fn start(options: Options) -> Result<Control, Error> {
             // A build carries its COPY sources.
             TemplatesServer::new(TemplatesService::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
-        );
+        )
+        .add_service(KeysServer::new(KeysService::new(
+            state.clone(),
+            authenticator.clone(),
+        )));
     let mut router = routes.into_axum_router();
     let mut public = vec![HEALTH_PREFIX.to_owned()];
     let mut tasks = Vec::new();
@@ -158,7 +167,6 @@ pub async fn start(options: Options) -> Result<Control, Error> {
         tracing::info!(extension = %name, "extension installed");
     }
     // E2B's REST API checks its own header (X-API-Key) with the same keys.
-    let authenticator = Authenticator::new(store.clone());
     let router = router.merge(e2b::router(state.clone(), authenticator.clone()));
     public.extend(e2b::PREFIXES.iter().map(|p| (*p).to_owned()));
     let service = AuthLayer::new(authenticator, public).layer(router);
@@ -362,6 +370,9 @@ impl Control {
             .await;
         self.health
             .set_not_serving::<TemplatesServer<TemplatesService>>()
+            .await;
+        self.health
+            .set_not_serving::<KeysServer<KeysService>>()
             .await;
         let served = match early {
             Some(res) => res,

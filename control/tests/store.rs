@@ -90,6 +90,8 @@ suite!(
     purge_removes_old_stopped_records_and_their_metadata,
     live_records_are_counted_per_host,
     api_keys_are_stored_hashed_and_revocable,
+    api_key_last_use_is_written_at_most_once_a_gap,
+    a_revoked_key_is_refused_at_once_despite_a_long_cache,
     hosts_upsert_keeps_created_at,
     reopening_keeps_data_and_migrations_are_idempotent,
     first_start_creates_one_admin_key,
@@ -415,6 +417,85 @@ async fn api_keys_are_stored_hashed_and_revocable(t: &TestStore) {
     );
     assert_eq!(t.store.count_active_api_keys().await.unwrap(), 0);
     assert_eq!(t.store.list_api_keys().await.unwrap().len(), 1);
+}
+
+async fn api_key_last_use_is_written_at_most_once_a_gap(t: &TestStore) {
+    let (rec, _) = auth::create_api_key(&t.store, "used").await.unwrap();
+    assert_eq!(rec.last_used_at, None);
+    let gap = Duration::from_secs(60);
+    let t0 = ts(1_000_000);
+    assert!(t.store.touch_api_key(&rec.id, t0, gap).await.unwrap());
+    assert!(
+        !t.store
+            .touch_api_key(&rec.id, ts(1_000_000 + 59_000), gap)
+            .await
+            .unwrap(),
+        "within the gap: no write"
+    );
+    let last = |keys: Vec<ApiKeyRecord>| keys.into_iter().find(|k| k.id == rec.id).unwrap();
+    assert_eq!(
+        last(t.store.list_api_keys().await.unwrap()).last_used_at,
+        Some(t0)
+    );
+    let t1 = ts(1_000_000 + 60_000);
+    assert!(t.store.touch_api_key(&rec.id, t1, gap).await.unwrap());
+    assert_eq!(
+        last(t.store.list_api_keys().await.unwrap()).last_used_at,
+        Some(t1)
+    );
+    assert!(!t.store.touch_api_key("key_nosuch", t1, gap).await.unwrap());
+}
+
+/// With a cache that would trust a key for an hour, revoking through the
+/// authenticator refuses the key on the very next call, also while other
+/// tasks keep looking it up (a lookup racing the revocation must not put the
+/// key back into the cache): many rounds, to meet the race.
+async fn a_revoked_key_is_refused_at_once_despite_a_long_cache(t: &TestStore) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (_, other) = auth::create_api_key(&t.store, "other").await.unwrap();
+    let authn = Authenticator::with_ttl(t.store.clone(), Duration::from_secs(3600));
+    let other_header = format!("Bearer {}", other.expose());
+    for round in 0..50 {
+        let (rec, key) = auth::create_api_key(&t.store, "racy").await.unwrap();
+        let header = format!("Bearer {}", key.expose());
+        assert!(authn.authenticate(Some(header.as_bytes())).await.is_some());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut racers = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (authn, header, stop) = (authn.clone(), header.clone(), stop.clone());
+            racers.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    // Each lookup goes to the store, as one racing a
+                    // revocation does.
+                    authn.clear_cache();
+                    authn.authenticate(Some(header.as_bytes())).await;
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(authn.revoke(&rec.id, now_ms()).await.unwrap());
+        stop.store(true, Ordering::Relaxed);
+        while racers.join_next().await.is_some() {}
+        for _ in 0..3 {
+            assert!(
+                authn.authenticate(Some(header.as_bytes())).await.is_none(),
+                "round {round}: the revoked key was accepted"
+            );
+        }
+    }
+    // The other key is untouched; revoking twice reports nothing to do.
+    assert!(
+        authn
+            .authenticate(Some(other_header.as_bytes()))
+            .await
+            .is_some()
+    );
+    let keys = t.store.list_api_keys().await.unwrap();
+    let racy = keys.iter().find(|k| k.name == "racy").unwrap();
+    assert!(!authn.revoke(&racy.id, now_ms()).await.unwrap());
 }
 
 async fn hosts_upsert_keeps_created_at(t: &TestStore) {

@@ -2,6 +2,7 @@
 
 pub mod exec;
 pub mod files;
+pub mod key;
 pub mod ps;
 pub mod pty;
 pub mod sandbox;

@@ -22,6 +22,7 @@ mod browse;
 mod exec;
 mod files;
 mod harness;
+mod keys;
 mod lifecycle;
 mod pty;
 mod restart;
@@ -64,4 +65,5 @@ store_suite! {
     exec_exit_codes_streams_env_user_and_cwd => crate::exec::exec,
     pty_resize_ctrl_c_exit_code_and_ctrl_d => crate::pty::pty,
     files_round_trip => crate::files::round_trip,
+    api_keys_create_ls_rm_for_grpc_and_rest => crate::keys::create_ls_rm,
 }

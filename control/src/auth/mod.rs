@@ -1,5 +1,6 @@
 //! API keys: generation, hashing, the first-start admin key, and checking the
-//! `authorization: Bearer wrn_…` header of every request.
+//! `authorization: Bearer wrn_…` header of every request (and E2B's
+//! `X-API-Key`, which `e2b.rs` hands to the same [`Authenticator`]).
 //!
 //! # Design
 //!
@@ -8,17 +9,46 @@
 //! high-entropy, so a slow password hash would add latency to every call and no
 //! strength. A malformed header is refused without touching the store; a
 //! well-formed key is looked up by hash and, when found, cached in memory for
-//! [`CACHE_TTL`] so the hot path (an exec every few milliseconds) does not
-//! query the store each time.
+//! [`CACHE_TTL`] (one second) so the hot path (an exec every few
+//! milliseconds) asks the store at most once a second per key.
 //!
 //! Every failure is `UNAUTHENTICATED` with the same message: a caller learns
 //! nothing about which part was wrong or whether the key ever existed.
 //!
+//! Every key can do everything: there are no scopes, and any key may create
+//! and revoke keys. The admin key is only the first key.
+//!
+//! ## Revocation
+//!
+//! [`Authenticator::revoke`] marks the key revoked in the store and then
+//! bumps the cache's epoch: every cached entry carries the epoch it was
+//! looked up in and counts only while that is still current, so the very
+//! next request with the revoked key — gRPC or REST, they share the
+//! authenticator — goes to the store and is refused. A lookup that started
+//! before the revocation and finishes after it caches its answer under the
+//! old epoch, where it is never used, so it cannot bring the key back.
+//!
+//! Several control planes sharing one PostgreSQL (issue 24) do not see each
+//! other's caches. The choice here is the short [`CACHE_TTL`]: a key revoked
+//! through one control plane is refused by that one at once and by every
+//! other within one second, with no message between them that could be
+//! lost. (A PostgreSQL `NOTIFY` on revocation could make the others
+//! immediate too; the TTL would stay as the bound when a notification is
+//! missed.)
+//!
+//! ## Last use
+//!
+//! A lookup that reaches the store also records the key's last use, at most
+//! once a minute per key and control plane ([`LAST_USED_GRANULARITY`]), in
+//! a task of its own so no request waits for the write.
+//!
 //! # Limitations
 //!
-//! - A revoked key keeps working for up to [`CACHE_TTL`] on a control plane that
-//!   had it cached.
-//! - Keys carry no scopes yet: every key can do everything.
+//! - Revocation refuses new requests; a stream already open with the key (an
+//!   interactive terminal, a streaming exec, a build) runs until it ends.
+//! - On a control plane other than the one that revoked a key, the key keeps
+//!   working for up to [`CACHE_TTL`].
+//! - Keys carry no scopes.
 
 mod layer;
 
@@ -27,8 +57,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -43,8 +75,11 @@ pub const API_KEY_PREFIX: &str = "wrn_";
 pub const API_KEY_RANDOM_LEN: usize = 32;
 /// File in `$WRENN_DIR` that receives the admin key on first start.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
-/// How long a verified key is trusted without asking the store again.
-pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a verified key is trusted without asking the store again; also
+/// the longest a key revoked through another control plane keeps working.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+/// How precisely a key's last use is recorded.
+pub const LAST_USED_GRANULARITY: Duration = Duration::from_secs(60);
 /// The one message every refused request gets.
 pub const UNAUTHENTICATED_MESSAGE: &str = "missing or invalid API key";
 
@@ -122,6 +157,7 @@ pub async fn create_api_key(
         key_hash: key.hash(),
         created_at: now_ms(),
         revoked_at: None,
+        last_used_at: None,
     };
     store.insert_api_key(&record).await?;
     Ok((record, key))
@@ -150,6 +186,7 @@ pub async fn ensure_admin_key(
         key_hash: key.hash(),
         created_at: now_ms(),
         revoked_at: None,
+        last_used_at: None,
     };
     store.insert_api_key(&record).await?;
     tracing::info!(path = %path.display(), key_id = %record.id, "created the admin API key");
@@ -196,20 +233,40 @@ fn new_key_id() -> String {
 }
 
 /// Checks bearer keys against the store, with a short-lived cache of keys that
-/// passed.
+/// passed; revokes keys so that the cache forgets them at once.
 #[derive(Debug)]
 pub struct Authenticator {
     store: Store,
-    cache: DashMap<String, (AuthenticatedKey, Instant)>,
+    cache: DashMap<String, Cached>,
     ttl: Duration,
+    /// Bumped by every revocation; entries of an older epoch do not count.
+    epoch: AtomicU64,
+    /// When this control plane last recorded each key's use (by key id).
+    touched: DashMap<String, Instant>,
+}
+
+/// A key that passed, when, and in which epoch.
+#[derive(Debug)]
+struct Cached {
+    who: AuthenticatedKey,
+    at: Instant,
+    epoch: u64,
 }
 
 impl Authenticator {
     pub fn new(store: Store) -> Arc<Self> {
+        Self::with_ttl(store, CACHE_TTL)
+    }
+
+    /// Like [`new`](Self::new) with another cache lifetime (tests use a long
+    /// one to show that revocation does not wait for it).
+    pub fn with_ttl(store: Store, ttl: Duration) -> Arc<Self> {
         Arc::new(Authenticator {
             store,
             cache: DashMap::new(),
-            ttl: CACHE_TTL,
+            ttl,
+            epoch: AtomicU64::new(0),
+            touched: DashMap::new(),
         })
     }
 
@@ -224,10 +281,14 @@ impl Authenticator {
         }
         let key = ApiKey::parse(token.trim())?;
         let hash = key.hash();
+        // Read before the lookup: a revocation that lands during it makes
+        // the answer's cache entry stale before anyone can use it.
+        let epoch = self.epoch.load(Ordering::Acquire);
         if let Some(hit) = self.cache.get(&hash)
-            && hit.1.elapsed() < self.ttl
+            && hit.epoch == epoch
+            && hit.at.elapsed() < self.ttl
         {
-            return Some(hit.0.clone());
+            return Some(hit.who.clone());
         }
         match self.store.find_active_api_key(&hash).await {
             Ok(Some(rec)) => {
@@ -235,7 +296,15 @@ impl Authenticator {
                     id: rec.id,
                     name: rec.name,
                 };
-                self.cache.insert(hash, (who.clone(), Instant::now()));
+                self.cache.insert(
+                    hash,
+                    Cached {
+                        who: who.clone(),
+                        at: Instant::now(),
+                        epoch,
+                    },
+                );
+                self.record_use(&who.id);
                 Some(who)
             }
             Ok(None) => {
@@ -249,8 +318,45 @@ impl Authenticator {
         }
     }
 
-    /// Forgets cached keys (after a revocation, for instance).
+    /// Writes key `id`'s last use, unless this control plane did so within
+    /// [`LAST_USED_GRANULARITY`]; in a task of its own, so nobody waits.
+    fn record_use(&self, id: &str) {
+        let due = match self.touched.get(id) {
+            Some(at) => at.elapsed() >= LAST_USED_GRANULARITY,
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        self.touched.insert(id.to_owned(), Instant::now());
+        let store = self.store.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .touch_api_key(&id, now_ms(), LAST_USED_GRANULARITY)
+                .await
+            {
+                tracing::warn!(key_id = %id, error = %wrenn_types::Chain(&e), "cannot record the API key's last use");
+            }
+        });
+    }
+
+    /// Revokes key `id` in the store (as of `at`) and forgets every cached
+    /// key, so the next request with it is refused on this control plane.
+    /// Returns false when there is no such active key.
+    pub async fn revoke(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = self.store.revoke_api_key(id, at).await?;
+        // After the store write: a lookup from now on sees the revocation,
+        // and every earlier one is of the old epoch.
+        self.clear_cache();
+        self.touched.remove(id);
+        Ok(done)
+    }
+
+    /// Forgets cached keys (after a revocation made elsewhere, for
+    /// instance): the next request of each key asks the store.
     pub fn clear_cache(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.cache.clear();
     }
 }

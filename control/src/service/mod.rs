@@ -1,5 +1,5 @@
-//! The public gRPC services: `wrenn.v1.Sandboxes`, `wrenn.v1.Templates` and
-//! `wrenn.v1.Hosts`.
+//! The public gRPC services: `wrenn.v1.Sandboxes`, `wrenn.v1.Templates`,
+//! `wrenn.v1.Hosts` and `wrenn.v1.Keys`.
 //!
 //! Lifecycle calls (`lifecycle.rs`) go through the store; interactive calls
 //! (`sandboxes.rs`) are looked up in the store and relayed to the sandbox's
@@ -8,6 +8,7 @@
 
 pub(crate) mod convert;
 mod hosts;
+mod keys;
 mod lifecycle;
 pub(crate) mod relay;
 mod sandboxes;
@@ -24,6 +25,7 @@ use crate::state::ControlState;
 use crate::store::{SandboxRecord, StoreError};
 
 pub use hosts::HostsService;
+pub use keys::{KeysService, MAX_KEY_NAME};
 pub use relay::RELAY_CAPACITY;
 pub use sandboxes::SandboxesService;
 pub use templates::TemplatesService;

@@ -12,6 +12,7 @@ struct ApiKeyRow {
     key_hash: String,
     created_at: i64,
     revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
 }
 
 impl From<ApiKeyRow> for ApiKeyRecord {
@@ -22,6 +23,7 @@ impl From<ApiKeyRow> for ApiKeyRecord {
             key_hash: r.key_hash,
             created_at: from_ms(r.created_at),
             revoked_at: r.revoked_at.map(from_ms),
+            last_used_at: r.last_used_at.map(from_ms),
         }
     }
 }
@@ -41,14 +43,15 @@ impl Store {
     pub async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         let res = with_pool!(self, |pool| {
             sqlx::query(
-                "INSERT INTO api_keys (id, name, key_hash, created_at, revoked_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO api_keys (id, name, key_hash, created_at, revoked_at, last_used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&key.id)
             .bind(&key.name)
             .bind(&key.key_hash)
             .bind(to_ms(key.created_at))
             .bind(key.revoked_at.map(to_ms))
+            .bind(key.last_used_at.map(to_ms))
             .execute(pool)
             .await
             .map(|_| ())
@@ -72,7 +75,7 @@ impl Store {
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let row: Option<ApiKeyRow> = with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, name, key_hash, created_at, revoked_at FROM api_keys \
+                "SELECT id, name, key_hash, created_at, revoked_at, last_used_at FROM api_keys \
                  WHERE key_hash = $1 AND revoked_at IS NULL",
             )
             .bind(key_hash)
@@ -87,7 +90,7 @@ impl Store {
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let rows: Vec<ApiKeyRow> = with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, name, key_hash, created_at, revoked_at FROM api_keys \
+                "SELECT id, name, key_hash, created_at, revoked_at, last_used_at FROM api_keys \
                  ORDER BY created_at, id",
             )
             .fetch_all(pool)
@@ -119,6 +122,32 @@ impl Store {
                 .map(|r| r.rows_affected())
         })
         .map_err(StoreError::query("revoke_api_key"))?;
+        Ok(done > 0)
+    }
+
+    /// Records that key `id` was used at `at`, unless its last use on
+    /// record is less than `min_gap` older. Returns whether it wrote.
+    pub async fn touch_api_key(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        min_gap: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let gap = i64::try_from(min_gap.as_millis()).unwrap_or(i64::MAX);
+        let at = to_ms(at);
+        let done = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2 \
+                 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(at.saturating_sub(gap))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .map_err(StoreError::query("touch_api_key"))?;
         Ok(done > 0)
     }
 

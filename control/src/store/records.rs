@@ -131,6 +131,9 @@ pub struct ApiKeyRecord {
     pub key_hash: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When a request last used it, to the minute (written at most once a
+    /// minute); `None` when never.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// A host the control plane schedules onto.

@@ -92,7 +92,7 @@ async fn health_needs_no_key() {
         .await
         .unwrap();
     let mut health = HealthClient::new(channel);
-    for service in ["wrenn.v1.Sandboxes", "wrenn.v1.Hosts"] {
+    for service in ["wrenn.v1.Sandboxes", "wrenn.v1.Hosts", "wrenn.v1.Keys"] {
         let res = health
             .check(HealthCheckRequest {
                 service: service.into(),

@@ -8,6 +8,7 @@ mod common;
 mod auth;
 mod e2b;
 mod extension;
+mod keys;
 mod lifecycle;
 mod limits;
 mod reconcile;
