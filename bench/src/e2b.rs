@@ -175,7 +175,15 @@ fn measure(p: &Platform, opts: &Opts, python: &PathBuf) -> anyhow::Result<Report
             "target (SDK p50)",
         ],
     );
-    let rows: [(&str, Latencies, Option<&Latencies>, Option<Duration>, bool); 5] = [
+    // (operation, SDK samples, the CLI's, target p50, a throughput row)
+    type Row<'a> = (
+        &'a str,
+        Latencies,
+        Option<&'a Latencies>,
+        Option<Duration>,
+        bool,
+    );
+    let rows: [Row<'_>; 5] = [
         (
             "create → ready",
             samples("create"),

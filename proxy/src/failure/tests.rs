@@ -37,7 +37,6 @@ fn statuses_and_codes() {
             },
             404,
         ),
-
         (
             Failure::NotRunning {
                 id: id(),

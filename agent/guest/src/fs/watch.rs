@@ -138,7 +138,7 @@ impl Watcher {
             for event in events {
                 match self.translate(&event) {
                     Translated::Send(out) => {
-                        if tx.send(out).await.is_err() {
+                        if tx.send(*out).await.is_err() {
                             return;
                         }
                     }
@@ -198,18 +198,18 @@ impl Watcher {
             .entries
             .as_ref()
             .and_then(|users| entry_info(&self.root.join(&rel), users).ok());
-        Translated::Send(WatchDirResponse {
+        Translated::Send(Box::new(WatchDirResponse {
             event: Some(Event::Filesystem(FilesystemEvent {
                 name: lossy(&rel),
                 r#type: kind as i32,
                 entry,
             })),
-        })
+        }))
     }
 }
 
 enum Translated {
-    Send(WatchDirResponse),
+    Send(Box<WatchDirResponse>),
     Skip,
     RootGone,
 }
