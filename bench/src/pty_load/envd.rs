@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
@@ -33,43 +34,11 @@ pub struct EnvdPty {
 }
 
 fn b64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-fn unb64(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' | b'-' => 62,
-        _ => 63,
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::new();
-    for c in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &b) in c.iter().enumerate() {
-            n |= u32::from(val(b)) << (18 - 6 * i);
-        }
-        for i in 0..c.len().saturating_sub(1) {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
+fn unb64(s: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(base64::engine::general_purpose::STANDARD.decode(s)?)
 }
 
 impl EnvdPty {
@@ -273,28 +242,10 @@ async fn read_stream(
                 let _ = tx.send(p);
             }
             if let Some(data) = event["data"]["pty"].as_str()
-                && out.send(unb64(data)).await.is_err()
+                && out.send(unb64(data)?).await.is_err()
             {
                 return Ok(());
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_round_trips() {
-        for s in [
-            &b""[..],
-            b"a",
-            b"ab",
-            b"abc",
-            b"hello world\n",
-            &[0, 255, 7, 8],
-        ] {
-            assert_eq!(super::unb64(&super::b64(s)), s, "{s:?}");
-        }
-        assert_eq!(super::b64(b"hi\n"), "aGkK");
     }
 }

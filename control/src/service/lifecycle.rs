@@ -193,32 +193,31 @@ pub(crate) async fn get_stored(state: &ControlState, req: SandboxRef) -> Result<
 const TOKEN_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The envd access token the host of `rec` reports for it (its
-/// `Sandbox.spec.envd_access_token`, read from the host's `ListSandboxes`:
-/// the agent has no call for one sandbox); `None` when the host does not
-/// have the sandbox or reports no token.
+/// `Sandbox.spec.envd_access_token`); `None` when the host reports none.
 async fn envd_access_token(
     state: &ControlState,
     rec: &SandboxRecord,
 ) -> Result<Option<String>, Status> {
     let host = host_of(state, rec)?;
     let mut client = host.client();
-    let call = client.list_sandboxes(wrenn_proto::wrenn::v1::ListSandboxesRequest::default());
+    let call = client.get_sandbox(SandboxRef {
+        sandbox_id: rec.id.to_string(),
+    });
     let wait = TOKEN_LOOKUP_TIMEOUT.min(state.lifecycle_timeout);
-    let list = match tokio::time::timeout(wait, call).await {
+    let sb = match tokio::time::timeout(wait, call).await {
         Err(_) => {
             return Err(Status::deadline_exceeded(format!(
-                "host {} did not list its sandboxes within {}s",
+                "host {} did not answer for sandbox {} within {}s",
                 host.id(),
+                rec.id,
                 wait.as_secs()
             )));
         }
         Ok(Err(s)) => return Err(agent_error(&host, s)),
-        Ok(Ok(resp)) => resp.into_inner().sandboxes,
+        Ok(Ok(resp)) => resp.into_inner(),
     };
-    Ok(list
-        .into_iter()
-        .find(|sb| sb.id == rec.id.as_str())
-        .and_then(|sb| sb.spec)
+    Ok(sb
+        .spec
         .map(|spec| spec.envd_access_token)
         .filter(|t| !t.is_empty()))
 }

@@ -95,6 +95,13 @@ impl HostAgent for Fake {
         Ok(Response::new(ListSandboxesResponse { sandboxes }))
     }
 
+    async fn get_sandbox(&self, r: Request<SandboxRef>) -> Result<Response<Sandbox>, Status> {
+        let id = r.into_inner().sandbox_id;
+        self.state
+            .with_sandbox(&id, |sb| sb.clone())
+            .map(Response::new)
+    }
+
     async fn get_sandbox_metrics(
         &self,
         r: Request<SandboxRef>,

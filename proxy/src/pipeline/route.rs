@@ -89,7 +89,7 @@ impl WrennProxy {
             return Err(Failure::PortDenied { id, port, why }.into());
         }
         let Some(route) = self.routes.get(&t.id) else {
-            let (id, envd) = (t.id.into_owned(), t.port == wrenn_types::GUEST_PORT);
+            let (id, envd) = (t.id.into_owned(), t.port == envd::ENVD_PORT);
             return Err(Failure::NotFound { id, envd }.into());
         };
         let state = route.state;
@@ -132,7 +132,7 @@ impl WrennProxy {
                 None => {
                     ctx.failure = Some(Failure::NotFound {
                         id: route.id.to_string(),
-                        envd: ctx.port == wrenn_types::GUEST_PORT,
+                        envd: ctx.port == envd::ENVD_PORT,
                     });
                     return Err(Error::explain(
                         ErrorType::HTTPStatus(404),

@@ -476,29 +476,29 @@ where
         )),
         Ok(messages) => {
             let deadline = call.timeout.map(|t| tokio::time::Instant::now() + t);
-            let late = call.deadline();
+            // The stream's state travels from message to message: nothing is
+            // cloned per message (a PTY's output is many small ones).
+            let state = (Box::pin(messages), output, call.deadline());
             Box::pin(futures::stream::unfold(
-                Some(Box::pin(messages)),
-                move |state| {
-                    let output = output.clone();
-                    let late = late.clone();
-                    async move {
-                        let mut messages = state?;
-                        let next = match deadline {
-                            Some(d) => match tokio::time::timeout_at(d, messages.next()).await {
-                                Ok(next) => next,
-                                Err(_) => return Some((end_stream(Some(&late)), None)),
-                            },
-                            None => messages.next().await,
-                        };
-                        match next {
-                            None => Some((end_stream(None), None)),
-                            Some(Err(status)) => Some((end_stream(Some(&status)), None)),
-                            Some(Ok(msg)) => match codec.encode(&output, &msg) {
-                                Ok(bytes) => Some((envelope(0, &bytes), Some(messages))),
-                                Err(status) => Some((end_stream(Some(&status)), None)),
-                            },
-                        }
+                Some(state),
+                move |state| async move {
+                    let (mut messages, output, late) = state?;
+                    let next = match deadline {
+                        Some(d) => match tokio::time::timeout_at(d, messages.next()).await {
+                            Ok(next) => next,
+                            Err(_) => return Some((end_stream(Some(&late)), None)),
+                        },
+                        None => messages.next().await,
+                    };
+                    match next {
+                        None => Some((end_stream(None), None)),
+                        Some(Err(status)) => Some((end_stream(Some(&status)), None)),
+                        Some(Ok(msg)) => match codec.encode(&output, &msg) {
+                            Ok(bytes) => {
+                                Some((envelope(0, &bytes), Some((messages, output, late))))
+                            }
+                            Err(status) => Some((end_stream(Some(&status)), None)),
+                        },
                     }
                 },
             ))

@@ -153,17 +153,23 @@ impl Envd {
         }
     }
 
+    /// The user to name in a `StartRequest`: the call's, else E2B's `user`
+    /// when the template sets none and the sandbox has that account; `None`
+    /// leaves it to the process service's own default (the template's user,
+    /// else root), as [`user`](Self::user) resolves it.
+    fn process_user(&self, named: Option<&str>) -> Option<String> {
+        match named.filter(|n| !n.is_empty()) {
+            Some(name) => Some(name.to_owned()),
+            None if self.0.template.user.is_none() && self.0.users.user(E2B_USER).is_ok() => {
+                Some(E2B_USER.to_owned())
+            }
+            None => None,
+        }
+    }
+
     /// Serves one non-gRPC request.
     async fn handle(self, req: Request<Body>) -> Response<Body> {
         let path = req.uri().path().to_owned();
-        if is_grpc(req.headers()) {
-            // HTTP/1.1 reaches this port through the proxy: the host's own
-            // gRPC stays on HTTP/2, which only the host speaks here.
-            return json_error(
-                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                "gRPC is served over HTTP/2 only; envd's HTTP interface is Connect",
-            );
-        }
         match (req.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/health") => {
                 let mut resp = Response::new(Body::empty());
@@ -292,7 +298,17 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if is_grpc(req.headers()) && req.version() == http::Version::HTTP_2 {
+        if is_grpc(req.headers()) {
+            if req.version() != http::Version::HTTP_2 {
+                // HTTP/1.1 reaches this port through the proxy: the host's
+                // own gRPC stays on HTTP/2, which only the host speaks here.
+                return Box::pin(async {
+                    Ok(json_error(
+                        StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                        "gRPC is served over HTTP/2 only; envd's HTTP interface is Connect",
+                    ))
+                });
+            }
             // The clone that was made ready serves this call.
             let ready = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, ready);

@@ -42,14 +42,17 @@ pub async fn dispatch(envd: &Envd, call: Call, user: Option<String>, body: Body)
     let p = &envd.0.process;
     let fs = &envd.0.fs;
     let user = user.as_deref();
+    // The user is looked up only for a relative path.
     let home = |path: &mut String| -> Result<(), Status> {
-        *path = in_home(path, &*envd.user(user)?);
+        if !path.starts_with('/') {
+            *path = in_home(path, &*envd.user(user)?);
+        }
         Ok(())
     };
     match call.method.full_name() {
         "process.Process.Start" => {
             server_stream(call, body, |mut r: StartRequest| async move {
-                r.user = Some(envd.user(user)?.name.clone());
+                r.user = envd.process_user(user);
                 Ok(p.start(Request::new(r)).await?.into_inner())
             })
             .await

@@ -161,6 +161,11 @@ impl Manager {
             .ok_or(SandboxError::NotFound(id))
     }
 
+    /// What the host reports of `sb` (as in [`list`](Self::list)).
+    pub fn record(&self, sb: &Sandbox) -> pb::Sandbox {
+        sb.to_proto(&self.cfg.host_id)
+    }
+
     pub fn list(&self) -> Vec<pb::Sandbox> {
         let mut v: Vec<_> = self
             .sandboxes

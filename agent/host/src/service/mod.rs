@@ -126,6 +126,11 @@ impl HostAgent for AgentService {
         Ok(Response::new(lifecycle::list(&self.m, req.into_inner())))
     }
 
+    async fn get_sandbox(&self, req: Request<pb::SandboxRef>) -> R<pb::Sandbox> {
+        let sb = self.m.get(&req.into_inner().sandbox_id)?;
+        Ok(Response::new(self.m.record(&sb)))
+    }
+
     async fn get_sandbox_metrics(&self, req: Request<pb::SandboxRef>) -> R<pb::SandboxMetrics> {
         Ok(Response::new(
             self.m.metrics(&req.into_inner().sandbox_id).await?,
